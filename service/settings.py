@@ -1,0 +1,52 @@
+"""Every setting of the service, read from IMGCLS_* environment variables. One instance is built
+in ``python -m service`` (or by a test) and passed down; nothing reads the environment at import.
+Each name carries its unit; the README documents default and trade-off for each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.cpus import available_cpus
+
+Provider = Literal["auto", "cpu", "openvino"]
+Precision = Literal["int8", "fp32"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGCLS_", frozen=True, extra="ignore")
+
+    # Model
+    model_dir: Path | None = None  # None: the best built model under artifacts_dir (README)
+    artifacts_dir: Path = Path("model_artifacts")
+    precision: Precision = "int8"
+    provider: Provider = "auto"
+    intra_op_threads: PositiveInt | None = None  # None: available_cpus()
+
+    # Batching
+    max_batch_size: PositiveInt = 8
+    max_batch_wait_ms: float = Field(default=0.0, ge=0.0)
+    queue_capacity: PositiveInt = 64
+    request_timeout_s: PositiveFloat = 10.0
+
+    # Input
+    decode_workers: PositiveInt | None = None  # None: available_cpus()
+    max_upload_bytes: PositiveInt = 20 * 1024 * 1024
+    max_image_pixels: PositiveInt = 40_000_000
+    max_batch_images: PositiveInt = 64  # images in one /v1/classify/batch request
+
+    # Process
+    drain_timeout_s: float = Field(default=20.0, ge=0.0)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def resolved_intra_op_threads(self) -> int:
+        return self.intra_op_threads or available_cpus()
+
+    def resolved_decode_workers(self) -> int:
+        return self.decode_workers or available_cpus()
