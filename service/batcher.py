@@ -1,0 +1,268 @@
+"""The micro-batcher: a bounded asyncio queue, one loop that forms batches, and ONE dedicated
+inference thread that runs them. It knows nothing about images or models: it batches payloads
+for a plain ``run_batch(payloads) -> outputs`` callable.
+
+Batch formation (Ray Serve's rule): block until the first item arrives, then take more until
+the batch is full or ``max_wait_s`` has passed since that first item; with ``max_wait_s == 0``
+take only what is already queued (opportunistic: the worker is never kept waiting).
+
+Guarantees, each tested:
+- an item whose caller went away (its future is cancelled) or whose deadline passed is dropped
+  before it runs, and never costs inference time;
+- a future is resolved only if it is not done, so a late result never overwrites a cancellation;
+- ``run_batch`` must return one output per payload, in order; anything else fails that batch;
+- an exception in ``run_batch`` fails only that batch's callers, and the loop goes on;
+- a full queue refuses at once (Overloaded) with a Retry-After from the measured drain rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from service.errors import DeadlineExceeded, Draining, ImgclsError, InferenceFailed, Overloaded
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")  # payload
+R = TypeVar("R")  # one output
+RunBatch = Callable[[list[P]], Sequence[R]]
+
+# Weight of the newest batch in the drain-rate average: about the last 10 batches count.
+_EWMA_ALPHA = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Done(Generic[R]):
+    """One item's output and where its time went."""
+
+    output: R
+    queue_s: float  # enqueued -> its batch started
+    inference_s: float  # run time of its batch
+    batch_size: int
+
+
+@dataclass(slots=True, eq=False)  # identity equality: deque.remove must not compare arrays
+class _Item(Generic[P, R]):
+    payload: P
+    future: asyncio.Future[Done[R]]
+    deadline: float  # time.monotonic() seconds
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class DrainRate:
+    """EWMA of images per second of inference, to tell a refused caller when to come back."""
+
+    def __init__(self, initial_per_s: float) -> None:
+        self.per_s = max(initial_per_s, 1e-3)
+
+    def observe(self, images: int, seconds: float) -> None:
+        if seconds > 0:
+            self.per_s += _EWMA_ALPHA * (images / seconds - self.per_s)
+
+    def retry_after_s(self, queued: int) -> int:
+        """Seconds until ``queued`` images are drained, rounded up, at least 1."""
+        return max(1, math.ceil(queued / self.per_s))
+
+
+class MicroBatcher(Generic[P, R]):
+    def __init__(
+        self,
+        run_batch: RunBatch[P, R],
+        *,
+        max_batch_size: int,
+        max_wait_s: float,
+        capacity: int,
+        metrics: Metrics,
+        initial_rate_per_s: float = 100.0,
+    ) -> None:
+        if max_batch_size < 1 or capacity < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size and capacity must be >= 1, max_wait_s >= 0")
+        self._run_batch = run_batch
+        self.max_batch_size = max_batch_size
+        self._max_wait_s = max_wait_s
+        self._capacity = capacity
+        self._metrics = metrics
+        self.drain_rate = DrainRate(initial_rate_per_s)
+        self._queue: deque[_Item[P, R]] = deque()
+        self._arrived = asyncio.Event()  # set whenever an item is appended
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
+        # One thread, for the life of the batcher: ORT sessions are not meant to be driven
+        # from several threads at once, and one thread keeps the CPU budget predictable.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgcls-inference")
+        metrics.queue_depth.set_function(lambda: len(self._queue))
+        metrics.oldest_queued_age.set_function(self._oldest_age_s)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        """Refuse new items, fail what is still queued (Draining), end the loop, join the thread.
+        Idempotent. Call after draining: whatever is still queued now would otherwise hang."""
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._queue:
+            _fail(self._queue.popleft(), Draining("the server stopped before this image ran"))
+        # shutdown(wait=True) blocks until a running batch returns: not on the event loop.
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+
+    # -- callers -----------------------------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, payload: P, deadline: float) -> Done[R]:
+        """Queue ``payload`` and wait for its output until ``deadline`` (time.monotonic()).
+        Raises Overloaded, Draining, DeadlineExceeded or the batch's InferenceFailed. If the
+        caller is cancelled, the item leaves the queue at once and is never run."""
+        if self._closed or not self.alive:
+            raise Draining("the batcher is stopped")
+        if len(self._queue) >= self._capacity:
+            raise Overloaded(
+                f"the queue is full ({self._capacity} images)",
+                retry_after_s=self.drain_rate.retry_after_s(len(self._queue)),
+            )
+        item: _Item[P, R] = _Item(payload, asyncio.get_running_loop().create_future(), deadline)
+        self._queue.append(item)
+        self._arrived.set()
+        try:
+            # wait_for cancels the future on timeout and when this task is cancelled: either
+            # way the loop then sees a done future and skips the item.
+            return await asyncio.wait_for(item.future, timeout=deadline - time.monotonic())
+        except TimeoutError:
+            raise DeadlineExceeded(
+                "the request timed out before its image was classified"
+            ) from None
+        finally:
+            self._discard(item)
+
+    def _discard(self, item: _Item[P, R]) -> None:
+        """Free the queue slot of an item whose caller stopped waiting (cancelled or timed out)."""
+        if item.future.done() and not _succeeded(item):
+            with contextlib.suppress(ValueError):
+                self._queue.remove(item)
+
+    def _oldest_age_s(self) -> float:
+        try:
+            return time.monotonic() - self._queue[0].enqueued_at
+        except IndexError:
+            return 0.0
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            items = await self._next_batch()
+            try:
+                live = self._admit(items)
+                if live:
+                    await self._run(live)
+            except asyncio.CancelledError:
+                for item in items:
+                    _fail(item, Draining("the server stopped while this image was running"))
+                raise
+            except Exception:  # a bug here must not kill the loop and strand every caller
+                log.exception("batcher loop error; failing this batch and going on")
+                for item in items:
+                    _fail(item, InferenceFailed("internal error while batching"))
+
+    async def _next_batch(self) -> list[_Item[P, R]]:
+        """Block for the first item, then fill until full or the wait from the first is over."""
+        while not self._queue:
+            self._arrived.clear()
+            await self._arrived.wait()
+        fill_until = time.monotonic() + self._max_wait_s
+        while len(self._queue) < self.max_batch_size and self._max_wait_s > 0:
+            remaining = fill_until - time.monotonic()
+            if remaining <= 0:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+        count = min(self.max_batch_size, len(self._queue))
+        return [self._queue.popleft() for _ in range(count)]
+
+    def _admit(self, items: list[_Item[P, R]]) -> list[_Item[P, R]]:
+        """Drop items nobody waits for any more, and expired ones, BEFORE they cost a run."""
+        now = time.monotonic()
+        live = []
+        for item in items:
+            if item.future.done():
+                continue
+            if now >= item.deadline:
+                _fail(item, DeadlineExceeded("the request timed out while queued"))
+                continue
+            live.append(item)
+        return live
+
+    async def _run(self, items: list[_Item[P, R]]) -> None:
+        started = time.monotonic()
+        for item in items:
+            self._metrics.queue_wait.observe(started - item.enqueued_at)
+        payloads = [item.payload for item in items]
+        loop = asyncio.get_running_loop()
+        try:
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, payloads)
+            _check_outputs(outputs, len(items))
+        except Exception as exc:
+            log.exception("batch of %d failed", len(items))
+            error = exc if isinstance(exc, ImgclsError) else InferenceFailed(_describe(exc))
+            for item in items:
+                _fail(item, error)
+            return
+        inference_s = time.monotonic() - started
+        self._observe(len(items), inference_s)
+        for item, output in zip(items, outputs, strict=True):
+            done = Done(output, started - item.enqueued_at, inference_s, len(items))
+            _resolve(item, done)
+
+    def _observe(self, size: int, inference_s: float) -> None:
+        self.drain_rate.observe(size, inference_s)
+        self._metrics.batch_size.observe(size)
+        self._metrics.inference_duration.observe(inference_s)
+
+
+def _check_outputs(outputs: Sequence[object], expected: int) -> None:
+    """The worker contract (mosec): one output per input, in order. A short or long answer
+    would hand one caller another caller's result."""
+    if len(outputs) != expected:
+        raise InferenceFailed(f"the model returned {len(outputs)} outputs for {expected} inputs")
+
+
+def _describe(exc: Exception) -> str:
+    return f"inference failed: {type(exc).__name__}: {exc}"[:300]
+
+
+def _succeeded(item: _Item[P, R]) -> bool:
+    return not item.future.cancelled() and item.future.exception() is None
+
+
+def _resolve(item: _Item[P, R], done: Done[R]) -> None:
+    if not item.future.done():
+        item.future.set_result(done)
+
+
+def _fail(item: _Item[P, R], error: BaseException) -> None:
+    if not item.future.done():
+        item.future.set_exception(error)
