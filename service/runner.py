@@ -166,14 +166,14 @@ def _choose(
         return cpu, ProviderChoice(
             CPU, "unavailable", "auto: the OpenVINO provider is not installed, CPU is the only one"
         )
-    return _compare(cpu, _runner(model_path, OPENVINO, threads), images, batch_sizes)
+    return compare_providers(cpu, _runner(model_path, OPENVINO, threads), images, batch_sizes)
 
 
 def _runner(model_path: Path, provider: str, threads: int) -> Runner:
     return Runner(create_session(model_path, provider, threads), provider)
 
 
-def _compare(
+def compare_providers(
     cpu: Runner, openvino: Runner, images: Batch, batch_sizes: Sequence[int]
 ) -> tuple[Runner, ProviderChoice]:
     """auto: OpenVINO must first give the CPU provider's answers, then be faster, to be chosen."""

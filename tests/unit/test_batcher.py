@@ -1,0 +1,309 @@
+"""The micro-batcher with a fake run_batch that records what it saw. Batch formation is proven
+without timing: a gate holds the inference thread while items queue, and a huge max wait means
+"only a full batch may run". Short sleeps appear only where a test asserts that something has
+NOT happened; they can never make a test pass that should fail."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+
+from service.batcher import Done, DrainRate, MicroBatcher
+from service.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded
+from service.metrics import Metrics
+
+pytestmark = pytest.mark.anyio
+FAR = 1e6  # a deadline nobody reaches
+HUGE_WAIT_S = 1e6
+
+
+class FakeModel:
+    """run_batch that records each batch and the thread it ran on, optionally held at a gate.
+    Payload "boom" raises; payload "short" returns one output too few."""
+
+    def __init__(self, gated: bool = False) -> None:
+        self.batches: list[list[str]] = []
+        self.threads: set[int] = set()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        if not gated:
+            self.gate.set()
+
+    def __call__(self, payloads: list[str]) -> Sequence[str]:
+        self.threads.add(threading.get_ident())
+        self.batches.append(list(payloads))
+        self.entered.set()
+        self.gate.wait(timeout=30)
+        if "boom" in payloads:
+            raise ValueError("kaboom")
+        outputs = [p.upper() for p in payloads]
+        return outputs[:-1] if "short" in payloads else outputs
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(b) for b in self.batches]
+
+    @property
+    def ran(self) -> set[str]:
+        return {p for b in self.batches for p in b}
+
+    async def wait_entered(self) -> None:
+        await asyncio.to_thread(self.entered.wait, 10)
+        self.entered.clear()
+
+
+def make_batcher(
+    model: FakeModel,
+    max_batch_size: int = 4,
+    max_wait_s: float = 0.0,
+    capacity: int = 16,
+    rate: float = 100.0,
+    metrics: Metrics | None = None,
+) -> MicroBatcher[str, str]:
+    return MicroBatcher(
+        model,
+        max_batch_size=max_batch_size,
+        max_wait_s=max_wait_s,
+        capacity=capacity,
+        metrics=metrics or Metrics(),
+        initial_rate_per_s=rate,
+    )
+
+
+@pytest.fixture
+async def gated() -> AsyncIterator[tuple[FakeModel, MicroBatcher[str, str]]]:
+    model = FakeModel(gated=True)
+    batcher = make_batcher(model)
+    batcher.start()
+    yield model, batcher
+    model.gate.set()
+    await batcher.stop()
+
+
+def submit(
+    batcher: MicroBatcher[str, str], payload: str, deadline: float = FAR
+) -> asyncio.Task[Done[str]]:
+    return asyncio.create_task(batcher.submit(payload, time.monotonic() + deadline))
+
+
+async def settle() -> None:
+    """Let every ready task run up to its next suspension point."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_each_caller_gets_its_own_output_in_order() -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_batch_size=8, capacity=32)
+    batcher.start()
+    results = await asyncio.gather(*(submit(batcher, f"p{i}") for i in range(20)))
+    assert [r.output for r in results] == [f"P{i}" for i in range(20)]
+    assert all(1 <= r.batch_size <= 8 for r in results)
+    assert sum(model.sizes) == 20
+    await batcher.stop()
+
+
+async def test_with_a_huge_wait_a_batch_runs_only_when_full() -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_batch_size=4, max_wait_s=HUGE_WAIT_S)
+    batcher.start()
+    first = [submit(batcher, f"p{i}") for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in first)
+    assert model.batches == []
+    last = submit(batcher, "p3")
+    results = await asyncio.gather(*first, last)
+    assert model.batches == [["p0", "p1", "p2", "p3"]]
+    assert {r.batch_size for r in results} == {4}
+    await batcher.stop()
+
+
+async def test_opportunistic_batches_take_what_queued_while_the_worker_was_busy(
+    gated: tuple[FakeModel, MicroBatcher[str, str]],
+) -> None:
+    model, batcher = gated
+    head = submit(batcher, "head")
+    await model.wait_entered()  # the worker is busy with a batch of one
+    rest = [submit(batcher, f"p{i}") for i in range(5)]
+    await settle()
+    assert batcher.depth == 5
+    model.gate.set()
+    await asyncio.gather(head, *rest)
+    assert model.sizes == [1, 4, 1]  # max_batch_size 4: the 5 queued split 4 + 1
+    assert model.batches[1] == ["p0", "p1", "p2", "p3"]  # FIFO
+
+
+async def test_all_batches_run_on_one_dedicated_thread() -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_batch_size=2)
+    batcher.start()
+    for i in range(5):
+        await submit(batcher, f"p{i}")
+    assert len(model.threads) == 1
+    assert threading.get_ident() not in model.threads
+    await batcher.stop()
+
+
+async def test_an_expired_item_raises_504_and_never_runs(
+    gated: tuple[FakeModel, MicroBatcher[str, str]],
+) -> None:
+    model, batcher = gated
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit("late", time.monotonic() + 0.05)
+    assert batcher.depth == 0  # its slot is freed at once
+    model.gate.set()
+    await head
+    after = await submit(batcher, "after")
+    assert after.output == "AFTER"
+    assert "late" not in model.ran
+
+
+async def test_an_item_submitted_past_its_deadline_is_refused_and_never_runs() -> None:
+    model = FakeModel()
+    batcher = make_batcher(model)
+    batcher.start()
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit("stale", time.monotonic() - 1.0)
+    await submit(batcher, "fresh")
+    assert model.ran == {"fresh"}
+    await batcher.stop()
+
+
+async def test_a_cancelled_caller_is_dropped_before_its_item_runs(
+    gated: tuple[FakeModel, MicroBatcher[str, str]],
+) -> None:
+    model, batcher = gated
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    gone = submit(batcher, "gone")
+    stays = submit(batcher, "stays")
+    await settle()
+    assert batcher.depth == 2
+    gone.cancel()
+    await settle()
+    assert gone.cancelled()
+    assert batcher.depth == 1  # left the queue at once, not when its batch would have formed
+    model.gate.set()
+    assert (await stays).output == "STAYS"
+    await head
+    assert model.batches == [["head"], ["stays"]]
+
+
+async def test_a_full_queue_refuses_with_retry_after_from_the_drain_rate() -> None:
+    model = FakeModel(gated=True)
+    batcher = make_batcher(model, capacity=3, rate=2.0)  # 2 images/s before any measurement
+    batcher.start()
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    queued = [submit(batcher, f"q{i}") for i in range(3)]
+    await settle()
+    with pytest.raises(Overloaded) as refused:
+        await batcher.submit("extra", time.monotonic() + FAR)
+    assert refused.value.status == 503
+    assert refused.value.retry_after_s == 2  # ceil(3 queued / 2 per s)
+    assert refused.value.headers() == {"Retry-After": "2"}
+    model.gate.set()
+    await asyncio.gather(head, *queued)
+    assert "extra" not in model.ran
+    await batcher.stop()
+
+
+async def test_a_failing_batch_fails_only_its_callers_and_the_loop_goes_on(
+    gated: tuple[FakeModel, MicroBatcher[str, str]],
+) -> None:
+    model, batcher = gated
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    doomed = [submit(batcher, "a"), submit(batcher, "boom")]
+    await settle()
+    model.gate.set()
+    await head
+    for task in doomed:
+        with pytest.raises(InferenceFailed, match="ValueError: kaboom"):
+            await task
+    later = await asyncio.gather(submit(batcher, "x"), submit(batcher, "y"))
+    assert [d.output for d in later] == ["X", "Y"]
+    assert batcher.alive
+
+
+async def test_outputs_of_the_wrong_length_fail_the_batch_not_the_loop(
+    gated: tuple[FakeModel, MicroBatcher[str, str]],
+) -> None:
+    model, batcher = gated
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    doomed = [submit(batcher, "a"), submit(batcher, "short")]
+    await settle()
+    model.gate.set()
+    await head
+    for task in doomed:
+        with pytest.raises(InferenceFailed, match="1 outputs for 2 inputs"):
+            await task
+    assert (await submit(batcher, "z")).output == "Z"
+
+
+async def test_stop_fails_what_is_queued_joins_the_thread_and_refuses_new_items() -> None:
+    model = FakeModel(gated=True)
+    batcher = make_batcher(model)
+    batcher.start()
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    queued = submit(batcher, "queued")
+    await settle()
+    stopping = asyncio.create_task(batcher.stop())
+    await settle()
+    model.gate.set()  # stop() waits for the running batch's thread to return
+    await stopping
+    for task in (head, queued):
+        with pytest.raises(Draining):
+            await task
+    assert "queued" not in model.ran
+    with pytest.raises(Draining):
+        await batcher.submit("late", time.monotonic() + FAR)
+    await batcher.stop()  # idempotent
+    assert not batcher.alive
+
+
+async def test_metrics_report_depth_age_and_batch_sizes() -> None:
+    model = FakeModel(gated=True)
+    metrics = Metrics()
+    batcher = make_batcher(model, metrics=metrics)
+    batcher.start()
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    queued = [submit(batcher, "a"), submit(batcher, "b")]
+    await settle()
+    registry = metrics.registry
+    assert registry.get_sample_value("imgcls_queue_depth") == 2
+    age = registry.get_sample_value("imgcls_queue_oldest_age_seconds")
+    assert age is not None
+    assert age > 0
+    model.gate.set()
+    await asyncio.gather(head, *queued)
+    assert registry.get_sample_value("imgcls_queue_depth") == 0
+    assert registry.get_sample_value("imgcls_queue_oldest_age_seconds") == 0
+    assert registry.get_sample_value("imgcls_batch_size_count") == 2
+    assert registry.get_sample_value("imgcls_batch_size_sum") == 3
+    assert registry.get_sample_value("imgcls_queue_wait_seconds_count") == 3
+    await batcher.stop()
+
+
+def test_drain_rate_retry_after_is_ceil_and_at_least_one() -> None:
+    rate = DrainRate(initial_per_s=10.0)
+    assert rate.retry_after_s(0) == 1
+    assert rate.retry_after_s(10) == 1
+    assert rate.retry_after_s(11) == 2
+    rate.observe(images=1, seconds=1.0)  # 1/s pulls the average down by 20 % of the gap
+    assert rate.per_s == pytest.approx(8.2)
+    assert rate.retry_after_s(64) == 8
+
+
+def test_invalid_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="max_batch_size"):
+        make_batcher(FakeModel(), max_batch_size=0)
