@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     max_upload_bytes: PositiveInt = 20 * 1024 * 1024
     max_image_pixels: PositiveInt = 40_000_000
     max_batch_images: PositiveInt = 64  # images in one /v1/classify/batch request
+    max_request_bytes: PositiveInt = 64 * 1024 * 1024  # a whole batch request body
+
+    # HTTP server (uvicorn, one worker)
+    http_limit_concurrency: PositiveInt | None = 1024  # open connections+tasks, then plain 503
+    http_backlog: PositiveInt = 2048  # listen() backlog: connections waiting for accept()
+    http_keep_alive_s: PositiveFloat = 5.0  # idle keep-alive connections are closed after this
 
     # Process
     drain_timeout_s: float = Field(default=20.0, ge=0.0)

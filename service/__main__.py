@@ -1,0 +1,112 @@
+"""``python -m service`` (console script ``imgcls-serve``): settings from IMGCLS_* variables,
+JSON logs, and ONE uvicorn worker serving create_app(settings).
+
+One worker, always: a second worker would load a second model, split the batches and break
+the per-process Prometheus registry. Scale with replicas.
+
+SIGTERM/SIGINT: uvicorn's own handler stops accepting connections at once, so a load balancer
+that still routes here would see refused connections, and readiness would never flip. Our
+handler drains first: readiness turns 503 and new requests get 503 "draining" immediately,
+admitted requests finish (up to IMGCLS_DRAIN_TIMEOUT_S), and only then is uvicorn told to
+exit (it then waits for the last responses, runs the lifespan shutdown that stops the
+inference thread, and the process exits 0). A second signal skips the drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.app import create_app, drain
+from service.logs import setup_logging
+from service.settings import Settings
+
+log = logging.getLogger("service")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_timeout_s = drain_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self.exit_code = 0
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is None or self._drain_task is not None or self.should_exit:
+            super().handle_exit(sig, frame)  # not serving yet, or a second signal: no drain
+            return
+        log.info("signal %s: draining before exit", signal.Signals(sig).name)
+        # A signal handler runs between two bytecodes of whatever the loop was doing: hand the
+        # work to the loop instead of touching its structures from here.
+        self._loop.call_soon_threadsafe(self._begin_drain, sig, frame)
+
+    def _begin_drain(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._drain_then_exit(sig, frame))
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            await drain(self._app, self._drain_timeout_s)
+        finally:
+            super().handle_exit(sig, frame)
+            # uvicorn re-raises captured signals after shutdown, which would end the process
+            # "killed by SIGTERM"; a completed graceful stop is a normal exit.
+            self._captured_signals.clear()
+
+    def fail(self, exc: BaseException) -> None:
+        """The model could not start: stop serving and exit non-zero."""
+        self.exit_code = 1
+        self.should_exit = True
+
+
+def build_server(settings: Settings) -> DrainingServer:
+    holder: list[DrainingServer] = []
+    app = create_app(settings, on_start_failure=lambda exc: holder[0].fail(exc))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        workers=1,
+        lifespan="on",
+        log_config=None,  # keep our logging setup (JSON, request ids)
+        access_log=False,  # our middleware writes the access log, with route and request id
+        limit_concurrency=settings.http_limit_concurrency,
+        backlog=settings.http_backlog,
+        timeout_keep_alive=int(max(1, settings.http_keep_alive_s)),
+        timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
+        server_header=False,
+    )
+    server = DrainingServer(config, app, settings.drain_timeout_s)
+    holder.append(server)
+    return server
+
+
+def main() -> None:
+    settings = Settings()
+    setup_logging(settings.log_format, settings.log_level)
+    log.info(
+        "starting on http://%s:%d (one worker)",
+        settings.host,
+        settings.port,
+        extra={"settings": settings.model_dump(mode="json")},
+    )
+    server = build_server(settings)
+    server.run()
+    sys.exit(server.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Typed dependency aliases: a route asks for ``classifier: ClassifierDep`` and FastAPI hands it
+the one Classifier that app.py's lifespan created (never a global)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from service.classifier import Classifier
+from service.errors import NotReady
+from service.metrics import Metrics
+from service.settings import Settings
+
+
+def get_classifier(request: Request) -> Classifier:
+    classifier: Classifier | None = getattr(request.app.state, "classifier", None)
+    if classifier is None:  # the lifespan has not run yet
+        raise NotReady("the service is starting", retry_after_s=1)
+    return classifier
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

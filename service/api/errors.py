@@ -1,0 +1,78 @@
+"""Every error leaves as ``{"error": {"code": ..., "message": ...}}``: one handler for the
+ImgclsError tree (status and headers come from the class), and adapters that put FastAPI's
+validation errors and Starlette's 404/405 into the same shape. Unexpected exceptions are turned
+into a 500 by the request middleware, which also logs their traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from service.api.disconnect import ClientDisconnected
+from service.errors import ImgclsError
+from service.metrics import Metrics
+from service.schemas import ErrorBody, ErrorDetail
+
+log = logging.getLogger(__name__)
+
+# nginx's convention for "client closed the request": nobody receives it, the access log shows it.
+CLIENT_CLOSED_REQUEST = 499
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = ErrorBody(error=ErrorDetail(code=code, message=message))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+async def _imgcls_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImgclsError)  # registered for this class only
+    _metrics(request).rejections.labels(reason=exc.code).inc()
+    if exc.status >= 500:
+        log.warning("%s: %s", exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.headers())
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    _metrics(request).rejections.labels(reason="invalid_parameter").inc()
+    return error_response(422, "invalid_parameter", _describe_validation(exc))
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part != "query")
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> JSONResponse:
+    _metrics(request).rejections.labels(reason="client_disconnected").inc()
+    log.info("client disconnected while waiting; its work was cancelled")
+    return error_response(CLIENT_CLOSED_REQUEST, "client_disconnected", str(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ImgclsError, _imgcls_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnected, _client_disconnected)

@@ -1,0 +1,140 @@
+"""The one request middleware (plain ASGI, so it neither buffers bodies nor breaks the
+disconnect message the routes listen for). For every HTTP request it:
+
+- gives it a request id (a valid incoming X-Request-ID, else a new one) for logs and the reply,
+- adds ``X-Request-ID`` and ``Server-Timing`` headers to the response,
+- counts it in Prometheus by route TEMPLATE (``/v1/classify``, never the raw path: bounded),
+- writes one access-log line, and
+- turns any exception nothing else handled into a logged traceback and a JSON 500: the caller
+  never sees a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.context import get_timing, set_request_id
+from service.api.errors import error_response
+from service.classifier import Timing
+from service.logs import ACCESS_LOGGER, request_id_var
+from service.metrics import Metrics
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger(ACCESS_LOGGER)
+
+# Echo only ids that are safe in a header and a log line, and short enough not to be abuse.
+_VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+UNMATCHED_ROUTE = "unmatched"
+
+
+def request_id_from(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _VALID_REQUEST_ID.fullmatch(candidate):
+                return candidate
+    return uuid.uuid4().hex
+
+
+def route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED_ROUTE
+
+
+def server_timing(timing: Timing | None, total_s: float) -> str:
+    parts = []
+    if timing is not None:
+        parts += [
+            f"decode;dur={timing.decode_s * 1e3:.2f}",
+            f"queue;dur={timing.queue_s * 1e3:.2f}",
+            f"inference;dur={timing.inference_s * 1e3:.2f}",
+            f'batch_size;desc="{timing.batch_size}"',
+        ]
+    parts.append(f"total;dur={total_s * 1e3:.2f}")
+    return ", ".join(parts)
+
+
+@dataclass(slots=True)
+class _Exchange:
+    """What the middleware learns about one request while it runs."""
+
+    request_id: str
+    started: float
+    status: int = 500
+    response_started: bool = False
+
+
+class RequestMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = _Exchange(request_id_from(scope), time.perf_counter())
+        set_request_id(scope, exchange.request_id)
+        token = request_id_var.set(exchange.request_id)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                exchange.status = message["status"]
+                exchange.response_started = True
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = exchange.request_id
+                total = time.perf_counter() - exchange.started
+                headers.append("Server-Timing", server_timing(get_timing(scope), total))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            log.exception("unhandled error")  # the traceback, with the request id, in the log
+            if exchange.response_started:
+                raise  # too late for a clean answer: let the server drop the connection
+            response = error_response(
+                500, "internal", f"internal error; request id {exchange.request_id}"
+            )
+            self.metrics.rejections.labels(reason="internal").inc()
+            await response(scope, receive, send_with_headers)
+        finally:
+            self._record(scope, exchange)
+            request_id_var.reset(token)
+
+    def _record(self, scope: Scope, exchange: _Exchange) -> None:
+        duration = time.perf_counter() - exchange.started
+        route = route_template(scope)
+        method = scope["method"]
+        self.metrics.requests.labels(route=route, method=method, status=str(exchange.status)).inc()
+        self.metrics.request_duration.labels(route=route).observe(duration)
+        timing = get_timing(scope)
+        access_log.info(
+            "%s %s %d",
+            method,
+            route,
+            exchange.status,
+            extra={
+                "method": method,
+                "route": route,
+                "path": scope["path"],
+                "status": exchange.status,
+                "duration_ms": round(duration * 1e3, 3),
+                "request_id": exchange.request_id,
+                "batch_size": timing.batch_size if timing else None,
+                "client": _client(scope),
+            },
+        )
+
+
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None

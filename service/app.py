@@ -1,0 +1,97 @@
+"""create_app(settings): the one place that wires settings, metrics, the classifier, the routes,
+the error handlers and the request middleware together.
+
+Lifespan: the server starts answering at once (/livez 200, /readyz 503 "loading"), while the
+classifier loads, verifies and warms the model in the background; readiness turns 200 only
+when Classifier.start() has returned. A model that fails to start is fatal: the failure is
+logged and ``on_start_failure`` (``python -m service`` passes one that stops the server with
+exit code 1) is called, so an orchestrator sees a crash, not a pod that is never ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI
+
+from service.api import health, page, prometheus, v1
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestMiddleware
+from service.classifier import Classifier
+from service.metrics import Metrics
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ClassifierFactory = Callable[[Settings, Metrics], Classifier]
+StartFailure = Callable[[BaseException], None]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    classifier_factory: ClassifierFactory = Classifier,
+    on_start_failure: StartFailure | None = None,
+) -> FastAPI:
+    metrics = metrics or Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        classifier = classifier_factory(settings, metrics)
+        app.state.classifier = classifier
+        # Tests await this task instead of polling /readyz.
+        app.state.start_task = asyncio.create_task(_start(classifier, on_start_failure))
+        try:
+            yield
+        finally:
+            app.state.start_task.cancel()
+            await classifier.stop()
+            log.info("stopped")
+
+    app = FastAPI(
+        title="imgcls",
+        summary="ImageNet image classification on CPU (ONNX Runtime, int8).",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(RequestMiddleware, metrics=metrics)
+    for module in (v1, health, prometheus, page):
+        app.include_router(module.router)
+    return app
+
+
+async def _start(classifier: Classifier, on_failure: StartFailure | None) -> None:
+    try:
+        await classifier.start()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.critical("the model failed to start; the service cannot serve", exc_info=True)
+        if on_failure is not None:
+            on_failure(exc)
+        return
+    meta = classifier.meta
+    if meta.untrained:
+        # Said loudly, here, in the API (untrained: true) and on the web page.
+        log.warning(
+            "serving an UNTRAINED model (%s, random weights): its predictions are noise",
+            meta.name,
+        )
+
+
+async def drain(app: FastAPI, timeout_s: float) -> None:
+    """Graceful stop, first half: refuse new work and turn readiness 503 at once, then wait (at
+    most ``timeout_s``) until every admitted request has its answer."""
+    classifier: Classifier | None = getattr(app.state, "classifier", None)
+    if classifier is None:
+        return
+    classifier.begin_drain()
+    await classifier.drain(timeout_s)
+    log.info("drained")

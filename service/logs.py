@@ -1,0 +1,60 @@
+"""Logging setup: one handler on the root logger, JSON lines (python-json-logger) or plain text,
+every line carrying the request id of the request it was logged for.
+
+The request id travels in a ContextVar: the HTTP middleware sets it, and asyncio copies the
+context into every task the request starts, so a log line from deep in a route (or a task it
+spawned) still names its request without passing the id around.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Literal
+
+from pythonjsonlogger.json import JsonFormatter
+
+request_id_var: ContextVar[str | None] = ContextVar("imgcls_request_id", default=None)
+
+ACCESS_LOGGER = "imgcls.access"
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
+_JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        # An explicit extra={"request_id": ...} (the access log) wins over the context.
+        if not hasattr(record, "request_id"):
+            record.request_id = request_id_var.get()
+        return True
+
+
+def _formatter(log_format: Literal["json", "text"]) -> logging.Formatter:
+    if log_format == "text":
+        return logging.Formatter(_TEXT_FORMAT)
+    return JsonFormatter(
+        _JSON_FIELDS,
+        style="{",
+        rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+    )
+
+
+def setup_logging(
+    log_format: Literal["json", "text"] = "json",
+    level: Literal["debug", "info", "warning", "error"] = "info",
+) -> None:
+    """Route every logger (ours and uvicorn's) through one stdout handler."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(_formatter(log_format))
+    handler.addFilter(_RequestIdFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        uvicorn_logger = logging.getLogger(name)
+        uvicorn_logger.handlers.clear()
+        uvicorn_logger.propagate = True
+    # Our middleware writes one JSON access line per request, with route and request id;
+    # uvicorn's own access line would only duplicate it without either.
+    logging.getLogger("uvicorn.access").disabled = True
