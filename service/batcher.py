@@ -147,9 +147,11 @@ class MicroBatcher(Generic[P, R]):
         self._queue.append(item)
         self._arrived.set()
         try:
-            # wait_for cancels the future on timeout and when this task is cancelled: either
-            # way the loop then sees a done future and skips the item.
-            return await asyncio.wait_for(item.future, timeout=deadline - time.monotonic())
+            # On timeout and on cancellation of this task the future is cancelled, so the loop
+            # skips the item. asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+            # cancellation that races with the future's completion.
+            async with asyncio.timeout(deadline - time.monotonic()):
+                return await item.future
         except TimeoutError:
             raise DeadlineExceeded(
                 "the request timed out before its image was classified"
@@ -199,7 +201,8 @@ class MicroBatcher(Generic[P, R]):
                 break
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), timeout=remaining)
+                async with asyncio.timeout(remaining):
+                    await self._arrived.wait()
         count = min(self.max_batch_size, len(self._queue))
         return [self._queue.popleft() for _ in range(count)]
 

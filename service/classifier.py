@@ -232,7 +232,8 @@ class Classifier:
     async def drain(self, timeout_s: float) -> None:
         """Wait until every admitted call has been answered, or ``timeout_s``."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         except TimeoutError:
             log.warning("drain timed out after %.1f s with %d in flight", timeout_s, self._inflight)
 
@@ -302,9 +303,9 @@ class Classifier:
         if self._state != "ready" or self._model is None:
             raise NotReady(f"the model is not ready ({self._state})", retry_after_s=1)
         model = self._model
-        # Refuse at the door: an image that could fit neither in the queue nor in the running
-        # batch would be decoded only to be refused later.
-        limit = self._settings.queue_capacity + self._settings.max_batch_size
+        # Refuse at the door, before decoding: queue_capacity bounds every image admitted
+        # (decoding, queued or running), so an admitted image always finds room in the queue.
+        limit = self._settings.queue_capacity
         if self._inflight >= limit:
             raise Overloaded(
                 f"{self._inflight} images in flight, the limit is {limit}",
@@ -325,7 +326,9 @@ class Classifier:
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(model.pool, self._preprocess, model.spec, data)
         try:
-            return await asyncio.wait_for(work, timeout=deadline - time.monotonic())
+            # asyncio.timeout, not wait_for, which on 3.11 can swallow a client's cancellation
+            async with asyncio.timeout(deadline - time.monotonic()):
+                return await work
         except TimeoutError:
             raise DeadlineExceeded("the request timed out while its image was decoded") from None
 
