@@ -1,0 +1,63 @@
+"""The options every benchmark shares (quick mode, where results go, where the models and the
+images are) and the command line that sets them."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_ROOT = REPO / "bench" / "results"
+# Derived files (TorchScript, dynamically quantized ONNX) are rebuilt from the artifacts when
+# missing; they live beside the results so one `rm -rf bench/results` cleans everything.
+CACHE_DIR = RESULTS_ROOT / ".cache"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    quick: bool
+    out_dir: Path
+    artifacts_dir: Path
+    data_dir: Path
+    python: str = sys.executable
+
+    def model_dir(self, model: str) -> Path:
+        return self.artifacts_dir / model
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quick", action="store_true", help="a short run (< 2 min) that checks the benchmark runs"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default bench/results/<date>)"
+    )
+    parser.add_argument("--artifacts", type=Path, default=REPO / "model_artifacts")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data")),
+        help="labeled images (env IMGCLS_DATA_DIR, default ../shared/data)",
+    )
+
+
+def default_out_dir() -> Path:
+    return RESULTS_ROOT / dt.datetime.now(dt.UTC).strftime("%Y-%m-%d_%H%M%S")
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    out_dir: Path = args.out or default_out_dir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_dir: Path = args.data_dir
+    if not data_dir.is_absolute():
+        data_dir = (REPO / data_dir).resolve()
+    return BenchConfig(
+        quick=args.quick,
+        out_dir=out_dir,
+        artifacts_dir=args.artifacts.resolve(),
+        data_dir=data_dir,
+    )
