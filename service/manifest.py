@@ -86,6 +86,14 @@ class Accuracy(_Frozen):
     top5: float
 
 
+class ProviderEvaluation(_Frozen):
+    """The int8 model as one execution provider runs it: providers compile QDQ differently."""
+
+    int8: Accuracy
+    top1_agreement: float  # percent, against fp32 on the CPU provider
+    passed: bool
+
+
 class EvaluationInfo(_Frozen):
     dataset: str
     images: int
@@ -95,6 +103,11 @@ class EvaluationInfo(_Frozen):
     top1_agreement: float  # percent of images where fp32 and int8 agree on top-1
     max_top1_drop_points: float  # the gate
     passed: bool
+    # False for untrained weights: accuracy is chance either way, only agreement means anything.
+    gate_applicable: bool = True
+    int8_providers: dict[str, ProviderEvaluation] = Field(default_factory=dict)  # "cpu", ...
+    images_sha256: str | None = None  # over the sorted sha256s of the evaluation files
+    latency_ms_batch1: dict[str, float] = Field(default_factory=dict)  # "cpu/int8": median ms
 
 
 class Manifest(_Frozen):

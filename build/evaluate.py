@@ -1,0 +1,109 @@
+"""Stage 3: top-1/top-5 of fp32 and int8 on labeled images disjoint from calibration, top-1
+agreement between them, and the gate: the build fails when int8 loses more than
+``max_top1_drop`` points of top-1 against fp32 on any execution provider."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from tqdm import tqdm
+
+from build.sessions import Provider, available_providers, run, session
+from service.manifest import Accuracy, ProviderEvaluation
+
+Logits = npt.NDArray[np.float32]
+EVAL_BATCH = 16
+DEFAULT_MAX_TOP1_DROP = 1.5
+
+
+def predict(sess: Any, pixels: npt.NDArray[np.uint8], desc: str) -> Logits:
+    chunks = [
+        run(sess, pixels[i : i + EVAL_BATCH])
+        for i in tqdm(range(0, len(pixels), EVAL_BATCH), desc=desc, unit="batch", leave=False)
+    ]
+    return np.concatenate(chunks)
+
+
+def accuracy(logits: Logits, accept: Sequence[frozenset[int]]) -> Accuracy:
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    hit1 = [int(row[0]) in ok for row, ok in zip(top5, accept, strict=True)]
+    hit5 = [any(int(c) in ok for c in row) for row, ok in zip(top5, accept, strict=True)]
+    return Accuracy(top1=_percent(hit1), top5=_percent(hit5))
+
+
+def agreement(a: Logits, b: Logits) -> float:
+    return _percent(list(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+
+
+def _percent(hits: Sequence[bool] | Sequence[np.bool_]) -> float:
+    return round(100.0 * sum(bool(h) for h in hits) / len(hits), 2)
+
+
+def latency_ms(sess: Any, image: npt.NDArray[np.uint8], runs: int = 30) -> float:
+    """Median batch-1 latency after a warm-up: a check that fusion did not break, not a bench."""
+    one = image[None]
+    for _ in range(5):
+        run(sess, one)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run(sess, one)
+        times.append(time.perf_counter() - start)
+    return round(1000.0 * statistics.median(times), 2)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    fp32: Accuracy
+    int8: dict[str, ProviderEvaluation]
+    latency_ms_batch1: dict[str, float]
+    gate_applicable: bool
+    max_top1_drop: float
+
+    @property
+    def passed(self) -> bool:
+        return all(p.passed for p in self.int8.values())
+
+    def failures(self) -> list[str]:
+        return [
+            f"{name}: int8 top-1 {p.int8.top1:.2f}% vs fp32 {self.fp32.top1:.2f}% "
+            f"(drop {self.fp32.top1 - p.int8.top1:.2f} > {self.max_top1_drop} points)"
+            for name, p in self.int8.items()
+            if not p.passed
+        ]
+
+
+def evaluate(
+    fp32_path: Path,
+    int8_path: Path,
+    pixels: npt.NDArray[np.uint8],
+    accept: Sequence[frozenset[int]],
+    max_top1_drop: float,
+    gate_applicable: bool,
+    providers: Sequence[Provider] | None = None,
+) -> Evaluation:
+    fp32_sess = session(fp32_path, "cpu")
+    fp32_logits = predict(fp32_sess, pixels, "evaluate fp32")
+    fp32 = accuracy(fp32_logits, accept)
+    latency = {"cpu/fp32": latency_ms(fp32_sess, pixels[0])}
+    del fp32_sess
+    results: dict[str, ProviderEvaluation] = {}
+    for provider in providers or available_providers():
+        sess = session(int8_path, provider)
+        logits = predict(sess, pixels, f"evaluate int8 ({provider})")
+        int8 = accuracy(logits, accept)
+        drop_ok = fp32.top1 - int8.top1 <= max_top1_drop
+        results[provider] = ProviderEvaluation(
+            int8=int8,
+            top1_agreement=agreement(fp32_logits, logits),
+            passed=drop_ok or not gate_applicable,
+        )
+        latency[f"{provider}/int8"] = latency_ms(sess, pixels[0])
+    return Evaluation(fp32, results, latency, gate_applicable, max_top1_drop)

@@ -1,0 +1,114 @@
+"""Stage 2: ONNX fp32 -> static int8 QDQ (per-channel int8 weights, uint8 activations).
+
+Calibration and quantization are split (quantize_static does both in one call) so the ranges
+measured once can be reused: the sensitivity study quantizes dozens of variants of one model.
+The calibration pixels come from build.data, i.e. from the server's own preprocessing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantType,
+    quant_pre_process,
+)
+from onnxruntime.quantization.calibrate import TensorsData, create_calibrator
+from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
+from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+from tqdm import tqdm
+
+from build.catalog import QuantRecipe
+from build.export import INPUT_NAME
+
+CALIBRATION_BATCH = 10
+_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+ACTIVATION_TYPE = QuantType.QUInt8  # U8S8: the kernels ORT fuses here (DESIGN.md section 5)
+WEIGHT_TYPE = QuantType.QInt8
+
+
+class PixelReader(CalibrationDataReader):  # type: ignore[misc]
+    """Feeds the calibration images in batches, with a progress bar."""
+
+    def __init__(self, pixels: npt.NDArray[np.uint8], batch_size: int = CALIBRATION_BATCH) -> None:
+        self._batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
+        self._iter: Iterator[npt.NDArray[np.uint8]] = iter(
+            tqdm(self._batches, desc="calibrate", unit="batch", leave=False)
+        )
+
+    def get_next(self) -> dict[str, npt.NDArray[np.uint8]] | None:
+        batch = next(self._iter, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
+def _op_types() -> list[str]:
+    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def prepare(fp32_path: Path, out_path: Path) -> None:
+    """quant_pre_process: shape inference + graph optimisation. Without it, the legacy
+    exporter's graph leaves the biases unquantized (DESIGN.md section 5)."""
+    quant_pre_process(str(fp32_path), str(out_path))
+
+
+def calibrate(model_path: Path, pixels: npt.NDArray[np.uint8], recipe: QuantRecipe) -> TensorsData:
+    extra: dict[str, Any] = {}
+    if recipe.calibration_method == "percentile":
+        extra["percentile"] = recipe.percentile
+    with tempfile.TemporaryDirectory(prefix="imgcls-calib-") as tmp:
+        calibrator = create_calibrator(
+            model_path,
+            _op_types(),
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=_METHODS[recipe.calibration_method],
+            providers=["CPUExecutionProvider"],
+            extra_options=extra,
+        )
+        calibrator.collect_data(PixelReader(pixels))
+        ranges: TensorsData = calibrator.compute_data()
+    return ranges
+
+
+def quantize_with_ranges(
+    prepared_path: Path, out_path: Path, ranges: TensorsData, exclude: tuple[str, ...]
+) -> None:
+    """QDQ-quantize with ranges already measured; ``exclude`` lists nodes kept in float."""
+    quantizer = QDQQuantizer(
+        load_model_with_shape_infer(prepared_path),
+        True,  # per_channel: one scale per output channel keeps depthwise convs accurate
+        False,  # reduce_range: VNNI/AMX need no 7-bit workaround
+        WEIGHT_TYPE,
+        ACTIVATION_TYPE,
+        ranges,
+        [],  # nodes_to_quantize: all
+        list(exclude),
+        _op_types(),
+        {},
+    )
+    quantizer.quantize_model()
+    quantizer.model.save_model_to_file(str(out_path), False)
+
+
+def quantize(
+    fp32_path: Path, out_path: Path, pixels: npt.NDArray[np.uint8], recipe: QuantRecipe
+) -> None:
+    with tempfile.TemporaryDirectory(prefix="imgcls-quant-") as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        prepare(fp32_path, prepared)
+        ranges = calibrate(prepared, pixels, recipe)
+        quantize_with_ranges(prepared, out_path, ranges, recipe.nodes_to_exclude)
