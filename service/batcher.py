@@ -84,11 +84,18 @@ class MicroBatcher(Generic[P, R]):
         capacity: int,
         metrics: Metrics,
         initial_rate_per_s: float = 100.0,
+        batch_sizes: Sequence[int] | None = None,
     ) -> None:
+        """``batch_sizes``: the only sizes run (the warmed ones); a batch takes the largest that
+        fits what is queued, the rest waits for the next batch. None: every size 1..max."""
         if max_batch_size < 1 or capacity < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size and capacity must be >= 1, max_wait_s >= 0")
+        sizes = sorted(set(batch_sizes or range(1, max_batch_size + 1)))
+        if sizes[0] != 1 or sizes[-1] != max_batch_size:
+            raise ValueError(f"batch_sizes must run from 1 to max_batch_size, got {sizes}")
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
+        self._sizes = sizes
         self._max_wait_s = max_wait_s
         self._capacity = capacity
         self._metrics = metrics
@@ -203,7 +210,7 @@ class MicroBatcher(Generic[P, R]):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(remaining):
                     await self._arrived.wait()
-        count = min(self.max_batch_size, len(self._queue))
+        count = max(n for n in self._sizes if n <= len(self._queue))
         return [self._queue.popleft() for _ in range(count)]
 
     def _admit(self, items: list[_Item[P, R]]) -> list[_Item[P, R]]:

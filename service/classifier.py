@@ -39,7 +39,7 @@ from service.manifest import (
 from service.metrics import Metrics
 from service.postprocess import Logits, Prediction, top_k
 from service.preprocess import Pixels, PreprocessSpec, check_media_type, preprocess
-from service.runner import ProviderChoice, Runner, load_runner, warmup_images
+from service.runner import ProviderChoice, Runner, batch_sizes_for, load_runner, warmup_images
 from service.settings import Settings
 
 __all__ = [
@@ -159,7 +159,7 @@ class Classifier:
             self._settings.provider,
             self._settings.resolved_intra_op_threads(),
             warmup_images(size, size),
-            range(1, self._settings.max_batch_size + 1),
+            batch_sizes_for(self._settings.max_batch_size),
         )
 
     def _batcher(self, runner: Runner) -> MicroBatcher[Pixels, Logits]:
@@ -177,6 +177,7 @@ class Classifier:
             metrics=self._metrics,
             # Until real batches are measured, assume warm-up speed at the largest batch.
             initial_rate_per_s=largest / runner.warmup_latency_s[largest],
+            batch_sizes=sorted(runner.warmup_latency_s),
         )
 
     def _meta(

@@ -137,6 +137,34 @@ async def test_opportunistic_batches_take_what_queued_while_the_worker_was_busy(
     assert model.batches[1] == ["p0", "p1", "p2", "p3"]  # FIFO
 
 
+async def test_only_the_allowed_batch_sizes_run_largest_first() -> None:
+    model = FakeModel(gated=True)
+    batcher = MicroBatcher(
+        model, max_batch_size=4, max_wait_s=0, capacity=16, metrics=Metrics(), batch_sizes=[1, 2, 4]
+    )
+    batcher.start()
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    rest = [submit(batcher, f"p{i}") for i in range(7)]
+    await settle()
+    model.gate.set()
+    await asyncio.gather(head, *rest)
+    assert model.sizes == [1, 4, 2, 1]  # 7 queued: 4, then 3 -> 2, then 1
+    await batcher.stop()
+
+
+def test_batch_sizes_must_include_one_and_the_maximum() -> None:
+    with pytest.raises(ValueError, match="from 1 to max_batch_size"):
+        MicroBatcher(
+            FakeModel(),
+            max_batch_size=4,
+            max_wait_s=0,
+            capacity=4,
+            metrics=Metrics(),
+            batch_sizes=[2, 4],
+        )
+
+
 async def test_all_batches_run_on_one_dedicated_thread() -> None:
     model = FakeModel()
     batcher = make_batcher(model, max_batch_size=2)

@@ -12,6 +12,7 @@ from service.runner import (
     CPU,
     OPENVINO,
     Runner,
+    batch_sizes_for,
     compare_providers,
     create_session,
     load_runner,
@@ -95,6 +96,14 @@ def test_a_provider_that_disagrees_with_cpu_is_not_chosen(
     assert chosen is cpu
     assert choice.code == "disagrees"
     assert "0/4" in choice.reason
+
+
+@pytest.mark.parametrize(
+    ("largest", "sizes"),
+    [(1, [1]), (2, [1, 2]), (3, [1, 2, 3]), (8, [1, 2, 4, 8]), (12, [1, 2, 4, 8, 12])],
+)
+def test_batch_sizes_are_powers_of_two_and_the_maximum(largest: int, sizes: list[int]) -> None:
+    assert batch_sizes_for(largest) == sizes
 
 
 def test_top1_agreement_counts_matching_rows() -> None:
