@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 from contextvars import ContextVar
-from typing import Literal
+from typing import Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -43,9 +43,10 @@ def _formatter(log_format: Literal["json", "text"]) -> logging.Formatter:
 def setup_logging(
     log_format: Literal["json", "text"] = "json",
     level: Literal["debug", "info", "warning", "error"] = "info",
+    stream: TextIO | None = None,
 ) -> None:
-    """Route every logger (ours and uvicorn's) through one stdout handler."""
-    handler = logging.StreamHandler(sys.stdout)
+    """Route every logger (ours and uvicorn's) through one handler on ``stream`` (stdout)."""
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(_formatter(log_format))
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()

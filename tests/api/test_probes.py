@@ -1,0 +1,93 @@
+"""Liveness, readiness through the lifecycle (starting -> ready -> draining), the drain that
+lets admitted requests finish while refusing new ones, and /v1/model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from service.app import drain
+from service.settings import Settings
+from tests.api.conftest import Served, fake_factory, serve
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_livez_is_constant() -> None:
+    async with serve(Settings(), fake_factory(hold_start=True), wait_started=False) as served:
+        response = await served.client.get("/livez")
+        assert (response.status_code, response.json()) == (200, {"status": "ok"})
+        served.classifier.release.set()
+
+
+async def test_readyz_503_until_start_returns_then_200() -> None:
+    async with serve(Settings(), fake_factory(hold_start=True), wait_started=False) as served:
+        before = await served.client.get("/readyz")
+        classify = await served.client.post(
+            "/v1/classify", content=b"img", headers={"Content-Type": "image/png"}
+        )
+        served.classifier.release.set()
+        await served.app.state.start_task
+        after = await served.client.get("/readyz")
+    assert before.status_code == 503
+    assert before.json() == {"ready": False, "reason": "loading", "details": {"in_flight": 0}}
+    assert classify.status_code == 503
+    assert classify.json()["error"]["code"] == "not_ready"
+    assert classify.headers["Retry-After"] == "1"
+    assert after.status_code == 200
+    assert after.json() == {"ready": True, "reason": None, "details": {"in_flight": 0}}
+
+
+async def test_drain_finishes_admitted_requests_and_refuses_new_ones() -> None:
+    async with serve(Settings(), fake_factory(hold=True)) as served:
+        fake = served.classifier
+
+        async def classify() -> tuple[int, dict[str, object]]:
+            response = await served.client.post(
+                "/v1/classify", content=b"img", headers={"Content-Type": "image/png"}
+            )
+            return response.status_code, response.json()
+
+        admitted = [asyncio.create_task(classify()) for _ in range(5)]
+        await fake.wait_admitted(5)
+        draining = asyncio.create_task(drain(served.app, timeout_s=30))
+        await asyncio.sleep(0)  # let drain() run up to its wait: begin_drain() is synchronous
+        ready = await served.client.get("/readyz")
+        refused = await classify()
+        assert not draining.done()  # five requests are still held
+        fake.release.set()
+        answers = await asyncio.gather(*admitted)
+        await draining
+    assert (ready.status_code, ready.json()["reason"]) == (503, "draining")
+    assert refused == (
+        503,
+        {"error": {"code": "draining", "message": "the server is shutting down"}},
+    )
+    assert [status for status, _ in answers] == [200] * 5
+
+
+async def test_model_endpoint(real: Served) -> None:
+    response = await real.client.get("/v1/model")
+    assert response.status_code == 200
+    body = response.json()
+    meta = real.classifier.meta
+    assert (body["name"], body["version"], body["untrained"]) == (
+        "efficientnet_lite0",
+        meta.version,
+        False,
+    )
+    assert body["num_classes"] == 1000
+    assert body["input_shape"] == [224, 224, 3]
+    assert body["provider"] in ("CPUExecutionProvider", "OpenVINOExecutionProvider")
+    assert set(body["warmup_latency_ms"]) == {str(n) for n in meta.warmup_latency_s}
+
+
+async def test_untrained_flag_reaches_the_api() -> None:
+    async with serve(Settings(), fake_factory(untrained=True)) as served:
+        single = await served.client.post(
+            "/v1/classify", content=b"img", headers={"Content-Type": "image/png"}
+        )
+        model = await served.client.get("/v1/model")
+    assert single.json()["untrained"] is True
+    assert model.json()["untrained"] is True
