@@ -29,6 +29,10 @@ class BenchConfig:
         return self.artifacts_dir / model
 
 
+def default_data_dir() -> Path:
+    return Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data"))
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick", action="store_true", help="a short run (< 2 min) that checks the benchmark runs"
@@ -40,7 +44,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data")),
+        default=default_data_dir(),
         help="labeled images (env IMGCLS_DATA_DIR, default ../shared/data)",
     )
 

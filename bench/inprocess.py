@@ -1,0 +1,223 @@
+"""In-process measurements of the data plane, to set its defaults from numbers, not guesses.
+
+    .venv/bin/python -m bench.inprocess                  # everything, ~3 min on 2 cores
+    .venv/bin/python -m bench.inprocess --sections engine --model-dir model_artifacts/resnet18
+
+Sections:
+- decode: ms per image of service.preprocess on real JPEGs (~500x375 ImageNet photos when
+  ../shared/data is there, else a synthesized 500x375 JPEG).
+- engine: ONNX Runtime alone, per provider x intra-op threads x batch size: session load time,
+  first run of each shape, median batch latency, images/s.
+- e2e: the real Classifier (decode pool -> batcher -> one inference thread) under a closed
+  loop of concurrent callers, per provider x decode_workers x intra_op_threads x max batch:
+  images/s, p50/p99 latency, process CPU ms per image.
+
+Absolute numbers drift on shared machines: compare ratios within one run, and check `uptime`.
+Prints markdown tables; writes bench/results/inprocess.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import itertools
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from service.classifier import Classifier, find_model_dir
+from service.manifest import load_manifest, verified_model_path
+from service.metrics import Metrics
+from service.preprocess import PreprocessSpec, preprocess
+from service.runner import CPU, OPENVINO, Runner, available_providers, create_session
+from service.settings import Settings
+
+RESULTS = Path("bench/results/inprocess.json")
+
+
+def photos(data_dir: Path, count: int) -> list[bytes]:
+    """Real ~500x375 JPEGs if the labeled data is present, else one synthesized 500x375 JPEG."""
+    folder = data_dir / "imagenet-sample-images"
+    files = sorted(folder.glob("*.JPEG")) + sorted(folder.glob("*.jpg"))
+    if files:
+        return [f.read_bytes() for f in files[:count]]
+    y, x = np.mgrid[0:375, 0:500]
+    pixels = np.stack([x % 256, y % 256, (x * y) % 256], axis=-1).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return [buffer.getvalue()]
+
+
+def bench_decode(images: list[bytes], repeats: int) -> dict[str, float]:
+    spec = PreprocessSpec()
+    sizes = [Image.open(io.BytesIO(b)).size for b in images]
+    times = []
+    for data in itertools.islice(itertools.cycle(images), repeats):
+        start = time.perf_counter()
+        preprocess(data, spec)
+        times.append(time.perf_counter() - start)
+    result = {
+        "images": len(images),
+        "median_width": statistics.median(w for w, _ in sizes),
+        "median_height": statistics.median(h for _, h in sizes),
+        "median_ms": statistics.median(times) * 1e3,
+        "p90_ms": float(np.percentile(times, 90)) * 1e3,
+    }
+    print(
+        f"\n## decode\n\n{len(images)} JPEGs, median {result['median_width']:.0f}x"
+        f"{result['median_height']:.0f}: median {result['median_ms']:.2f} ms, "
+        f"p90 {result['p90_ms']:.2f} ms per image (one core)"
+    )
+    return result
+
+
+def bench_engine(model_path: Path, batches: list[int], repeats: int) -> list[dict[str, object]]:
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(max(batches), 224, 224, 3), dtype=np.uint8)
+    rows: list[dict[str, object]] = []
+    print("\n## engine\n\n| provider | threads | load ms | batch | first ms | median ms | img/s |")
+    print("|---|---|---|---|---|---|---|")
+    for provider in [p for p in (CPU, OPENVINO) if p in available_providers()]:
+        for threads in (1, 2):
+            start = time.perf_counter()
+            runner = Runner(create_session(model_path, provider, threads), provider)
+            load_ms = (time.perf_counter() - start) * 1e3
+            for n in batches:
+                batch = np.ascontiguousarray(images[:n])
+                first = _timed(runner, batch)
+                median = statistics.median(_timed(runner, batch) for _ in range(repeats))
+                row: dict[str, object] = {
+                    "provider": provider,
+                    "threads": threads,
+                    "load_ms": load_ms,
+                    "batch": n,
+                    "first_ms": first * 1e3,
+                    "median_ms": median * 1e3,
+                    "images_per_s": n / median,
+                }
+                rows.append(row)
+                print(
+                    f"| {provider[:-17]} | {threads} | {load_ms:.0f} | {n} | {first * 1e3:.1f} "
+                    f"| {median * 1e3:.2f} | {n / median:.0f} |"
+                )
+    return rows
+
+
+def _timed(runner: Runner, batch: npt.NDArray[np.uint8]) -> float:
+    start = time.perf_counter()
+    runner.run(batch)
+    return time.perf_counter() - start
+
+
+async def _closed_loop(
+    settings: Settings, images: list[bytes], callers: int, seconds: float
+) -> dict[str, object]:
+    classifier = Classifier(settings, Metrics())
+    started = time.perf_counter()
+    await classifier.start()
+    ready_s = time.perf_counter() - started
+    latencies: list[float] = []
+    batch_sizes: list[int] = []
+    stop_at = time.perf_counter() + seconds
+
+    async def caller(offset: int) -> None:
+        for data in itertools.islice(itertools.cycle(images), offset, None):
+            if time.perf_counter() >= stop_at:
+                return
+            begin = time.perf_counter()
+            result = await classifier.classify(data, top_k=5)
+            latencies.append(time.perf_counter() - begin)
+            batch_sizes.append(result.timing.batch_size)
+
+    cpu_before, wall_before = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(caller(i) for i in range(callers)))
+    cpu_s, wall_s = time.process_time() - cpu_before, time.perf_counter() - wall_before
+    provider = classifier.meta.provider
+    await classifier.stop()
+    return {
+        "provider": provider,
+        "ready_s": ready_s,
+        "images_per_s": len(latencies) / wall_s,
+        "p50_ms": float(np.percentile(latencies, 50)) * 1e3,
+        "p99_ms": float(np.percentile(latencies, 99)) * 1e3,
+        "cpu_ms_per_image": cpu_s / len(latencies) * 1e3,
+        "mean_batch": float(np.mean(batch_sizes)),
+    }
+
+
+def bench_e2e(
+    model_dir: Path, images: list[bytes], callers: int, seconds: float, max_batches: list[int]
+) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    print(
+        f"\n## e2e ({callers} concurrent callers, {seconds:.0f} s each)\n\n"
+        "| provider | decode workers | intra-op threads | max batch | img/s | p50 ms | p99 ms "
+        "| CPU ms/img | mean batch | ready s |\n|---|---|---|---|---|---|---|---|---|---|"
+    )
+    providers: list[Literal["cpu", "openvino"]] = (
+        ["cpu", "openvino"] if OPENVINO in available_providers() else ["cpu"]
+    )
+    for provider, workers, threads, max_batch in itertools.product(
+        providers, (1, 2), (1, 2), max_batches
+    ):
+        settings = Settings(
+            model_dir=model_dir,
+            provider=provider,
+            decode_workers=workers,
+            intra_op_threads=threads,
+            max_batch_size=max_batch,
+            queue_capacity=max(64, callers),
+        )
+        result = asyncio.run(_closed_loop(settings, images, callers, seconds))
+        row: dict[str, object] = {"workers": workers, "threads": threads, "max_batch": max_batch}
+        rows.append(row | result)
+        print(
+            f"| {provider} | {workers} | {threads} | {max_batch} | {result['images_per_s']:.0f} "
+            f"| {result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['cpu_ms_per_image']:.1f} "
+            f"| {result['mean_batch']:.1f} | {result['ready_s']:.2f} |",
+            flush=True,
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=None)
+    parser.add_argument("--artifacts-dir", type=Path, default=Path("model_artifacts"))
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("IMGCLS_DATA_DIR", "../shared/data"))
+    )
+    parser.add_argument("--sections", default="decode,engine,e2e")
+    parser.add_argument("--seconds", type=float, default=4.0, help="per e2e combination")
+    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--max-batches", default="1,8")
+    args = parser.parse_args()
+    model_dir = args.model_dir or find_model_dir(args.artifacts_dir)
+    manifest = load_manifest(model_dir)
+    print(f"model {manifest.model.name} {manifest.model.version}; load average {os.getloadavg()}")
+    images = photos(args.data_dir, 64)
+    sections = set(args.sections.split(","))
+    results: dict[str, object] = {"model": manifest.model.name, "load": os.getloadavg()}
+    if "decode" in sections:
+        results["decode"] = bench_decode(images, repeats=300)
+    if "engine" in sections:
+        path = verified_model_path(model_dir, manifest, "int8")
+        results["engine"] = bench_engine(path, [1, 2, 4, 8], repeats=15)
+    if "e2e" in sections:
+        batches = [int(n) for n in args.max_batches.split(",")]
+        results["e2e"] = bench_e2e(model_dir, images, args.callers, args.seconds, batches)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The servers the HTTP benchmarks compare, and how one is measured: start it, wait for
+readiness, run the load generator in a SEPARATE process per step (the client must not share
+the server's interpreter), and sample the server's CPU and RSS meanwhile."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.config import BenchConfig
+from bench.procs import Server, UsageSampler, free_port, start_server
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str  # short label used in tables and plots
+    description: str
+    module: str  # python -m <module>
+    env: dict[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+
+
+def service_spec(
+    cfg: BenchConfig, model: str, provider: str, max_batch: int, name: str | None = None
+) -> ServerSpec:
+    batching = f"batching on (max {max_batch})" if max_batch > 1 else "batching off"
+    return ServerSpec(
+        name=name or f"service {provider} {'batch' if max_batch > 1 else 'nobatch'}",
+        description=f"imgcls service, {model} int8, provider {provider}, {batching}",
+        module="service",
+        env={
+            "IMGCLS_MODEL_DIR": str(cfg.model_dir(model)),
+            "IMGCLS_PROVIDER": provider,
+            "IMGCLS_MAX_BATCH_SIZE": str(max_batch),
+            "IMGCLS_LOG_LEVEL": "warning",  # an access-log line per request would cost CPU
+        },
+    )
+
+
+def peer_spec(cfg: BenchConfig, peer: str, model: str = "resnet18") -> ServerSpec:
+    descriptions = {
+        "flask_torchscript": "the write-up's architecture: Flask dev server (threaded), "
+        "TorchScript resnet18 preloaded and warmed up, torchvision transforms",
+        "fastapi_ort": "plain FastAPI + ONNX Runtime, same int8 file, CPU provider, default "
+        "session options, no batching, decode in the handler",
+    }
+    return ServerSpec(
+        name=peer.replace("_", " + "),
+        description=descriptions[peer],
+        module=f"bench.peers.{peer}",
+        args=(f"--model-dir={cfg.model_dir(model)}", f"--model={model}"),
+    )
+
+
+@contextmanager
+def running(cfg: BenchConfig, spec: ServerSpec) -> Iterator[Server]:
+    port = free_port()
+    cmd = [cfg.python, "-m", spec.module, *spec.args]
+    env = {**spec.env, "IMGCLS_PORT": str(port), "IMGCLS_HOST": "127.0.0.1"}
+    if spec.module != "service":
+        cmd.append(f"--port={port}")
+    logs = cfg.out_dir / "logs"
+    logs.mkdir(exist_ok=True)
+    server = start_server(spec.name, cmd, port, logs / f"{spec.name.replace(' ', '_')}.log", env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def load_step(
+    cfg: BenchConfig,
+    server: Server,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    duration_s: float = 5.0,
+    warmup_s: float = 0.0,
+) -> dict[str, Any]:
+    """One load step from a fresh client process; returns the loadgen result plus the server's
+    CPU use (cores) and peak RSS over the step."""
+    cmd = [
+        cfg.python,
+        "-m",
+        "bench.loadgen",
+        f"--url={server.url}",
+        f"--duration={duration_s}",
+        f"--warmup={warmup_s}",
+        f"--data-dir={cfg.data_dir}",
+        "--json=-",
+    ]
+    cmd += [f"--concurrency={concurrency}"] if concurrency else [f"--rate={rate}"]
+    with UsageSampler(server.proc.pid) as sampler:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
+    (step,) = json.loads(done.stdout)
+    usage = sampler.usage
+    step["server_cpu_cores"] = usage.cpu_cores
+    step["server_peak_rss_mb"] = usage.peak_rss_mb
+    return step  # type: ignore[no-any-return]
+
+
+def closed_steps(
+    cfg: BenchConfig,
+    server: Server,
+    concurrencies: Sequence[int],
+    duration_s: float,
+    warmup_s: float,
+    progress: Any,
+) -> list[dict[str, Any]]:
+    steps = []
+    for index, concurrency in enumerate(concurrencies):
+        warm = warmup_s if index == 0 else 0.0
+        steps.append(load_step(cfg, server, concurrency, None, duration_s, warm))
+        progress.update(1)
+    return steps
+
+
+def saturation(steps: Sequence[dict[str, Any]]) -> float:
+    """The best closed-loop throughput seen: the server's capacity on this harness."""
+    return max((s["throughput_rps"] for s in steps if s["mode"] == "closed"), default=0.0)
+
+
+def at_concurrency(steps: Sequence[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
+    return next((s for s in steps if s["concurrency"] == concurrency), None)
