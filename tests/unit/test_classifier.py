@@ -4,6 +4,8 @@ real batcher; every answer is known in advance (a uniform image of class c's col
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -220,3 +222,95 @@ def test_find_model_dir_prefers_trained_then_resnet18(tmp_path: Path) -> None:
 def test_find_model_dir_with_nothing_built_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="make model"):
         find_model_dir(tmp_path)
+
+
+# -- the real model (slow): real photos through the served int8 EfficientNet-Lite0 ------------
+
+REPO = Path(__file__).resolve().parents[2]
+EFFNET = REPO / "model_artifacts" / "efficientnet_lite0"
+# The photos' expectations when ../shared/data is absent: the same photos ship in scikit-image
+# (a build dependency), and these are their 'accept' lists from photos/expected.json.
+SKIMAGE_EXPECTED = {
+    "chelsea.png": [281, 282, 285],
+    "coffee.png": [967, 968, 504],
+    "rocket.jpg": [657, 744, 812],
+    "camera.png": [872, 759, 732],
+    "motorcycle_left.png": [665, 670, 518, 535],
+}
+
+
+def labeled_photos() -> dict[str, tuple[bytes, list[int]]]:
+    """name -> (bytes, acceptable top-1 indices), for the photos whose top-1 is asserted."""
+    data_dir = Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data"))
+    if not data_dir.is_absolute():
+        data_dir = REPO / data_dir
+    expected_file = data_dir / "photos" / "expected.json"
+    if expected_file.is_file():
+        expected = json.loads(expected_file.read_text())
+        return {
+            name: ((data_dir / "photos" / name).read_bytes(), entry["accept"])
+            for name, entry in expected.items()
+            if entry["assert"]
+        }
+    skimage_data = pytest.importorskip("skimage.data")
+    folder = Path(skimage_data.__file__).parent
+    return {name: ((folder / name).read_bytes(), ok) for name, ok in SKIMAGE_EXPECTED.items()}
+
+
+@pytest.fixture(scope="module")
+def effnet_dir() -> Path:
+    if not (EFFNET / "manifest.json").is_file():
+        pytest.skip(f"{EFFNET} is not built: run `make test-models`")
+    return EFFNET
+
+
+@pytest.fixture
+async def real_classifier(effnet_dir: Path) -> AsyncIterator[Classifier]:
+    # provider auto: the photos are checked on whichever provider would serve them
+    instance = Classifier(Settings(model_dir=effnet_dir, max_batch_size=8), Metrics())
+    await instance.start()
+    yield instance
+    await instance.stop()
+
+
+@pytest.mark.slow
+async def test_real_photos_get_the_expected_top1(real_classifier: Classifier) -> None:
+    photos = labeled_photos()
+    assert len(photos) >= 5
+    wrong = {}
+    for name, (data, accept) in photos.items():
+        result = await real_classifier.classify(data, top_k=5)
+        best = result.predictions[0]
+        if best.class_index not in accept:
+            wrong[name] = (best.class_index, best.label, accept)
+    assert wrong == {}, f"on {real_classifier.meta.provider}"
+
+
+@pytest.mark.slow
+async def test_64_concurrent_callers_on_the_real_model_each_get_their_own_answer(
+    real_classifier: Classifier,
+) -> None:
+    photos = [data for data, _ in labeled_photos().values()]
+    alone = [(await real_classifier.classify(d, top_k=1)).predictions[0] for d in photos]
+    indices = [i % len(photos) for i in range(64)]
+    together = await asyncio.gather(
+        *(real_classifier.classify(photos[i], top_k=1) for i in indices)
+    )
+    assert [r.predictions[0].class_index for r in together] == [
+        alone[i].class_index for i in indices
+    ]
+    # Same image, same answer, whatever batch it rode in: batching must not change results
+    # beyond float noise.
+    for result, i in zip(together, indices, strict=True):
+        assert result.predictions[0].score == pytest.approx(alone[i].score, abs=1e-3)
+    assert max(r.timing.batch_size for r in together) > 1
+
+
+@pytest.mark.slow
+async def test_real_model_meta_says_which_provider_and_why(real_classifier: Classifier) -> None:
+    meta = real_classifier.meta
+    assert meta.name == "efficientnet_lite0"
+    assert meta.untrained is False
+    assert meta.provider_reason.startswith(("auto:", "provider="))
+    assert sorted(meta.warmup_latency_s) == [1, 2, 4, 8]
+    assert real_classifier.readiness().details["provider"] == meta.provider
