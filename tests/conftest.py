@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,3 +41,8 @@ def photos(data_dir: Path) -> dict[str, Any]:
         pytest.skip(f"{expected} is missing (set IMGCLS_DATA_DIR): the photo tests need it")
     loaded: dict[str, Any] = json.loads(expected.read_text())
     return loaded
+
+
+@pytest.fixture(scope="session")
+def photo_bytes(photos: dict[str, Any], data_dir: Path) -> Callable[[str], bytes]:
+    return lambda name: (data_dir / "photos" / name).read_bytes()

@@ -69,8 +69,3 @@ async def real(real_settings: Settings) -> AsyncIterator[Served]:
         if not served.classifier.readiness().ready:
             pytest.fail(f"the real model did not start: {served.classifier.readiness()}")
         yield served
-
-
-@pytest.fixture(scope="session")
-def photo_bytes(data_dir: Path) -> Callable[[str], bytes]:
-    return lambda name: (data_dir / "photos" / name).read_bytes()

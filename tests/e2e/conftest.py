@@ -1,0 +1,115 @@
+"""Real servers: ``python -m service`` as its own process on a free loopback port, and helpers
+for the outside programs the tests drive (chromium, chromedriver, prometheus).
+
+Waiting for another process to come up is the one place these tests poll: always with a
+bounded deadline, and failing with that process's log when it never comes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO
+
+STARTUP_TIMEOUT_S = 120.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def require_binary(name: str) -> str:
+    """The path of a Debian program a test needs. Missing: a failure when the CI says real
+    servers are required (IMGCLS_REQUIRE_REAL_SERVERS=1), else a skip that says why."""
+    path = shutil.which(name)
+    if path is not None:
+        return path
+    reason = f"{name} is not installed (apt-get install {name}); this test needs the real program"
+    if os.environ.get("IMGCLS_REQUIRE_REAL_SERVERS") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log: Path | None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if check():
+                return
+        time.sleep(0.1)
+    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+    pytest.fail(f"{what} not reached within {timeout_s:.0f} s\n{tail}")
+
+
+@dataclass
+class ServiceProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, timeout_s: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
+
+
+@contextlib.contextmanager
+def run_service(
+    tmp_path: Path, model_dir: Path, *, wait_ready: bool = True, **env: str
+) -> Iterator[ServiceProcess]:
+    port = free_port()
+    log = tmp_path / f"service-{port}.log"
+    environment = os.environ | {
+        "IMGCLS_HOST": "127.0.0.1",
+        "IMGCLS_PORT": str(port),
+        "IMGCLS_MODEL_DIR": str(model_dir),
+        "IMGCLS_LOG_FORMAT": "json",
+        **env,
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=environment, stdout=out, stderr=out
+        )
+    server = ServiceProcess(process, f"http://127.0.0.1:{port}", log)
+    try:
+        if wait_ready:
+            wait_until(
+                lambda: _ready(server), STARTUP_TIMEOUT_S, f"{server.url}/readyz 200", server.log
+            )
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def _ready(server: ServiceProcess) -> bool:
+    if server.process.poll() is not None:
+        pytest.fail(f"the service exited with {server.process.returncode}\n{server.log_text()}")
+    return httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200
+
+
+@pytest.fixture(scope="session")
+def trained_server(
+    tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path
+) -> Iterator[ServiceProcess]:
+    with run_service(tmp_path_factory.mktemp("service"), trained_model_dir) as server:
+        yield server
