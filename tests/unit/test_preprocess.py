@@ -1,0 +1,114 @@
+"""service.preprocess: bytes -> (224, 224, 3) uint8 RGB, and the errors it may raise."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
+from service.preprocess import PreprocessSpec, check_media_type, preprocess
+
+SPEC = PreprocessSpec()
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def halves(size: tuple[int, int]) -> Image.Image:
+    """Left half red, right half blue: shows whether the centre crop is centred."""
+    image = Image.new("RGB", size, (255, 0, 0))
+    image.paste((0, 0, 255), (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_every_supported_format_gives_224x224x3_uint8(fmt: str) -> None:
+    pixels = preprocess(encode(Image.new("RGB", (500, 375), (10, 200, 30)), fmt), SPEC)
+    assert pixels.shape == (224, 224, 3)
+    assert pixels.dtype == np.uint8
+    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), (10, 200, 30), atol=4)
+
+
+def test_the_crop_is_centred_on_a_wide_image() -> None:
+    pixels = preprocess(encode(halves((600, 300)), "PNG"), SPEC)
+    assert tuple(pixels[112, 10]) == (255, 0, 0)
+    assert tuple(pixels[112, 213]) == (0, 0, 255)
+    # the colour boundary sits in the middle column, give or take the bilinear blend
+    assert tuple(pixels[112, 108]) == (255, 0, 0)
+    assert tuple(pixels[112, 115]) == (0, 0, 255)
+
+
+def test_greyscale_becomes_three_equal_channels() -> None:
+    pixels = preprocess(encode(Image.new("L", (300, 300), 77), "PNG"), SPEC)
+    assert set(np.unique(pixels)) == {77}
+
+
+def test_transparency_is_composited_on_white() -> None:
+    pixels = preprocess(encode(Image.new("RGBA", (300, 300), (0, 0, 0, 0)), "PNG"), SPEC)
+    assert set(np.unique(pixels)) == {255}
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped() -> None:
+    image = Image.fromarray(np.full((300, 300), 32768, dtype=np.uint16))
+    pixels = preprocess(encode(image, "PNG"), SPEC)
+    assert set(np.unique(pixels)) == {127}
+
+
+def test_exif_orientation_is_applied() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored sideways: rotate 90 degrees clockwise to view
+    data = encode(halves((400, 300)), "JPEG", exif=exif, quality=95)
+    pixels = preprocess(data, SPEC)
+    # red was on the left; after a clockwise turn it is on top
+    assert pixels[10, 112, 0] > 200
+    assert pixels[213, 112, 2] > 200
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"", BadImage),
+        (b"definitely not an image", BadImage),
+        (encode(Image.new("RGB", (300, 300)), "PNG")[:60], BadImage),  # truncated
+        (b"%PDF-1.4\n%" + b"\0" * 100, BadImage),
+    ],
+)
+def test_undecodable_bytes_are_bad_images(data: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        preprocess(data, SPEC)
+
+
+def test_a_truncated_jpeg_body_is_a_bad_image() -> None:
+    data = encode(Image.new("RGB", (800, 600), (1, 2, 3)), "JPEG")
+    with pytest.raises(BadImage):
+        preprocess(data[: len(data) // 2], SPEC)
+
+
+def test_too_many_pixels_is_refused_before_decoding() -> None:
+    with pytest.raises(ImageTooLarge, match="300x300 = 90000 pixels"):
+        preprocess(encode(Image.new("RGB", (300, 300)), "PNG"), SPEC, max_pixels=50_000)
+
+
+def test_a_decodable_but_unsupported_format_is_415() -> None:
+    with pytest.raises(UnsupportedMediaType):
+        preprocess(encode(Image.new("RGB", (64, 64)), "PPM"), SPEC)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "", "image/jpeg", "image/PNG; charset=binary", "application/octet-stream"],
+)
+def test_accepted_media_types(content_type: str | None) -> None:
+    check_media_type(content_type)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/json", "image/svg+xml"])
+def test_refused_media_types(content_type: str) -> None:
+    with pytest.raises(UnsupportedMediaType):
+        check_media_type(content_type)
