@@ -1,6 +1,6 @@
 """In-process measurements of the data plane, to set its defaults from numbers, not guesses.
 
-    .venv/bin/python -m bench.inprocess                  # everything, ~3 min on 2 cores
+    .venv/bin/python -m bench.inprocess                  # everything, ~8 min on 2 cores
     .venv/bin/python -m bench.inprocess --sections engine --model-dir model_artifacts/resnet18
 
 Sections:
@@ -153,39 +153,70 @@ async def _closed_loop(
     }
 
 
+Combo = tuple[Literal["cpu", "openvino"], int, int, int]  # provider, workers, threads, batch
+_E2E_KEYS = ("images_per_s", "p50_ms", "p99_ms", "cpu_ms_per_image", "mean_batch", "ready_s")
+
+
 def bench_e2e(
-    model_dir: Path, images: list[bytes], callers: int, seconds: float, max_batches: list[int]
+    model_dir: Path,
+    images: list[bytes],
+    callers: int,
+    seconds: float,
+    max_batches: list[int],
+    rounds: int,
 ) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+    """Every combination once per round, rounds interleaved, medians reported: a neighbour's
+    burst of CPU then hurts all combinations alike instead of one."""
+    providers: list[Literal["cpu", "openvino"]] = ["cpu"]
+    if OPENVINO in available_providers():
+        providers.append("openvino")
+    combos: list[Combo] = list(itertools.product(providers, (1, 2), (1, 2), max_batches))
+    runs: dict[Combo, list[dict[str, object]]] = {c: [] for c in combos}
+    for round_index in range(rounds):
+        for combo in combos:
+            runs[combo].append(
+                asyncio.run(
+                    _closed_loop(_settings(model_dir, combo, callers), images, callers, seconds)
+                )
+            )
+        print(f"e2e round {round_index + 1}/{rounds} done, load {os.getloadavg()}", flush=True)
     print(
-        f"\n## e2e ({callers} concurrent callers, {seconds:.0f} s each)\n\n"
+        f"\n## e2e ({callers} concurrent callers, {seconds:.0f} s x {rounds} rounds, medians)\n\n"
         "| provider | decode workers | intra-op threads | max batch | img/s | p50 ms | p99 ms "
         "| CPU ms/img | mean batch | ready s |\n|---|---|---|---|---|---|---|---|---|---|"
     )
-    providers: list[Literal["cpu", "openvino"]] = (
-        ["cpu", "openvino"] if OPENVINO in available_providers() else ["cpu"]
-    )
-    for provider, workers, threads, max_batch in itertools.product(
-        providers, (1, 2), (1, 2), max_batches
-    ):
-        settings = Settings(
-            model_dir=model_dir,
-            provider=provider,
-            decode_workers=workers,
-            intra_op_threads=threads,
-            max_batch_size=max_batch,
-            queue_capacity=max(64, callers),
+    rows: list[dict[str, object]] = []
+    for combo, results in runs.items():
+        median = {k: statistics.median(float(r[k]) for r in results) for k in _E2E_KEYS}  # type: ignore[arg-type]
+        provider, workers, threads, batch = combo
+        rows.append(
+            {
+                "provider": provider,
+                "workers": workers,
+                "threads": threads,
+                "max_batch": batch,
+                "served_by": results[0]["provider"],
+            }
+            | median
         )
-        result = asyncio.run(_closed_loop(settings, images, callers, seconds))
-        row: dict[str, object] = {"workers": workers, "threads": threads, "max_batch": max_batch}
-        rows.append(row | result)
         print(
-            f"| {provider} | {workers} | {threads} | {max_batch} | {result['images_per_s']:.0f} "
-            f"| {result['p50_ms']:.1f} | {result['p99_ms']:.1f} | {result['cpu_ms_per_image']:.1f} "
-            f"| {result['mean_batch']:.1f} | {result['ready_s']:.2f} |",
-            flush=True,
+            f"| {provider} | {workers} | {threads} | {batch} | {median['images_per_s']:.0f} "
+            f"| {median['p50_ms']:.1f} | {median['p99_ms']:.1f} | {median['cpu_ms_per_image']:.1f} "
+            f"| {median['mean_batch']:.1f} | {median['ready_s']:.2f} |"
         )
     return rows
+
+
+def _settings(model_dir: Path, combo: Combo, callers: int) -> Settings:
+    provider, workers, threads, max_batch = combo
+    return Settings(
+        model_dir=model_dir,
+        provider=provider,
+        decode_workers=workers,
+        intra_op_threads=threads,
+        max_batch_size=max_batch,
+        queue_capacity=max(64, callers),
+    )
 
 
 def main() -> None:
@@ -198,7 +229,8 @@ def main() -> None:
     parser.add_argument("--sections", default="decode,engine,e2e")
     parser.add_argument("--seconds", type=float, default=4.0, help="per e2e combination")
     parser.add_argument("--callers", type=int, default=32)
-    parser.add_argument("--max-batches", default="1,8")
+    parser.add_argument("--max-batches", default="1,4,8")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     model_dir = args.model_dir or find_model_dir(args.artifacts_dir)
     manifest = load_manifest(model_dir)
@@ -213,7 +245,9 @@ def main() -> None:
         results["engine"] = bench_engine(path, [1, 2, 4, 8], repeats=15)
     if "e2e" in sections:
         batches = [int(n) for n in args.max_batches.split(",")]
-        results["e2e"] = bench_e2e(model_dir, images, args.callers, args.seconds, batches)
+        results["e2e"] = bench_e2e(
+            model_dir, images, args.callers, args.seconds, batches, args.rounds
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {RESULTS}")

@@ -132,9 +132,14 @@ class Classifier:
             self._state = f"failed: {type(exc).__name__}: {exc}"[:300]
             log.error("model failed to load: %s", exc)
             raise
-        self._state = "ready"
+        if self._state == "stopped":  # stop() ran while we loaded: it could not stop this model
+            await self._close(self._model)
+            return
         self._publish(self._model.meta)
-        log.info("ready: %s", _describe(self._model.meta))
+        if self._state == "warming_up":  # not when a SIGTERM began draining meanwhile
+            self._state = "ready"
+            self._metrics.ready.set(1)
+        log.info("loaded: %s; state %s", _describe(self._model.meta), self._state)
 
     async def _load(self) -> _Model:
         s = self._settings
@@ -143,7 +148,8 @@ class Classifier:
         # Hashing and session creation take a while: off the loop, so liveness keeps answering.
         model_path = await asyncio.to_thread(verified_model_path, model_dir, manifest, s.precision)
         labels = load_labels(model_dir, manifest)
-        self._state = "warming_up"
+        if self._state == "loading":
+            self._state = "warming_up"
         runner, choice = await asyncio.to_thread(self._warm_runner, model_path, manifest)
         meta = self._meta(manifest, model_dir, runner, choice)
         batcher = self._batcher(runner)
@@ -220,7 +226,6 @@ class Classifier:
                 "max_batch_size": str(meta.max_batch_size),
             }
         )
-        m.ready.set(1)
 
     def begin_drain(self) -> None:
         """At once: readiness turns 503 "draining" and new calls are refused. Calls already
@@ -244,8 +249,12 @@ class Classifier:
         self.begin_drain()
         self._state = "stopped"
         if self._model is not None:
-            await self._model.batcher.stop()
-            await asyncio.to_thread(self._model.pool.shutdown, wait=True, cancel_futures=True)
+            await self._close(self._model)
+
+    @staticmethod
+    async def _close(model: _Model) -> None:
+        await model.batcher.stop()
+        await asyncio.to_thread(model.pool.shutdown, wait=True, cancel_futures=True)
 
     # -- state -------------------------------------------------------------------------------
 

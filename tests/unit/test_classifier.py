@@ -161,6 +161,20 @@ async def test_drain_refuses_new_work_and_answers_everything_admitted(tiny_artif
     await instance.stop()  # idempotent
 
 
+async def test_a_drain_begun_while_loading_is_not_undone_by_the_load(tiny_artifacts: Path) -> None:
+    metrics = Metrics()
+    instance = Classifier(settings(tiny_artifacts), metrics)
+    starting = asyncio.create_task(instance.start())
+    await asyncio.sleep(0)  # start() is now hashing the model in a thread
+    instance.begin_drain()  # SIGTERM during start-up
+    await starting
+    assert instance.readiness().reason == "draining"
+    assert metrics.registry.get_sample_value("imgcls_ready") == 0
+    with pytest.raises(Draining):
+        await instance.classify(colour_png(1), top_k=1)
+    await instance.stop()
+
+
 async def test_a_cancelled_request_leaves_nothing_in_flight(classifier: Classifier) -> None:
     task = asyncio.create_task(classifier.classify(colour_png(3), top_k=1))
     await asyncio.sleep(0)
