@@ -46,6 +46,7 @@ class ModelEntry:
     recipe: QuantRecipe = field(default_factory=QuantRecipe)
 
     def load(self, weights: ResolvedWeights) -> nn.Module:
+        torch.manual_seed(0)  # "random" weights are the same on every build: comparable speed runs
         net = self.make_net()
         if weights.path is not None:
             load_state(net, weights.path)

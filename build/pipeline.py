@@ -323,6 +323,7 @@ _STAGES = {
 def run_build(options: BuildOptions) -> Path:
     entry, weights = choose_model(options.model, options.weights)
     b = Build(entry=entry, weights=weights, options=options)
+    _ = b.split  # find the data first: a missing data set fails in a second, not after export
     for stage in _STAGES[options.stage]:
         stage(b)
     return b.model_dir

@@ -1,0 +1,135 @@
+"""The whole build, end to end, into temporary directories (slow tier), and the accuracy gate
+failing on a deliberately damaged int8 model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from build import data
+from build.__main__ import main
+from build.sessions import run, session
+from service.manifest import load_labels, load_manifest, verified_model_path
+from service.preprocess import PreprocessSpec, preprocess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def lite0_dir(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    if not (data_dir / data.IMAGENET_SUBDIR).is_dir():
+        pytest.skip(f"no labeled set under {data_dir} (set IMGCLS_DATA_DIR)")
+    out = tmp_path_factory.mktemp("artifacts")
+    code = main(["--model", "efficientnet_lite0", "--out", str(out), "--data-dir", str(data_dir)])
+    assert code == 0
+    return out / "efficientnet_lite0"
+
+
+def test_end_to_end_build_efficientnet_lite0(lite0_dir: Path):
+    manifest = load_manifest(lite0_dir)
+    ev = manifest.evaluation
+
+    assert ev is not None
+    assert (ev.images, ev.small, ev.gate_applicable, ev.passed) == (400, False, True, True)
+    assert ev.fp32.top1 > 80.0  # EfficientNet-Lite0 scores ~88% on these images
+    assert set(ev.int8_providers) == {"cpu", "openvino"}
+    for result in ev.int8_providers.values():
+        assert ev.fp32.top1 - result.int8.top1 <= 1.5
+        assert result.top1_agreement > 90.0
+    assert manifest.export.max_abs_logit_diff < 1e-3
+    assert manifest.export.diff_images == 16
+    assert manifest.quantization.calibration_images == 100
+    assert manifest.model.weights_sha256 is not None
+    assert manifest.model.weights_sha256.startswith("57934424")
+
+
+def test_built_int8_model_classifies_a_cat(lite0_dir: Path):
+    manifest = load_manifest(lite0_dir)
+    labels = load_labels(lite0_dir, manifest)
+    chelsea = data.package_split().evaluation[0].path
+    spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)
+    pixels = preprocess(chelsea.read_bytes(), spec)[None]
+
+    logits = run(session(verified_model_path(lite0_dir, manifest, "int8")), pixels)
+
+    assert labels[int(np.argmax(logits))] in {"tabby", "tiger cat", "Egyptian cat"}
+
+
+def _shift_classifier_rows(path: Path) -> None:
+    """Damage: the classifier's int8 weight rows rolled by one, so every image's answer moves to
+    a neighbouring class. Still a valid model that runs; just a wrong one."""
+    model = onnx.load(str(path))
+    graph = model.graph
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    dequant = next(n for n in graph.node if n.output[0] == gemm.input[1])
+    weight = next(i for i in graph.initializer if i.name == dequant.input[0])
+    rolled = np.roll(numpy_helper.to_array(weight), 1, axis=0)
+    weight.CopyFrom(numpy_helper.from_array(rolled, weight.name))
+    onnx.save(model, str(path))
+
+
+def test_gate_fails_on_a_damaged_int8_model(
+    lite0_dir: Path, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+):
+    out = tmp_path / "out"
+    shutil.copytree(lite0_dir, out / "efficientnet_lite0")
+    model_dir = out / "efficientnet_lite0"
+    _shift_classifier_rows(model_dir / "model.int8.onnx")
+
+    code = main(
+        ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
+         "--data-dir", str(data_dir)]
+    )  # fmt: skip
+
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("build: error: efficientnet_lite0: int8 failed the accuracy gate: cpu:")
+    assert "openvino:" in err
+    assert not (model_dir / "manifest.json").exists()  # nothing for a server to pick up
+    rejected = json.loads((model_dir / "manifest.rejected.json").read_text())
+    assert rejected["evaluation"]["passed"] is False
+    assert rejected["evaluation"]["int8"]["top1"] < 10.0
+
+
+def test_gate_threshold_is_configurable(lite0_dir: Path, tmp_path: Path, data_dir: Path):
+    out = tmp_path / "out"
+    shutil.copytree(lite0_dir, out / "efficientnet_lite0")
+    _shift_classifier_rows(out / "efficientnet_lite0" / "model.int8.onnx")
+
+    code = main(
+        ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
+         "--data-dir", str(data_dir), "--max-top1-drop", "100"]
+    )  # fmt: skip
+
+    assert code == 0
+    assert load_manifest(out / "efficientnet_lite0").evaluation.max_top1_drop_points == 100.0  # type: ignore[union-attr]
+
+
+def test_stages_one_by_one_random_resnet18_without_labeled_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("IMGCLS_DATA_DIR", str(tmp_path / "no-shared-data"))
+    out = tmp_path / "out"
+    common = ["--model", "resnet18", "--weights", "random", "--out", str(out)]
+
+    for stage in ("export", "quantize", "evaluate"):
+        assert main([*common, "--stage", stage]) == 0
+
+    manifest = load_manifest(out / "resnet18")
+    ev = manifest.evaluation
+    assert manifest.model.untrained
+    assert manifest.model.version == "1.0-random"
+    assert manifest.model.weights_source == "random"
+    assert ev is not None
+    assert (ev.small, ev.images, ev.gate_applicable) == (True, 6, False)
+    assert "SMALL" in ev.dataset
+    assert manifest.quantization.calibration_images == 10
+    assert set(manifest.stage_seconds) == {"export", "quantize", "evaluate"}
+    for precision in ("fp32", "int8"):
+        assert verified_model_path(out / "resnet18", manifest, precision).is_file()  # type: ignore[arg-type]
