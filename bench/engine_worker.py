@@ -67,7 +67,7 @@ def dynamic_int8_file(model_dir: Path) -> Path:
     return path
 
 
-def _ort_session(path: Path, threads: int, openvino: bool) -> RunFn:
+def ort_session(path: Path, threads: int, openvino: bool) -> RunFn:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -115,7 +115,7 @@ def load_engine(engine: str, model: str, model_dir: Path, threads: int) -> Loade
         "openvino_int8": model_dir / "model.int8.onnx",
     }
     path = dynamic_int8_file(model_dir) if engine == "ort_int8_dynamic" else files[engine]
-    return Loaded(_ort_session(path, threads, openvino=engine == "openvino_int8"), path)
+    return Loaded(ort_session(path, threads, openvino=engine == "openvino_int8"), path)
 
 
 def prepare(engine: str, model: str, model_dir: Path) -> None:

@@ -25,19 +25,24 @@ class ServerSpec:
 
 
 def service_spec(
-    cfg: BenchConfig, model: str, provider: str, max_batch: int, name: str | None = None
+    cfg: BenchConfig, model: str, provider: str, max_batch: int | None, name: str | None = None
 ) -> ServerSpec:
-    batching = f"batching on (max {max_batch})" if max_batch > 1 else "batching off"
+    """The service; ``max_batch`` None keeps the service's default, 1 turns batching off."""
+    env = {
+        "IMGCLS_MODEL_DIR": str(cfg.model_dir(model)),
+        "IMGCLS_PROVIDER": provider,
+        "IMGCLS_LOG_LEVEL": "warning",  # an access-log line per request would cost CPU
+    }
+    if max_batch is None:
+        batching = "default batching"
+    else:
+        env["IMGCLS_MAX_BATCH_SIZE"] = str(max_batch)
+        batching = f"batching on (max {max_batch})" if max_batch > 1 else "batching off"
     return ServerSpec(
-        name=name or f"service {provider} {'batch' if max_batch > 1 else 'nobatch'}",
+        name=name or f"service {provider} {'nobatch' if max_batch == 1 else 'batch'}",
         description=f"imgcls service, {model} int8, provider {provider}, {batching}",
         module="service",
-        env={
-            "IMGCLS_MODEL_DIR": str(cfg.model_dir(model)),
-            "IMGCLS_PROVIDER": provider,
-            "IMGCLS_MAX_BATCH_SIZE": str(max_batch),
-            "IMGCLS_LOG_LEVEL": "warning",  # an access-log line per request would cost CPU
-        },
+        env=env,
     )
 
 

@@ -69,20 +69,26 @@ def load_eager(model: str) -> nn.Module:
     return Uint8Front(net, mean, std).eval()
 
 
-def torchscript_file(model: str) -> Path:
-    """trace + freeze, saved once: the write-up's TorchScript deployment loads this file."""
-    path = CACHE_DIR / f"{model}.torchscript.pt"
+def torchscript_file(model: str, uint8_front: bool = True) -> Path:
+    """trace + freeze, saved once: a TorchScript deployment loads this file. With the uint8
+    front it takes what the ONNX graph takes (engines benchmark); without, the bare network
+    takes normalised float NCHW, as behind torchvision transforms (the Flask peer)."""
+    path = CACHE_DIR / f"{model}{'' if uint8_front else '.net'}.torchscript.pt"
     if not path.is_file():
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        net = load_eager(model)
         example = torch.zeros(1, 224, 224, 3, dtype=torch.uint8)
+        if not uint8_front:
+            net, example = net.net, torch.zeros(1, 3, 224, 224)
         with torch.no_grad():  # inference_mode tensors cannot be traced
-            traced = torch.jit.trace(load_eager(model), example)
+            traced = torch.jit.trace(net, example)
         frozen = torch.jit.freeze(traced.eval())
         tmp = path.with_suffix(".tmp")
         torch.jit.save(frozen, str(tmp))
-        tmp.replace(path)
+        tmp.replace(path)  # atomic: two processes may race to build it
     return path
 
 
-def load_torchscript(model: str) -> torch.jit.ScriptModule:
-    return torch.jit.load(str(torchscript_file(model)), map_location="cpu").eval()
+def load_torchscript(model: str, uint8_front: bool = True) -> torch.jit.ScriptModule:
+    path = torchscript_file(model, uint8_front)
+    return torch.jit.load(str(path), map_location="cpu").eval()

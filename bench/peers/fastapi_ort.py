@@ -1,0 +1,75 @@
+"""A plain FastAPI + ONNX Runtime service, as a peer: the same int8 model file as the service,
+the CPU provider with ORT's default session options, no batching, and decode + inference inline
+in an ``async def`` handler (the common tutorial shape: one request at a time owns the loop).
+It uses the service's preprocessing, so both decode the very same pixels.
+
+    python -m bench.peers.fastapi_ort --port 8002 --model-dir model_artifacts/resnet18
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
+from service.preprocess import PreprocessSpec, preprocess
+
+
+def create_app(session: ort.InferenceSession, labels: list[str], name: str) -> FastAPI:
+    app = FastAPI()
+    input_name = session.get_inputs()[0].name
+    spec = PreprocessSpec()
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, bool]:
+        return {"ready": True}  # the session was created before serving began
+
+    @app.post("/v1/classify")
+    async def classify(request: Request) -> Any:
+        if request.headers.get("content-type", "").startswith("multipart/"):
+            form = await request.form()
+            data = await form["file"].read()  # type: ignore[union-attr]
+        else:
+            data = await request.body()
+        try:
+            pixels = preprocess(data, spec)
+        except (BadImage, ImageTooLarge, UnsupportedMediaType) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        logits = session.run(None, {input_name: pixels[None]})[0][0].astype(np.float64)
+        probabilities = np.exp(logits - logits.max())
+        probabilities /= probabilities.sum()
+        top = np.argsort(-probabilities)[:3]
+        return {
+            "model": name,
+            "predictions": [
+                {"label": labels[i], "class_index": int(i), "score": float(probabilities[i])}
+                for i in top
+            ],
+        }
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=8002)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model-dir", type=Path, default=Path("model_artifacts/resnet18"))
+    args = parser.parse_args()
+    labels = (args.model_dir / "labels.txt").read_text().splitlines()
+    session = ort.InferenceSession(
+        str(args.model_dir / "model.int8.onnx"), providers=["CPUExecutionProvider"]
+    )
+    app = create_app(session, labels, args.model)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

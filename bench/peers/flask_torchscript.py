@@ -1,0 +1,75 @@
+"""The write-up's architecture, as a peer: Flask served by its own development server with
+threaded=True (as the write-up runs it), a TorchScript ResNet-18 loaded at start and warmed up,
+torchvision transforms, top-3. Nothing here is tuned: it is the baseline.
+
+    python -m bench.peers.flask_torchscript --port 8001 --model-dir model_artifacts/resnet18
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+from pathlib import Path
+
+import torch
+from flask import Flask, Response, jsonify, request
+from PIL import Image
+from torchvision import transforms
+
+from bench.torch_models import IMAGENET_MEAN, IMAGENET_STD, load_torchscript
+
+TRANSFORM = transforms.Compose(
+    [
+        transforms.Resize(256),
+        transforms.CenterCrop(224),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]
+)
+
+
+def create_app(model: torch.jit.ScriptModule, labels: list[str], name: str) -> Flask:
+    app = Flask(__name__)
+
+    @app.get("/readyz")
+    def ready() -> Response:
+        return jsonify(ready=True)  # the model was loaded and warmed before serving began
+
+    @app.post("/v1/classify")
+    def classify() -> Response | tuple[Response, int]:
+        upload = request.files.get("file")
+        data = upload.read() if upload else request.get_data()
+        try:
+            image = Image.open(io.BytesIO(data)).convert("RGB")
+        except OSError:
+            return jsonify(error="not an image"), 400
+        with torch.inference_mode():
+            probabilities = model(TRANSFORM(image).unsqueeze(0))[0].softmax(0)
+        scores, indices = probabilities.topk(3)
+        predictions = [
+            {"label": labels[i], "class_index": i, "score": s}
+            for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
+        ]
+        return jsonify(model=name, predictions=predictions)
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--model", default="resnet18")
+    parser.add_argument("--model-dir", type=Path, default=Path("model_artifacts/resnet18"))
+    args = parser.parse_args()
+    labels = (args.model_dir / "labels.txt").read_text().splitlines()
+    model = load_torchscript(args.model, uint8_front=False)
+    with torch.inference_mode():  # warm-up: TorchScript optimises on its first runs
+        for _ in range(3):
+            model(torch.zeros(1, 3, 224, 224))
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log: it costs CPU
+    create_app(model, labels, args.model).run("127.0.0.1", args.port, threaded=True)
+
+
+if __name__ == "__main__":
+    main()
