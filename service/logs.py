@@ -24,6 +24,8 @@ _JSON_FIELDS = "{asctime}{levelname}{name}{message}{request_id}"
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        # uvicorn attaches an ANSI-coloured copy of some messages: noise in a JSON line.
+        record.__dict__.pop("color_message", None)
         # An explicit extra={"request_id": ...} (the access log) wins over the context.
         if not hasattr(record, "request_id"):
             record.request_id = request_id_var.get()

@@ -96,3 +96,12 @@ async def test_untrained_model_is_announced_at_startup(json_logs: io.StringIO) -
         pass
     warnings = [r for r in json_lines(json_logs.getvalue()) if r["level"] == "WARNING"]
     assert any("UNTRAINED" in str(r["message"]) for r in warnings)
+
+
+def test_uvicorn_colour_copies_are_dropped_from_json_lines(json_logs: io.StringIO) -> None:
+    logging.getLogger("uvicorn.error").info(
+        "Started server process [%d]", 7, extra={"color_message": "\x1b[36m%d\x1b[0m"}
+    )
+    (line,) = json_lines(json_logs.getvalue())
+    assert line["message"] == "Started server process [7]"
+    assert "color_message" not in line
