@@ -91,3 +91,26 @@ async def test_untrained_flag_reaches_the_api() -> None:
         model = await served.client.get("/v1/model")
     assert single.json()["untrained"] is True
     assert model.json()["untrained"] is True
+
+
+async def test_openapi_schema_lists_the_api() -> None:
+    async with serve(Settings(), fake_factory()) as served:
+        response = await served.client.get("/openapi.json")
+        docs = await served.client.get("/docs")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    assert {"/v1/classify", "/v1/classify/batch", "/v1/model", "/livez", "/readyz"} <= set(paths)
+    body = paths["/v1/classify"]["post"]["requestBody"]["content"]
+    assert {"image/*", "multipart/form-data", "application/json"} <= set(body)
+    assert docs.status_code == 200
+
+
+async def test_upload_page_is_self_contained() -> None:
+    async with serve(Settings(), fake_factory()) as served:
+        response = await served.client.get("/")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "text/html; charset=utf-8"
+    page = response.text
+    assert 'id="untrained"' in page
+    assert "/v1/classify?top_k=3" in page
+    assert "://" not in page  # no CDN, no external asset: it must work offline
