@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from starlette.types import Receive
 
@@ -30,10 +30,12 @@ async def _wait_for_disconnect(receive: Receive) -> None:
             return
 
 
-async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
+async def unless_disconnected(receive: Receive, work: Coroutine[Any, Any, T]) -> T:
     """``await work``, unless the client disconnects first: then cancel it and raise
     ClientDisconnected. Call only after the request body has been read."""
-    work_task = asyncio.ensure_future(work)
+    # A Task, not any awaitable: only a Task reports cancelled() once its work was cancelled
+    # (a cancelled gather() future reports a CancelledError *result* instead).
+    work_task = asyncio.create_task(work)
     watcher = asyncio.create_task(_wait_for_disconnect(receive))
     try:
         await asyncio.wait({work_task, watcher}, return_when=asyncio.FIRST_COMPLETED)

@@ -13,7 +13,7 @@ from service.api.deps import ClassifierDep, MetricsDep, SettingsDep
 from service.api.disconnect import unless_disconnected
 from service.api.uploads import Upload, read_many, read_one
 from service.classifier import Classification, Classifier, ModelMeta, Timing
-from service.errors import ImgclsError, Unavailable
+from service.errors import ImageTooLarge, ImgclsError, Unavailable
 from service.schemas import (
     BatchItem,
     ClassifyBatchResponse,
@@ -94,8 +94,7 @@ async def classify_batch(
     top_k: TopK = 5,
 ) -> ClassifyBatchResponse:
     uploads = await read_many(request, settings)
-    work = asyncio.gather(*(_classify_item(classifier, upload, top_k) for upload in uploads))
-    outcomes = await unless_disconnected(request.receive, work)
+    outcomes = await unless_disconnected(request.receive, _classify_all(classifier, uploads, top_k))
     _raise_if_all_unavailable(outcomes)
     for outcome in outcomes:
         if isinstance(outcome, ImgclsError):
@@ -115,6 +114,12 @@ async def classify_batch(
 @router.get("/model", response_model=ModelResponse)
 async def model(classifier: ClassifierDep) -> ModelResponse:
     return _model_response(classifier.meta)
+
+
+async def _classify_all(
+    classifier: Classifier, uploads: list[Upload | ImageTooLarge], top_k: int
+) -> list[Classification | ImgclsError]:
+    return await asyncio.gather(*(_classify_item(classifier, u, top_k) for u in uploads))
 
 
 async def _classify_item(
