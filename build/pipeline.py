@@ -185,8 +185,7 @@ def run_quantize(b: Build) -> None:
         per_channel=True,
         activation_type="QUInt8",
         weight_type="QInt8",
-        calibration_method=recipe.calibration_method
-        + (f"({recipe.percentile})" if recipe.calibration_method == "percentile" else ""),
+        calibration_method=recipe.describe(),
         calibration_images=len(b.split.calibration),
         calibration_sha256=data.files_sha256(b.split.calibration),
         calibration_source=b.split.calibration_source,

@@ -70,6 +70,8 @@ def calibrate(model_path: Path, pixels: npt.NDArray[np.uint8], recipe: QuantReci
     extra: dict[str, Any] = {}
     if recipe.calibration_method == "percentile":
         extra["percentile"] = recipe.percentile
+    if recipe.calibration_method == "entropy":
+        extra["num_bins"] = recipe.histogram_bins
     with tempfile.TemporaryDirectory(prefix="imgcls-calib-") as tmp:
         calibrator = create_calibrator(
             model_path,
@@ -85,9 +87,9 @@ def calibrate(model_path: Path, pixels: npt.NDArray[np.uint8], recipe: QuantReci
 
 
 def quantize_with_ranges(
-    prepared_path: Path, out_path: Path, ranges: TensorsData, exclude: tuple[str, ...]
+    prepared_path: Path, out_path: Path, ranges: TensorsData, recipe: QuantRecipe
 ) -> None:
-    """QDQ-quantize with ranges already measured; ``exclude`` lists nodes kept in float."""
+    """QDQ-quantize with ranges already measured (the recipe's calibration is not rerun)."""
     quantizer = QDQQuantizer(
         load_model_with_shape_infer(prepared_path),
         True,  # per_channel: one scale per output channel keeps depthwise convs accurate
@@ -96,9 +98,9 @@ def quantize_with_ranges(
         ACTIVATION_TYPE,
         ranges,
         [],  # nodes_to_quantize: all
-        list(exclude),
+        list(recipe.nodes_to_exclude),
         _op_types(),
-        {},
+        {"QDQDisableWeightAdjustForInt32Bias": not recipe.adjust_weights_for_bias},
     )
     quantizer.quantize_model()
     quantizer.model.save_model_to_file(str(out_path), False)
@@ -111,4 +113,4 @@ def quantize(
         prepared = Path(tmp) / "prepared.onnx"
         prepare(fp32_path, prepared)
         ranges = calibrate(prepared, pixels, recipe)
-        quantize_with_ranges(prepared, out_path, ranges, recipe.nodes_to_exclude)
+        quantize_with_ranges(prepared, out_path, ranges, recipe)

@@ -29,7 +29,7 @@ import onnx
 from tqdm import tqdm
 
 from build import catalog, data, evaluate, export, quantize
-from build.catalog import CalibrationMethod, ModelEntry, QuantRecipe
+from build.catalog import ModelEntry, QuantRecipe
 from build.graph import UInt8Classifier
 from build.sessions import available_providers, run, session
 from build.weights import resolve
@@ -59,10 +59,9 @@ class Study:
 
     def measure(self, recipe: QuantRecipe, label: str, ranges: Any = None) -> Step:
         out = self.work / "candidate.onnx"
-        ranges = (
-            ranges if ranges is not None else quantize.calibrate(self.prepared, self.cal, recipe)
-        )
-        quantize.quantize_with_ranges(self.prepared, out, ranges, recipe.nodes_to_exclude)
+        if ranges is None:
+            ranges = quantize.calibrate(self.prepared, self.cal, recipe)
+        quantize.quantize_with_ranges(self.prepared, out, ranges, recipe)
         result = evaluate.evaluate(self.fp32, out, self.ev, self.accept, 100.0, True)
         step = Step(
             label=label,
@@ -82,16 +81,18 @@ def logit_error(sess: Any, pixels: Pixels, reference: npt.NDArray[np.float32]) -
     return float(np.mean((run(sess, pixels) - reference) ** 2))
 
 
-def layer_sensitivity(study: Study, ranges: Any) -> list[tuple[str, float]]:
-    """Per node: the logit MSE (vs fp32, calibration images) of the int8 model with only that
-    node in float, sorted so the node whose exclusion helps most comes first."""
+def layer_sensitivity(study: Study, base: QuantRecipe, ranges: Any) -> list[tuple[str, float]]:
+    """Per node: how much the logit MSE (vs fp32, calibration images) drops when only that node
+    stays in float; the node whose exclusion helps most comes first."""
     reference = run(session(study.fp32), study.cal)
     out = study.work / "one.onnx"
-    quantize.quantize_with_ranges(study.prepared, out, ranges, ())
+    quantize.quantize_with_ranges(study.prepared, out, ranges, base)
     baseline = logit_error(session(out), study.cal, reference)
     scores = []
     for node in tqdm(quantizable_nodes(study.prepared), desc="sensitivity", unit="node"):
-        quantize.quantize_with_ranges(study.prepared, out, ranges, (node,))
+        quantize.quantize_with_ranges(
+            study.prepared, out, ranges, replace(base, nodes_to_exclude=(node,))
+        )
         scores.append((node, baseline - logit_error(session(out), study.cal, reference)))
     log.info("all-int8 logit MSE on calibration images: %.4f", baseline)
     return sorted(scores, key=lambda s: -s[1])
@@ -115,21 +116,30 @@ def setup(entry: ModelEntry, work: Path, data_dir: Path) -> Study:
     )
 
 
-def study_model(entry: ModelEntry, data_dir: Path, top: int) -> dict[str, Any]:
+CANDIDATES = (
+    QuantRecipe(calibration_method="minmax"),
+    QuantRecipe(calibration_method="entropy"),
+    QuantRecipe(calibration_method="percentile", percentile=99.999),
+    QuantRecipe(calibration_method="percentile", percentile=99.99),
+    QuantRecipe(calibration_method="minmax", adjust_weights_for_bias=False),
+    QuantRecipe(calibration_method="percentile", adjust_weights_for_bias=False),
+)
+
+
+def study_model(
+    entry: ModelEntry, data_dir: Path, top: int, base: QuantRecipe, compare: bool
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="imgcls-sens-") as tmp:
         study = setup(entry, Path(tmp), data_dir)
-        methods: list[CalibrationMethod] = ["minmax", "entropy", "percentile"]
-        steps = [study.measure(QuantRecipe(calibration_method=m), m) for m in methods]
-        base = QuantRecipe(calibration_method=entry.recipe.calibration_method)
+        steps = [study.measure(r, r.describe()) for r in (CANDIDATES if compare else ())]
         ranges = quantize.calibrate(study.prepared, study.cal, base)
-        ranking = layer_sensitivity(study, ranges)
+        ranking = layer_sensitivity(study, base, ranges) if top else []
+        steps.append(study.measure(base, f"{base.describe()} (base of the layer study)", ranges))
         excluded: list[str] = []
         for node, _ in ranking[:top]:
             excluded.append(node)
             recipe = replace(base, nodes_to_exclude=tuple(excluded))
-            steps.append(
-                study.measure(recipe, f"{base.calibration_method} + {len(excluded)} float", ranges)
-            )
+            steps.append(study.measure(recipe, f"+ {len(excluded)} in float: {node}", ranges))
     return {
         "model": entry.name,
         "providers": list(available_providers()),
@@ -140,12 +150,12 @@ def study_model(entry: ModelEntry, data_dir: Path, top: int) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     providers = report["providers"]
-    head = "| step | fp32 top-1 | " + " | ".join(f"int8 top-1 ({p})" for p in providers)
+    head = "| step | fp32 top-1 | " + " | ".join(f"int8 top-1 / agree ({p})" for p in providers)
     head += " | " + " | ".join(f"ms b1 {k}" for k in report["steps"][0]["latency_ms"]) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for s in report["steps"]:
         cells = [s["label"], f"{s['top1']['fp32']:.2f}"]
-        cells += [f"{s['top1'][p]:.2f}" for p in providers]
+        cells += [f"{s['top1'][p]:.2f} / {s['agreement'][p]:.2f}" for p in providers]
         cells += [f"{v:.2f}" for v in s["latency_ms"].values()]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("\nMost sensitive nodes (logit MSE reduction when kept in float):")
@@ -158,10 +168,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="efficientnet_lite0", choices=catalog.MODEL_NAMES)
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
     p.add_argument("--top", type=int, default=6, help="how many sensitive nodes to try in float")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
+    p.add_argument("--percentile", type=float, default=99.999)
+    p.add_argument(
+        "--no-bias-adjust", action="store_true", help="QDQDisableWeightAdjustForInt32Bias"
+    )
+    p.add_argument("--skip-compare", action="store_true", help="only the per-layer study")
     p.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    report = study_model(catalog.get(args.model), args.data_dir, args.top)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)
+    base = QuantRecipe(
+        calibration_method=args.method,
+        percentile=args.percentile,
+        adjust_weights_for_bias=not args.no_bias_adjust,
+    )
+    entry = catalog.get(args.model)
+    report = study_model(entry, args.data_dir, args.top, base, not args.skip_compare)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(markdown(report))
