@@ -46,19 +46,25 @@ def service_spec(
     )
 
 
-def peer_spec(cfg: BenchConfig, peer: str, model: str = "resnet18") -> ServerSpec:
+def peer_spec(
+    cfg: BenchConfig, peer: str, model: str = "resnet18", lazy: bool = False
+) -> ServerSpec:
     descriptions = {
         "flask_torchscript": "the write-up's architecture: Flask dev server (threaded), "
         "TorchScript resnet18 preloaded and warmed up, torchvision transforms",
         "fastapi_ort": "plain FastAPI + ONNX Runtime, same int8 file, CPU provider, default "
         "session options, no batching, decode in the handler",
     }
-    return ServerSpec(
-        name=peer.replace("_", " + "),
-        description=descriptions[peer],
-        module=f"bench.peers.{peer}",
-        args=(f"--model-dir={cfg.model_dir(model)}", f"--model={model}"),
-    )
+    args = (f"--model-dir={cfg.model_dir(model)}", f"--model={model}")
+    if lazy:
+        return ServerSpec(
+            name=peer.replace("_", " + ") + " lazy",
+            description="the write-up's 'before': Flask + TorchScript loading the model on the "
+            "first request, no warm-up",
+            module=f"bench.peers.{peer}",
+            args=(*args, "--lazy"),
+        )
+    return ServerSpec(peer.replace("_", " + "), descriptions[peer], f"bench.peers.{peer}", {}, args)
 
 
 @contextmanager

@@ -41,7 +41,7 @@ class Plan:
 
 
 FULL = Plan((1, 4, 16, 64), 5.0, 1.5)
-QUICK = Plan((1, 4), 1.5, 0.5)
+QUICK = Plan((1,), 1.0, 0.3)
 
 
 def specs(cfg: BenchConfig) -> list[ServerSpec]:

@@ -3,6 +3,9 @@ threaded=True (as the write-up runs it), a TorchScript ResNet-18 loaded at start
 torchvision transforms, top-3. Nothing here is tuned: it is the baseline.
 
     python -m bench.peers.flask_torchscript --port 8001 --model-dir model_artifacts/resnet18
+
+--lazy loads the model on the first request instead, without warm-up: the write-up's "before"
+(a cold first request), for the cold-start benchmark.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import argparse
 import io
 import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,7 +34,32 @@ TRANSFORM = transforms.Compose(
 )
 
 
-def create_app(model: torch.jit.ScriptModule, labels: list[str], name: str) -> Flask:
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def preloaded(model_name: str) -> Model:
+    model = load_torchscript(model_name, uint8_front=False)
+    with torch.inference_mode():  # warm-up: TorchScript optimises on its first runs
+        for _ in range(3):
+            model(torch.zeros(1, 3, 224, 224))
+    return model  # type: ignore[no-any-return]
+
+
+def lazy(model_name: str) -> Model:
+    """Loads on the first call: the cost lands on the first request."""
+    lock = threading.Lock()
+    loaded: list[Model] = []
+
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        with lock:
+            if not loaded:
+                loaded.append(load_torchscript(model_name, uint8_front=False))
+        return loaded[0](batch)
+
+    return run
+
+
+def create_app(model: Model, labels: list[str], name: str) -> Flask:
     app = Flask(__name__)
 
     @app.get("/readyz")
@@ -61,12 +91,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--model-dir", type=Path, default=Path("model_artifacts/resnet18"))
+    parser.add_argument("--lazy", action="store_true", help="load on the first request")
     args = parser.parse_args()
     labels = (args.model_dir / "labels.txt").read_text().splitlines()
-    model = load_torchscript(args.model, uint8_front=False)
-    with torch.inference_mode():  # warm-up: TorchScript optimises on its first runs
-        for _ in range(3):
-            model(torch.zeros(1, 3, 224, 224))
+    model = lazy(args.model) if args.lazy else preloaded(args.model)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log: it costs CPU
     create_app(model, labels, args.model).run("127.0.0.1", args.port, threaded=True)
 

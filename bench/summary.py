@@ -1,0 +1,103 @@
+"""The summary at the top of the full report: the write-up's table beside our measurements of
+the same rows, then how far past it we go, then the issue targets. Reads the other sections'
+data; a row whose benchmark did not run shows a dash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import Section, table
+from bench.stats import fmt
+
+# The write-up's figures (ResNet-18 on its CPU), as the issue quotes them.
+WRITEUP = {
+    "eager": 120.0,
+    "torchscript": 95.0,
+    "ort_fp32": 68.0,
+    "int8": 52.0,
+    "size_fp32": 44.7,
+    "size_int8": 11.2,
+    "rss_before": 650.0,
+    "rss_after": 550.0,
+    "cold_first": 900.0,
+    "warm_first": 60.0,
+}
+
+
+def _get(data: dict[str, Any] | None, *path: str) -> Any:
+    node: Any = data
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
+def _writeup_rows(sections: dict[str, dict[str, Any]]) -> list[list[object]]:
+    r18 = _get(sections.get("engines"), "models", "resnet18")
+    threads = max(r18, key=lambda k: int(k) if k.isdigit() else -1) if r18 else "2"
+
+    def p50(engine: str) -> float | None:
+        return _get(r18, threads, engine, "batch1_ms", "p50")
+
+    def engine_value(engine: str, key: str) -> float | None:
+        return _get(r18, threads, engine, key)
+
+    cold = _get(sections.get("coldstart"), "servers") or {}
+    lazy = _get(cold, "flask + torchscript lazy", "first_ms")
+    warm = _get(cold, "flask + torchscript", "first_ms")
+    ours_first = _get(cold, "service auto", "first_ms") or _get(cold, "service cpu", "first_ms")
+    return [
+        ["PyTorch eager, ms", fmt(WRITEUP["eager"]), fmt(p50("torch_eager")), ""],
+        ["TorchScript, ms", fmt(WRITEUP["torchscript"]), fmt(p50("torchscript")), ""],
+        ["ONNX Runtime fp32, ms", fmt(WRITEUP["ort_fp32"]), fmt(p50("ort_fp32")), ""],
+        [
+            "int8 (write-up: dynamic quantization), ms",
+            fmt(WRITEUP["int8"]),
+            fmt(p50("ort_int8_dynamic")),
+            f"ours: static U8S8 {fmt(p50('ort_int8_static'))}, on OpenVINO "
+            f"{fmt(p50('openvino_int8'))}",
+        ],
+        [
+            "model size fp32 -> int8, MB",
+            f"{WRITEUP['size_fp32']} -> {WRITEUP['size_int8']}",
+            f"{fmt(engine_value('ort_fp32', 'file_mb'))} -> "
+            f"{fmt(engine_value('ort_int8_dynamic', 'file_mb'))}",
+            f"ours (static): {fmt(engine_value('ort_int8_static', 'file_mb'))}",
+        ],
+        [
+            "memory (peak RSS) eager -> int8, MB",
+            f"{WRITEUP['rss_before']:.0f} -> {WRITEUP['rss_after']:.0f}",
+            f"{fmt(engine_value('torch_eager', 'peak_rss_batch1_mb'), 0)} -> "
+            f"{fmt(engine_value('ort_int8_dynamic', 'peak_rss_batch1_mb'), 0)}",
+            f"ours, engine alone: {fmt(engine_value('ort_int8_static', 'peak_rss_batch1_mb'), 0)}",
+        ],
+        [
+            "first request: cold -> preloaded, ms",
+            f"~{WRITEUP['cold_first']:.0f} -> ~{WRITEUP['warm_first']:.0f}",
+            f"{fmt(lazy)} -> {fmt(warm)}",
+            f"ours (service): {fmt(ours_first)}",
+        ],
+    ]
+
+
+def build_summary(sections: dict[str, dict[str, Any]], threads_note: str = "") -> Section:
+    section = Section("summary", "Summary")
+    section.add(
+        "### The write-up's table, reproduced here (ResNet-18, batch 1, median, "
+        "largest thread count measured)" + threads_note
+    )
+    section.add(
+        table(
+            ["row", "write-up", "measured here (same recipe)", "past it"], _writeup_rows(sections)
+        )
+    )
+    peers = sections.get("peers")
+    if peers and peers.get("targets"):
+        section.add("### Issue 4 targets (service vs peers, same harness and run)")
+        section.add(table(["target", "wanted", "measured", "verdict"], peers["targets"]))
+    http = sections.get("http")
+    if http and http.get("targets"):
+        section.add("### Issue 3 targets (service vs in-process decode + inference)")
+        section.add(table(http["target_headers"], http["targets"]))
+    return section

@@ -1,0 +1,122 @@
+"""The benchmarks must never rot: run them all in quick mode into a temporary folder and check
+that every benchmark ran and produced its report sections, tables and plots. Never a timing:
+quick-mode figures mean nothing and the machine may be busy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "model_artifacts"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+SECTIONS = (
+    "## Machine",
+    "## Summary",
+    "### The write-up's table, reproduced here",
+    "## Engines, in-process",
+    "### resnet18: batch 1",
+    "### resnet18: throughput",
+    "## Accuracy beside speed",
+    "## The service over HTTP",
+    "### In-process reference",
+    "### Issue 3 targets",
+    "## Peers on the same harness",
+    "### Issue 4 targets",
+    "## Cold start",
+)
+PLOTS = (
+    "engines_resnet18_latency.png",
+    "engines_resnet18_throughput.png",
+    "http_latency_vs_throughput_p50.png",
+    "http_latency_vs_throughput_p99.png",
+    "peers_latency_vs_throughput.png",
+)
+
+
+@pytest.fixture(scope="module")
+def quick_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    for model in ("resnet18", "efficientnet_lite0"):
+        if not (ARTIFACTS / model / "manifest.json").is_file():
+            pytest.skip(f"no {model} artifacts: run `make test-models` first")
+    out = tmp_path_factory.mktemp("bench")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run_all", "--quick", f"--out={out}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        check=False,
+    )
+    return done, out
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_every_benchmark(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    done, _ = quick_run
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.strip().endswith("report.md")
+    for name in ("engines", "accuracy", "http", "peers", "coldstart"):
+        assert f"{name}: done" in done.stderr
+
+
+@pytest.mark.slow
+def test_quick_report_has_every_section_and_no_failure(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    report = (out / "report.md").read_text()
+    assert report.startswith("# imgcls benchmark report (QUICK MODE")
+    missing = [heading for heading in SECTIONS if heading not in report]
+    assert not missing, missing
+    assert "FAILED" not in report
+    assert "Skipped" not in report
+    assert "CPU flags of interest" in report
+    assert "onnxruntime-openvino" in report
+
+
+@pytest.mark.slow
+def test_quick_plots_are_pngs_and_linked(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    report = (out / "report.md").read_text()
+    for plot in PLOTS:
+        assert (out / plot).read_bytes()[:8] == PNG_MAGIC, plot
+        assert f"]({plot})" in report
+
+
+@pytest.mark.slow
+def test_quick_results_json_holds_every_engine_and_server(
+    quick_run: tuple[subprocess.CompletedProcess[str], Path],
+) -> None:
+    _, out = quick_run
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True
+    engines = results["engines"]["models"]["resnet18"]["2"]
+    assert set(engines) == {
+        "torch_eager",
+        "torchscript",
+        "ort_fp32",
+        "ort_int8_dynamic",
+        "ort_int8_static",
+        "openvino_int8",
+    }
+    assert all(e["batch1_ms"]["count"] == 10 for e in engines.values())
+    servers = [s["name"] for s in results["peers"]["servers"]]
+    assert servers == ["service (defaults)", "fastapi + ort", "flask + torchscript"]
+    for server in results["peers"]["servers"] + results["http"]["servers"]:
+        for step in server["steps"]:
+            assert step["ok"] > 0, (server["name"], step)
+            assert step["errors"] == {}, (server["name"], step)
+    accuracy = results["accuracy"]["models"]["efficientnet_lite0"]["variants"]
+    assert set(accuracy) == {"fp32", "int8_dynamic", "int8_static", "int8_openvino"}
