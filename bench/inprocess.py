@@ -1,6 +1,6 @@
 """In-process measurements of the data plane, to set its defaults from numbers, not guesses.
 
-    .venv/bin/python -m bench.inprocess                  # everything, ~8 min on 2 cores
+    .venv/bin/python -m bench.inprocess                  # everything, ~10 min on 2 cores
     .venv/bin/python -m bench.inprocess --sections engine --model-dir model_artifacts/resnet18
 
 Sections:
@@ -123,12 +123,9 @@ def _timed(runner: Runner, batch: npt.NDArray[np.uint8]) -> float:
 
 
 async def _closed_loop(
-    settings: Settings, images: list[bytes], callers: int, seconds: float
-) -> dict[str, object]:
-    classifier = Classifier(settings, Metrics())
-    started = time.perf_counter()
-    await classifier.start()
-    ready_s = time.perf_counter() - started
+    classifier: Classifier, images: list[bytes], callers: int, seconds: float
+) -> dict[str, float]:
+    """``callers`` concurrent callers, each sending the next image as soon as it has an answer."""
     latencies: list[float] = []
     batch_sizes: list[int] = []
     stop_at = time.perf_counter() + seconds
@@ -143,13 +140,9 @@ async def _closed_loop(
             batch_sizes.append(result.timing.batch_size)
 
     cpu_before, wall_before = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(caller(i) for i in range(callers)))
+    await asyncio.gather(*(caller(i * 7) for i in range(callers)))
     cpu_s, wall_s = time.process_time() - cpu_before, time.perf_counter() - wall_before
-    provider = classifier.meta.provider
-    await classifier.stop()
     return {
-        "provider": provider,
-        "ready_s": ready_s,
         "images_per_s": len(latencies) / wall_s,
         "p50_ms": float(np.percentile(latencies, 50)) * 1e3,
         "p99_ms": float(np.percentile(latencies, 99)) * 1e3,
@@ -159,53 +152,78 @@ async def _closed_loop(
 
 
 Combo = tuple[Literal["cpu", "openvino"], int, int, int]  # provider, workers, threads, batch
-_E2E_KEYS = ("images_per_s", "p50_ms", "p99_ms", "cpu_ms_per_image", "mean_batch", "ready_s")
+_E2E_KEYS = ("images_per_s", "p50_ms", "p99_ms", "cpu_ms_per_image", "mean_batch")
+
+
+async def _e2e_rounds(
+    model_dir: Path,
+    combos: list[Combo],
+    images: list[bytes],
+    callers: list[int],
+    seconds: float,
+    rounds: int,
+) -> dict[tuple[Combo, int], tuple[float, str, list[dict[str, float]]]]:
+    """Start one classifier per combination, keep them all, then run short loads on each in
+    turn, round after round: a neighbour's burst of CPU hurts every combination alike, and no
+    combination pays start-up inside its measurement. Idle ones cost nothing (no spinning)."""
+    started: dict[Combo, tuple[Classifier, float]] = {}
+    for combo in combos:
+        classifier = Classifier(_settings(model_dir, combo, max(callers)), Metrics())
+        begin = time.perf_counter()
+        await classifier.start()
+        started[combo] = (classifier, time.perf_counter() - begin)
+    runs: dict[tuple[Combo, int], list[dict[str, float]]] = {
+        (c, n): [] for c in combos for n in callers
+    }
+    for round_index in range(rounds):
+        for (combo, n), results in runs.items():
+            classifier = started[combo][0]
+            results.append(await _closed_loop(classifier, images, n, seconds))
+        print(f"e2e round {round_index + 1}/{rounds}, load {os.getloadavg()}", flush=True)
+    for classifier, _ in started.values():
+        await classifier.stop()
+    return {
+        (c, n): (started[c][1], started[c][0].meta.provider, results)
+        for (c, n), results in runs.items()
+    }
 
 
 def bench_e2e(
     model_dir: Path,
     images: list[bytes],
-    callers: int,
+    callers: list[int],
     seconds: float,
     max_batches: list[int],
     rounds: int,
     providers: list[Literal["cpu", "openvino"]],
 ) -> list[dict[str, object]]:
-    """Every combination once per round, rounds interleaved, medians reported: a neighbour's
-    burst of CPU then hurts all combinations alike instead of one."""
     combos: list[Combo] = list(itertools.product(providers, (1, 2), (1, 2), max_batches))
-    runs: dict[Combo, list[dict[str, object]]] = {c: [] for c in combos}
-    for round_index in range(rounds):
-        for combo in combos:
-            runs[combo].append(
-                asyncio.run(
-                    _closed_loop(_settings(model_dir, combo, callers), images, callers, seconds)
-                )
-            )
-        print(f"e2e round {round_index + 1}/{rounds} done, load {os.getloadavg()}", flush=True)
+    measured = asyncio.run(_e2e_rounds(model_dir, combos, images, callers, seconds, rounds))
     print(
-        f"\n## e2e ({callers} concurrent callers, {seconds:.0f} s x {rounds} rounds, medians)\n\n"
-        "| provider | decode workers | intra-op threads | max batch | img/s | p50 ms | p99 ms "
-        "| CPU ms/img | mean batch | ready s |\n|---|---|---|---|---|---|---|---|---|---|"
+        f"\n## e2e (closed loop, {seconds:g} s x {rounds} interleaved rounds, medians)\n\n"
+        "| callers | provider | decode workers | intra-op threads | max batch | img/s | p50 ms "
+        "| p99 ms | CPU ms/img | mean batch | ready s |\n" + "|---" * 11 + "|"
     )
     rows: list[dict[str, object]] = []
-    for combo, results in runs.items():
-        median = {k: statistics.median(float(r[k]) for r in results) for k in _E2E_KEYS}  # type: ignore[arg-type]
+    for (combo, n), (ready_s, served_by, results) in sorted(
+        measured.items(), key=lambda i: i[0][1]
+    ):
+        median = {k: statistics.median(r[k] for r in results) for k in _E2E_KEYS}
         provider, workers, threads, batch = combo
-        rows.append(
-            {
-                "provider": provider,
-                "workers": workers,
-                "threads": threads,
-                "max_batch": batch,
-                "served_by": results[0]["provider"],
-            }
-            | median
-        )
+        row: dict[str, object] = {
+            "callers": n,
+            "provider": provider,
+            "workers": workers,
+            "threads": threads,
+            "max_batch": batch,
+            "served_by": served_by,
+            "ready_s": ready_s,
+        }
+        rows.append(row | median)
         print(
-            f"| {provider} | {workers} | {threads} | {batch} | {median['images_per_s']:.0f} "
+            f"| {n} | {provider} | {workers} | {threads} | {batch} | {median['images_per_s']:.0f} "
             f"| {median['p50_ms']:.1f} | {median['p99_ms']:.1f} | {median['cpu_ms_per_image']:.1f} "
-            f"| {median['mean_batch']:.1f} | {median['ready_s']:.2f} |"
+            f"| {median['mean_batch']:.1f} | {ready_s:.2f} |"
         )
     return rows
 
@@ -230,10 +248,10 @@ def main() -> None:
         "--data-dir", type=Path, default=Path(os.environ.get("IMGCLS_DATA_DIR", "../shared/data"))
     )
     parser.add_argument("--sections", default="decode,engine,e2e")
-    parser.add_argument("--seconds", type=float, default=4.0, help="per e2e combination")
-    parser.add_argument("--callers", type=int, default=32)
+    parser.add_argument("--seconds", type=float, default=1.5, help="per combination and round")
+    parser.add_argument("--callers", default="1,32", help="closed-loop concurrency levels")
     parser.add_argument("--max-batches", default="1,4,8")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--providers", default="", help="e2e: cpu,openvino (default: all here)")
     args = parser.parse_args()
     model_dir = args.model_dir or find_model_dir(args.artifacts_dir)
@@ -255,7 +273,13 @@ def main() -> None:
         if args.providers:
             providers = [p for p in providers if p in args.providers.split(",")]
         results["e2e"] = bench_e2e(
-            model_dir, images, args.callers, args.seconds, batches, args.rounds, providers
+            model_dir,
+            images,
+            [int(n) for n in args.callers.split(",")],
+            args.seconds,
+            batches,
+            args.rounds,
+            providers,
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
