@@ -50,7 +50,9 @@ def _scores(
     }
 
 
-def evaluate_model(cfg: BenchConfig, model: str, split: DataSplit, limit: int | None) -> dict:
+def evaluate_model(
+    cfg: BenchConfig, model: str, split: DataSplit, limit: int | None
+) -> dict[str, Any]:
     model_dir = cfg.model_dir(model)
     manifest = load_manifest(model_dir)
     spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)

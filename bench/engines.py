@@ -65,10 +65,12 @@ def _prepare(cfg: BenchConfig, model: str) -> None:
         child.close()
 
 
-def _spawn(cfg: BenchConfig, model: str, threads: int) -> dict[str, tuple[JsonLineChild, dict]]:
+def _spawn(
+    cfg: BenchConfig, model: str, threads: int
+) -> dict[str, tuple[JsonLineChild, dict[str, Any]]]:
     """One process per engine, started one after another so their load times do not overlap."""
     logs = cfg.out_dir / "logs"
-    workers: dict[str, tuple[JsonLineChild, dict]] = {}
+    workers: dict[str, tuple[JsonLineChild, dict[str, Any]]] = {}
     for engine in ENGINES:
         child = JsonLineChild(
             _worker_cmd(cfg, model, engine, threads), logs / f"{model}-{engine}-{threads}t.log"

@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.config import BenchConfig, add_common_args, config_from_args
 from bench.images import load_samples
+from bench.loadgen import CLIENTS
 from bench.plots import line_plot
 from bench.progress import bar
 from bench.reference import decode_inference
@@ -204,9 +205,9 @@ def run(cfg: BenchConfig) -> Section:
     }
     fractions = ", ".join(f"{f:.0%}" for f in plan.rate_fractions)
     section.add(
-        f"Model {MODEL} int8 (U8S8). One load-generator process per step (async httpx, "
-        f"HTTP/1.1 keep-alive, {len(jpegs)} real JPEGs cycled, read once); the client runs on "
-        f"the same 2 cores and its CPU per request is shown. Closed loop: {plan.duration_s} s per "
+        f"Model {MODEL} int8 (U8S8). One load-generator process per step ({CLIENTS[cfg.client]}, "
+        f"{len(jpegs)} real JPEGs cycled, read once); the client runs on the same 2 cores and "
+        "its CPU per request is shown. Closed loop: {plan.duration_s} s per "
         f"concurrency; open loop: Poisson arrivals at {fractions} "
         "of the configuration's best closed-loop throughput, latency from the scheduled send "
         "time. Server CPU and RSS: psutil on the server process, sampled every 50 ms. Phases: "

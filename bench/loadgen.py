@@ -1,4 +1,4 @@
-"""The load generator: async httpx posting real JPEGs to POST /v1/classify.
+"""The load generator: asyncio clients posting real JPEGs to POST /v1/classify.
 
 Closed loop (N concurrent users, each sends its next request when the last one returns) gives
 throughput and latency against concurrency; open loop (Poisson arrivals at a fixed offered
@@ -8,8 +8,11 @@ queue) gives latency against offered load.
     python -m bench.loadgen --url http://127.0.0.1:8000 --concurrency 1 4 16 64 --duration 10
     python -m bench.loadgen --url http://127.0.0.1:8000 --rate 50 100 200 --json out.json
 
-The client costs CPU too: on a 2-core box it competes with the server. It stays cheap
-(HTTP/1.1 keep-alive, bodies read once) and reports its own CPU per request so you can judge.
+The client costs CPU too: on a 2-core box it competes with the server, so every step reports
+the client's own CPU per request. Two clients (--client): httpx (AsyncClient, HTTP/1.1
+keep-alive; measured here ~2.5 ms CPU per request) and raw (a minimal HTTP/1.1 client on
+asyncio streams, ~0.4 ms per request), which the benchmarks use by default so that the server
+keeps the CPU.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import json
 import random
 import sys
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -75,70 +79,145 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
     return phases
 
 
-async def post_one(client: httpx.AsyncClient, url: str, body: bytes, since: float) -> Outcome:
-    try:
-        response = await client.post(url, content=body, headers=HEADERS)
-        await response.aread()
-    except httpx.HTTPError as exc:
-        return Outcome((time.perf_counter() - since) * 1000, type(exc).__name__, {})
-    latency = (time.perf_counter() - since) * 1000
-    return Outcome(
-        latency, response.status_code, parse_server_timing(response.headers.get("server-timing"))
-    )
+class Sender(Protocol):
+    async def post(self, body: bytes, since: float) -> Outcome: ...
+
+    async def aclose(self) -> None: ...
 
 
-def _client(connections: int) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
+class HttpxSender:
+    """The issue's client: httpx.AsyncClient, HTTP/1.1 keep-alive, one pool of connections."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        self.url = url
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
+
+    async def post(self, body: bytes, since: float) -> Outcome:
+        try:
+            response = await self.client.post(self.url, content=body, headers=HEADERS)
+            await response.aread()
+        except httpx.HTTPError as exc:
+            return Outcome((time.perf_counter() - since) * 1000, type(exc).__name__, {})
+        timing = parse_server_timing(response.headers.get("server-timing"))
+        return Outcome((time.perf_counter() - since) * 1000, response.status_code, timing)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class RawSender:
+    """A minimal HTTP/1.1 client on asyncio streams, for when the client's own CPU matters
+    (it shares the server's 2 cores): request heads built once, no header objects, a few
+    times less CPU per request than httpx. Reopens connections the server closes (Flask's
+    development server answers HTTP/1.0: one connection per request)."""
+
+    def __init__(self, url: str, connections: int) -> None:
+        parts = urllib.parse.urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.head = (
+            f"POST {parts.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            "Content-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n"
+        )
+        self.idle: list[Connection] = []
+
+    async def _exchange(self, conn: Connection, body: bytes) -> tuple[int, dict[str, str], bool]:
+        reader, writer = conn
+        writer.write(self.head.format(len(body)).encode() + body)
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        version, status = head[0].split(" ", 2)[:2]
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        await reader.readexactly(int(headers["content-length"]))
+        connection = headers.get("connection", "").lower()
+        keep = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
+        return int(status), headers, keep
+
+    async def post(self, body: bytes, since: float) -> Outcome:
+        # A reused connection may have been closed by the server while idle: retry once, fresh.
+        for attempt in range(2):
+            reused = bool(self.idle) and attempt == 0
+            conn = self.idle.pop() if reused else None
+            try:
+                conn = conn or await asyncio.open_connection(self.host, self.port)
+                status, headers, keep = await self._exchange(conn, body)
+            except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
+                if conn is not None:
+                    conn[1].close()
+                if reused:
+                    continue
+                return Outcome((time.perf_counter() - since) * 1000, type(exc).__name__, {})
+            latency = (time.perf_counter() - since) * 1000
+            if keep:
+                self.idle.append(conn)
+            else:
+                conn[1].close()
+            return Outcome(latency, status, parse_server_timing(headers.get("server-timing")))
+        raise AssertionError("unreachable: the second attempt always returns")
+
+    async def aclose(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+SENDERS: dict[str, Callable[[str, int], Sender]] = {"httpx": HttpxSender, "raw": RawSender}
+CLIENTS = {
+    "httpx": "httpx.AsyncClient, HTTP/1.1 keep-alive",
+    "raw": "a minimal asyncio HTTP/1.1 keep-alive client, a few times cheaper than httpx",
+}
 
 
 async def closed_loop(
-    url: str, bodies: Sequence[bytes], concurrency: int, duration_s: float
-) -> tuple[list[Outcome], float]:
+    sender: Sender, bodies: Sequence[bytes], concurrency: int, duration_s: float
+) -> tuple[list[Outcome], float, int]:
     outcomes: list[Outcome] = []
-    async with _client(concurrency) as client:
-        start = time.perf_counter()
-        stop = start + duration_s
+    start = time.perf_counter()
+    stop = start + duration_s
 
-        async def user(index: int) -> None:
-            while time.perf_counter() < stop:
-                body = bodies[index % len(bodies)]
-                index += concurrency
-                outcomes.append(await post_one(client, url, body, time.perf_counter()))
+    async def user(index: int) -> None:
+        while time.perf_counter() < stop:
+            body = bodies[index % len(bodies)]
+            index += concurrency
+            outcomes.append(await sender.post(body, time.perf_counter()))
 
-        await asyncio.gather(*(user(i) for i in range(concurrency)))
-        return outcomes, time.perf_counter() - start
+    await asyncio.gather(*(user(i) for i in range(concurrency)))
+    return outcomes, time.perf_counter() - start, 0
 
 
 async def open_loop(
-    url: str, bodies: Sequence[bytes], rate: float, duration_s: float, max_outstanding: int
+    sender: Sender, bodies: Sequence[bytes], rate: float, duration_s: float, max_outstanding: int
 ) -> tuple[list[Outcome], float, int]:
     """Poisson arrivals (seeded), each request timed from its scheduled send time."""
     arrivals = random.Random(0)
     outcomes: list[Outcome] = []
     dropped = 0
     in_flight: set[asyncio.Task[None]] = set()
-    async with _client(max_outstanding) as client:
 
-        async def send(body: bytes, scheduled: float) -> None:
-            outcomes.append(await post_one(client, url, body, scheduled))
+    async def send(body: bytes, scheduled: float) -> None:
+        outcomes.append(await sender.post(body, scheduled))
 
-        start = time.perf_counter()
-        scheduled, index = start, 0
-        while scheduled < start + duration_s:
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if len(in_flight) >= max_outstanding:
-                dropped += 1
-            else:
-                task = asyncio.create_task(send(bodies[index % len(bodies)], scheduled))
-                in_flight.add(task)
-                task.add_done_callback(in_flight.discard)
-            index += 1
-            scheduled += arrivals.expovariate(rate)
-        await asyncio.gather(*in_flight)
-        return outcomes, time.perf_counter() - start, dropped
+    start = time.perf_counter()
+    scheduled, index = start, 0
+    while scheduled < start + duration_s:
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if len(in_flight) >= max_outstanding:
+            dropped += 1
+        else:
+            task = asyncio.create_task(send(bodies[index % len(bodies)], scheduled))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        index += 1
+        scheduled += arrivals.expovariate(rate)
+    await asyncio.gather(*in_flight)
+    return outcomes, time.perf_counter() - start, dropped
 
 
 def _result(
@@ -172,12 +251,12 @@ def _result(
     )
 
 
-async def _measured(mode: str, run: Callable[[], Awaitable[Any]], **labels: Any) -> StepResult:
+async def _measured(
+    step: Awaitable[tuple[list[Outcome], float, int]], mode: str, **labels: Any
+) -> StepResult:
     cpu0 = time.process_time()
-    result = await run()
+    outcomes, elapsed, dropped = await step
     cpu_s = time.process_time() - cpu0
-    outcomes, elapsed = result[0], result[1]
-    dropped = result[2] if len(result) > 2 else 0
     return _result(mode, outcomes, elapsed, cpu_s, dropped=dropped, **labels)
 
 
@@ -188,29 +267,24 @@ async def run_steps(
     rates: Sequence[float],
     duration_s: float,
     warmup_s: float,
+    client: str = "httpx",
     max_outstanding: int = 512,
 ) -> list[StepResult]:
     url = base_url.rstrip("/") + CLASSIFY_PATH
-    if warmup_s > 0:  # not recorded: connections, caches, the server's first batches
-        await closed_loop(url, bodies, max([4, *concurrencies][:2]), warmup_s)
-    results = []
-    for concurrency in concurrencies:
-        results.append(
-            await _measured(
-                "closed",
-                lambda c=concurrency: closed_loop(url, bodies, c, duration_s),  # type: ignore[misc]
-                concurrency=concurrency,
-            )
-        )
-    for rate in rates:
-        results.append(
-            await _measured(
-                "open",
-                lambda r=rate: open_loop(url, bodies, r, duration_s, max_outstanding),  # type: ignore[misc]
-                rate=rate,
-            )
-        )
-    return results
+    sender = SENDERS[client](url, max([max_outstanding if rates else 1, *concurrencies]))
+    try:
+        if warmup_s > 0:  # not recorded: connections, caches, the server's first batches
+            await closed_loop(sender, bodies, max([4, *concurrencies][:2]), warmup_s)
+        results = []
+        for c in concurrencies:
+            step = closed_loop(sender, bodies, c, duration_s)
+            results.append(await _measured(step, "closed", concurrency=c))
+        for rate in rates:
+            step = open_loop(sender, bodies, rate, duration_s, max_outstanding)
+            results.append(await _measured(step, "open", rate=rate))
+        return results
+    finally:
+        await sender.aclose()
 
 
 def print_table(results: Sequence[StepResult]) -> None:
@@ -239,13 +313,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=default_data_dir(), help="env IMGCLS_DATA_DIR"
     )
+    parser.add_argument("--client", choices=sorted(SENDERS), default="httpx")
     parser.add_argument("--json", type=Path, help="write the results here ('-' for stdout)")
     args = parser.parse_args(argv)
     if not args.concurrency and not args.rate:
         args.concurrency = [1, 4, 16, 64]
     bodies = [s.jpeg for s in load_samples(args.data_dir, args.images)]
     results = asyncio.run(
-        run_steps(args.url, bodies, args.concurrency, args.rate, args.duration, args.warmup)
+        run_steps(
+            args.url,
+            bodies,
+            args.concurrency,
+            args.rate,
+            args.duration,
+            args.warmup,
+            args.client,
+        )
     )
     payload = json.dumps([asdict(r) for r in results], indent=2)
     if args.json and str(args.json) == "-":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-import psutil
+import psutil  # type: ignore[import-untyped]
 
 
 class ChildFailed(RuntimeError):

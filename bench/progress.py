@@ -7,5 +7,5 @@ import sys
 from tqdm import tqdm
 
 
-def bar(total: int, desc: str) -> tqdm:  # type: ignore[type-arg]
+def bar(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, file=sys.stderr, unit="step", dynamic_ncols=True)

@@ -101,6 +101,7 @@ def load_step(
         f"--duration={duration_s}",
         f"--warmup={warmup_s}",
         f"--data-dir={cfg.data_dir}",
+        f"--client={cfg.client}",
         "--json=-",
     ]
     cmd += [f"--concurrency={concurrency}"] if concurrency else [f"--rate={rate}"]

@@ -38,10 +38,12 @@ def _writeup_rows(sections: dict[str, dict[str, Any]]) -> list[list[object]]:
     threads = max(r18, key=lambda k: int(k) if k.isdigit() else -1) if r18 else "2"
 
     def p50(engine: str) -> float | None:
-        return _get(r18, threads, engine, "batch1_ms", "p50")
+        value = _get(r18, threads, engine, "batch1_ms", "p50")
+        return None if value is None else float(value)
 
     def engine_value(engine: str, key: str) -> float | None:
-        return _get(r18, threads, engine, key)
+        value = _get(r18, threads, engine, key)
+        return None if value is None else float(value)
 
     cold = _get(sections.get("coldstart"), "servers") or {}
     lazy = _get(cold, "flask + torchscript lazy", "first_ms")

@@ -19,6 +19,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class Uint8Front(nn.Module):
     """uint8 NHWC pixels -> normalised float NCHW -> the network: what the ONNX graph does."""
 
+    scale_mean: torch.Tensor
+    scale_std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.net = net
@@ -62,7 +65,7 @@ def _architecture(model: str) -> tuple[nn.Module, tuple[float, ...], tuple[float
     raise ValueError(f"unknown model {model!r}; expected one of {MODELS}")
 
 
-def load_eager(model: str) -> nn.Module:
+def load_eager(model: str) -> Uint8Front:
     """Build the architecture and load its weights file, as a plain PyTorch deployment does."""
     net, mean, std = _architecture(model)
     net.load_state_dict(torch.load(weights_file(model), map_location="cpu"))
@@ -76,12 +79,15 @@ def torchscript_file(model: str, uint8_front: bool = True) -> Path:
     path = CACHE_DIR / f"{model}{'' if uint8_front else '.net'}.torchscript.pt"
     if not path.is_file():
         CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        net = load_eager(model)
-        example = torch.zeros(1, 224, 224, 3, dtype=torch.uint8)
-        if not uint8_front:
-            net, example = net.net, torch.zeros(1, 3, 224, 224)
+        front = load_eager(model)
+        net: nn.Module = front if uint8_front else front.net
+        example = (
+            torch.zeros(1, 224, 224, 3, dtype=torch.uint8)
+            if uint8_front
+            else torch.zeros(1, 3, 224, 224)
+        )
         with torch.no_grad():  # inference_mode tensors cannot be traced
-            traced = torch.jit.trace(net, example)
+            traced = torch.jit.trace(net, example)  # type: ignore[no-untyped-call]
         frozen = torch.jit.freeze(traced.eval())
         tmp = path.with_suffix(".tmp")
         torch.jit.save(frozen, str(tmp))
@@ -91,4 +97,7 @@ def torchscript_file(model: str, uint8_front: bool = True) -> Path:
 
 def load_torchscript(model: str, uint8_front: bool = True) -> torch.jit.ScriptModule:
     path = torchscript_file(model, uint8_front)
-    return torch.jit.load(str(path), map_location="cpu").eval()
+    module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
+        str(path), map_location="cpu"
+    )
+    return module.eval()

@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.config import BenchConfig, add_common_args, config_from_args
 from bench.http import STEP_HEADERS, step_row
+from bench.loadgen import CLIENTS
 from bench.plots import line_plot
 from bench.progress import bar
 from bench.report import Section, save_section_data, table, write_report
@@ -112,7 +113,7 @@ def run(cfg: BenchConfig) -> Section:
         return section
     prepare_flask(cfg)
     progress = bar(3 * len(plan.concurrencies), "peers")
-    results = []
+    results: list[dict[str, Any]] = []
     for spec in specs(cfg):
         with running(cfg, spec) as server:
             steps = closed_steps(
@@ -131,7 +132,7 @@ def run(cfg: BenchConfig) -> Section:
     rows, passed = targets(results)
     section.data = {"plan": plan.__dict__, "servers": results, "targets": rows, "passed": passed}
     section.add(
-        "Closed loop, one load-generator process per step (async httpx, keep-alive, raw JPEG "
+        f"Closed loop, one load-generator process per step ({CLIENTS[cfg.client]}, raw JPEG "
         f"bodies), {plan.duration_s} s per concurrency. The Flask peer runs on Flask's own "
         "development server (threaded=True), as the write-up serves it; ResNet-18 weights are "
         "random (speed only)."

@@ -42,7 +42,7 @@ def preloaded(model_name: str) -> Model:
     with torch.inference_mode():  # warm-up: TorchScript optimises on its first runs
         for _ in range(3):
             model(torch.zeros(1, 3, 224, 224))
-    return model  # type: ignore[no-any-return]
+    return model
 
 
 def lazy(model_name: str) -> Model:
