@@ -159,7 +159,7 @@ def run_export(b: Build) -> None:
         (b.model_dir / MANIFEST_NAME).unlink(missing_ok=True)  # stale until evaluate passes
         fp32 = b.model_dir / FP32_NAME
         export.export_onnx(wrapped, fp32, b.entry.preprocess.crop_size)
-        (b.model_dir / LABELS_NAME).write_text("\n".join(catalog.class_names()) + "\n")
+        (b.model_dir / LABELS_NAME).write_text("\n".join(b.entry.class_names()) + "\n")
         check = export.compare_with_torch(wrapped, fp32, b.eval_pixels[:EXPORT_CHECK_IMAGES])
     log.info(
         "%s: max |logit| difference torch vs ORT: %.2e", b.entry.name, check.max_abs_logit_diff
@@ -285,7 +285,9 @@ def _manifest(
             mean=b.entry.mean,
             std=b.entry.std,
         ),
-        output=OutputSpec(name=export.OUTPUT_NAME, num_classes=1000, kind="logits"),
+        output=OutputSpec(
+            name=export.OUTPUT_NAME, num_classes=len(b.entry.class_names()), kind="logits"
+        ),
         labels=LABELS_NAME,
         files={
             "fp32": file_entry(b.model_dir, b.model_dir / FP32_NAME),
