@@ -32,7 +32,7 @@ class Plan:
     throughput_s: float  # measuring time per engine and batch size
 
 
-FULL = Plan(("resnet18", "efficientnet_lite0"), (1, 2), 200, 10, (1, 2, 4, 8, 16, 32), 0.6)
+FULL = Plan(("resnet18", "efficientnet_lite0"), (1, 2), 200, 10, (1, 2, 4, 8, 16, 32), 0.5)
 QUICK = Plan(("resnet18",), (2,), 10, 2, (1, 8), 0.1)
 
 

@@ -55,6 +55,32 @@ FULL = Plan(
 QUICK = Plan((("cpu", 8),), (1, 4), (0.5,), 1.0, 0.5, 10, 0.5)
 
 
+def server_cpu_ms_per_request(step: dict[str, Any]) -> float:
+    rps = step["throughput_rps"]
+    return float(step["server_cpu_cores"] * 1000 / rps) if rps else float("nan")
+
+
+def breakdown(name: str, step: dict[str, Any]) -> str:
+    """Where one step's time went, measured: the Server-Timing phases, the rest of the server's
+    own total, the HTTP + client share, and CPU per request on both sides."""
+    phases = step["phases_ms"]
+    mean = step["latency_ms"]["mean"]
+    load = f"c={step['concurrency']}" if step["mode"] == "closed" else f"{step['offered_rate']}/s"
+    text = f"{name} at {load}: {step['throughput_rps']:.1f} req/s, mean {mean:.1f} ms"
+    if "total" in phases:
+        named = sum(phases.get(k, 0.0) for k in ("decode", "queue", "inference"))
+        text += (
+            f" = decode {fmt(phases.get('decode'))} + queue {fmt(phases.get('queue'))} + "
+            f"inference {fmt(phases.get('inference'))} + other in-server "
+            f"{fmt(phases['total'] - named)} + HTTP/transport/client {fmt(mean - phases['total'])}"
+        )
+    return (
+        text + f"; server CPU {step['server_cpu_cores']:.2f} cores = "
+        f"{server_cpu_ms_per_request(step):.1f} ms/req, client CPU "
+        f"{step['client_cpu_ms_per_request']:.2f} ms/req"
+    )
+
+
 def step_row(name: str, step: dict[str, Any]) -> list[object]:
     """A table row; the HTTP share is end to end minus the server's own total (Server-Timing)."""
     phases = step["phases_ms"]
@@ -72,6 +98,7 @@ def step_row(name: str, step: dict[str, Any]) -> list[object]:
         fmt(step["latency_ms"]["p99"]),
         errors,
         fmt(step["server_cpu_cores"], 2),
+        fmt(server_cpu_ms_per_request(step), 1),
         fmt(step["server_peak_rss_mb"], 0),
         fmt(phases.get("decode")),
         fmt(phases.get("queue")),
@@ -90,6 +117,7 @@ STEP_HEADERS = [
     "p99 ms",
     "errors",
     "server CPU (cores)",
+    "server CPU ms/req",
     "server peak RSS MB",
     "decode ms",
     "queue ms",
@@ -182,7 +210,7 @@ def run(cfg: BenchConfig) -> Section:
     plan = QUICK if cfg.quick else FULL
     section = Section("http", "The service over HTTP")
     model_file = cfg.model_dir(MODEL) / "model.int8.onnx"
-    if not model_file.is_file():
+    if not (cfg.model_dir(MODEL) / "manifest.json").is_file():
         section.add(f"**Skipped: {model_file} is missing (build the model first).**")
         return section
     jpegs = [s.jpeg for s in load_samples(cfg.data_dir, 64)]
@@ -240,6 +268,13 @@ def run(cfg: BenchConfig) -> Section:
     section.data["target_headers"] = TARGET_HEADERS
     section.data["targets"] = _targets(results, references)
     section.add(table(TARGET_HEADERS, section.data["targets"]))
+    section.add("### Where the time goes (measured: Server-Timing phases, CPU per request)")
+    lines = []
+    for result in results:
+        closed = [s for s in result["steps"] if s["mode"] == "closed"]
+        best = max(closed, key=lambda s: s["throughput_rps"])
+        lines += [breakdown(result["name"], s) for s in (at_concurrency(closed, 1), best) if s]
+    section.add("\n".join(f"- {line}" for line in lines))
     _plot(cfg, results, section)
     return section
 

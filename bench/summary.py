@@ -34,45 +34,45 @@ def _get(data: dict[str, Any] | None, *path: str) -> Any:
 
 
 def _writeup_rows(sections: dict[str, dict[str, Any]]) -> list[list[object]]:
-    r18 = _get(sections.get("engines"), "models", "resnet18")
-    threads = max(r18, key=lambda k: int(k) if k.isdigit() else -1) if r18 else "2"
+    r18 = _get(sections.get("engines"), "models", "resnet18") or {}
+    threads = sorted((k for k in r18 if k.isdigit()), key=int)
+    top = threads[-1] if threads else "2"
 
-    def p50(engine: str) -> float | None:
-        value = _get(r18, threads, engine, "batch1_ms", "p50")
-        return None if value is None else float(value)
+    def value(engine: str, *path: str, thread: str = top) -> float | None:
+        found = _get(r18, thread, engine, *path)
+        return None if found is None else float(found)
 
-    def engine_value(engine: str, key: str) -> float | None:
-        value = _get(r18, threads, engine, key)
-        return None if value is None else float(value)
+    def p50(engine: str) -> str:
+        """Every thread count measured, e.g. '39.6 / 21.9' for 1 / 2 threads."""
+        cells = [fmt(value(engine, "batch1_ms", "p50", thread=t)) for t in threads]
+        return " / ".join(cells) or "-"
 
     cold = _get(sections.get("coldstart"), "servers") or {}
     lazy = _get(cold, "flask + torchscript lazy", "first_ms")
     warm = _get(cold, "flask + torchscript", "first_ms")
     ours_first = _get(cold, "service auto", "first_ms") or _get(cold, "service cpu", "first_ms")
     return [
-        ["PyTorch eager, ms", fmt(WRITEUP["eager"]), fmt(p50("torch_eager")), ""],
-        ["TorchScript, ms", fmt(WRITEUP["torchscript"]), fmt(p50("torchscript")), ""],
-        ["ONNX Runtime fp32, ms", fmt(WRITEUP["ort_fp32"]), fmt(p50("ort_fp32")), ""],
+        ["PyTorch eager, ms", fmt(WRITEUP["eager"]), p50("torch_eager"), ""],
+        ["TorchScript, ms", fmt(WRITEUP["torchscript"]), p50("torchscript"), ""],
+        ["ONNX Runtime fp32, ms", fmt(WRITEUP["ort_fp32"]), p50("ort_fp32"), ""],
         [
             "int8 (write-up: dynamic quantization), ms",
             fmt(WRITEUP["int8"]),
-            fmt(p50("ort_int8_dynamic")),
-            f"ours: static U8S8 {fmt(p50('ort_int8_static'))}, on OpenVINO "
-            f"{fmt(p50('openvino_int8'))}",
+            p50("ort_int8_dynamic"),
+            f"ours: static U8S8 {p50('ort_int8_static')}; on OpenVINO {p50('openvino_int8')}",
         ],
         [
             "model size fp32 -> int8, MB",
             f"{WRITEUP['size_fp32']} -> {WRITEUP['size_int8']}",
-            f"{fmt(engine_value('ort_fp32', 'file_mb'))} -> "
-            f"{fmt(engine_value('ort_int8_dynamic', 'file_mb'))}",
-            f"ours (static): {fmt(engine_value('ort_int8_static', 'file_mb'))}",
+            f"{fmt(value('ort_fp32', 'file_mb'))} -> {fmt(value('ort_int8_dynamic', 'file_mb'))}",
+            f"ours (static): {fmt(value('ort_int8_static', 'file_mb'))}",
         ],
         [
             "memory (peak RSS) eager -> int8, MB",
             f"{WRITEUP['rss_before']:.0f} -> {WRITEUP['rss_after']:.0f}",
-            f"{fmt(engine_value('torch_eager', 'peak_rss_batch1_mb'), 0)} -> "
-            f"{fmt(engine_value('ort_int8_dynamic', 'peak_rss_batch1_mb'), 0)}",
-            f"ours, engine alone: {fmt(engine_value('ort_int8_static', 'peak_rss_batch1_mb'), 0)}",
+            f"{fmt(value('torch_eager', 'peak_rss_batch1_mb'), 0)} -> "
+            f"{fmt(value('ort_int8_dynamic', 'peak_rss_batch1_mb'), 0)}",
+            f"ours, engine alone: {fmt(value('ort_int8_static', 'peak_rss_batch1_mb'), 0)}",
         ],
         [
             "first request: cold -> preloaded, ms",
@@ -83,11 +83,11 @@ def _writeup_rows(sections: dict[str, dict[str, Any]]) -> list[list[object]]:
     ]
 
 
-def build_summary(sections: dict[str, dict[str, Any]], threads_note: str = "") -> Section:
+def build_summary(sections: dict[str, dict[str, Any]]) -> Section:
     section = Section("summary", "Summary")
     section.add(
-        "### The write-up's table, reproduced here (ResNet-18, batch 1, median, "
-        "largest thread count measured)" + threads_note
+        "### The write-up's table, reproduced here (ResNet-18 batch 1, median ms; "
+        "'a / b' = 1 / 2 threads)"
     )
     section.add(
         table(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.config import BenchConfig, add_common_args, config_from_args
-from bench.http import STEP_HEADERS, step_row
+from bench.http import STEP_HEADERS, breakdown, step_row
 from bench.loadgen import CLIENTS
 from bench.plots import line_plot
 from bench.progress import bar
@@ -105,10 +105,23 @@ def targets(results: list[dict[str, Any]]) -> tuple[list[list[object]], bool]:
     return rows, vs_writeup >= 5 and vs_plain >= 2 and c1_ok
 
 
+def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
+    """The service at c=1 and at its best throughput, then each peer at its best: the phases
+    and the CPU each request costs, so a missed target shows its cause."""
+    service = results[0]
+    steps = service["steps"]
+    best = max(steps, key=lambda s: s["throughput_rps"])
+    lines = [breakdown(service["name"], s) for s in (at_concurrency(steps, 1), best) if s]
+    for peer in results[1:]:
+        peer_best = max(peer["steps"], key=lambda s: s["throughput_rps"])
+        lines.append(breakdown(peer["name"], peer_best))
+    return lines
+
+
 def run(cfg: BenchConfig) -> Section:
     plan = QUICK if cfg.quick else FULL
     section = Section("peers", "Peers on the same harness (ResNet-18, same images, same run)")
-    if not (cfg.model_dir(MODEL) / "model.int8.onnx").is_file():
+    if not (cfg.model_dir(MODEL) / "manifest.json").is_file():
         section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
         return section
     prepare_flask(cfg)
@@ -157,12 +170,8 @@ def run(cfg: BenchConfig) -> Section:
     section.add("### Issue 4 targets")
     section.add(table(["target", "wanted", "measured", "verdict"], rows))
     if not passed:
-        section.add(
-            "Where the service's time goes (Server-Timing means, above): decode and inference "
-            "are the service's own work; queue is time waiting for the inference thread or the "
-            "batch; HTTP+client is the rest of the end-to-end time (parsing, the event loop, "
-            "the client's own CPU on the same 2 cores)."
-        )
+        section.add("Where the time goes (measured; phases from the service's Server-Timing):")
+        section.add("\n".join(f"- {line}" for line in where_time_goes(results)))
     series = {
         r["name"]: (
             [s["throughput_rps"] for s in r["steps"]],

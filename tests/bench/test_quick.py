@@ -26,6 +26,7 @@ SECTIONS = (
     "## The service over HTTP",
     "### In-process reference",
     "### Issue 3 targets",
+    "### Where the time goes",
     "## Peers on the same harness",
     "### Issue 4 targets",
     "## Cold start",
