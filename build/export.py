@@ -3,6 +3,7 @@ logits compared with torch's on real images."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,9 @@ class ExportCheck:
 def export_onnx(model: nn.Module, path: Path, crop_size: int) -> None:
     dummy = torch.zeros((1, crop_size, crop_size, 3), dtype=torch.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The legacy exporter is chosen on purpose (see exporter_name); its notice is noise.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             model.eval(),
             (dummy,),
