@@ -303,7 +303,15 @@ def _manifest(
 
 
 def library_versions() -> dict[str, str]:
-    names = ("torch", "torchvision", "onnx", "onnxruntime-openvino", "numpy", "pillow")
+    names = (
+        "torch",
+        "torchvision",
+        "onnx",
+        "onnxruntime",
+        "onnxruntime-openvino",
+        "numpy",
+        "pillow",
+    )
     versions = {"python": platform.python_version()}
     for name in (*names, "efficientnet-lite-pytorch"):
         try:
