@@ -107,11 +107,9 @@ class Build:
     def split(self) -> data.DataSplit:
         split = data.choose_split(self.options.data_dir, self.options.data_dir_required)
         if split.small:
-            log.warning("labeled set not found under %s: evaluating on %s", *self._where(split))
+            where, dataset = self.options.data_dir, split.dataset
+            log.warning("no labeled set under %s: SMALL evaluation on %s", where, dataset)
         return split
-
-    def _where(self, split: data.DataSplit) -> tuple[Path, str]:
-        return self.options.data_dir, split.dataset
 
     def pixels(self, paths: tuple[Path, ...], what: str) -> npt.NDArray[np.uint8]:
         return data.load_pixels(paths, self.entry.preprocess, what)
