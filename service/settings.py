@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     intra_op_threads: PositiveInt | None = None  # None: available_cpus()
 
     # Batching
-    max_batch_size: PositiveInt = 8
+    # 4, measured (bench/inprocess.py, README): as many img/s and CPU ms per image as 8 on 2
+    # cores, half the batch latency, one OpenVINO shape fewer to compile at start.
+    max_batch_size: PositiveInt = 4
     max_batch_wait_ms: float = Field(default=0.0, ge=0.0)
     queue_capacity: PositiveInt = 64
     request_timeout_s: PositiveFloat = 10.0
