@@ -41,7 +41,7 @@ class Plan:
     warmup_s: float
 
 
-FULL = Plan((1, 4, 16, 64), 5.0, 1.5)
+FULL = Plan((1, 4, 16, 64), 4.0, 1.5)
 QUICK = Plan((1,), 1.0, 0.3)
 
 
