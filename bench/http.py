@@ -197,8 +197,8 @@ def _plot(cfg: BenchConfig, results: list[dict[str, Any]], section: Section) -> 
             line_plot(
                 cfg.out_dir / f"http_latency_vs_throughput_{pct}.png",
                 series,
-                f"Service over HTTP, {MODEL}: {pct} latency vs throughput (closed loop, "
-                "points = concurrency)",
+                f"Service over HTTP, {MODEL}: {pct} latency vs throughput\n"
+                "(closed loop; points = concurrency 1, 4, 16, 64)",
                 "throughput, req/s",
                 f"{pct} latency, ms",
                 logy=True,

@@ -183,7 +183,7 @@ def run(cfg: BenchConfig) -> Section:
         line_plot(
             cfg.out_dir / "peers_latency_vs_throughput.png",
             series,
-            "ResNet-18 over HTTP: p50 latency vs throughput (points = concurrency)",
+            "ResNet-18 over HTTP: p50 latency vs throughput\n(closed loop; points = concurrency)",
             "throughput, req/s",
             "p50 latency, ms",
             logy=True,
