@@ -334,13 +334,22 @@ class Classifier:
 
     async def _decode(self, model: _Model, data: bytes, deadline: float) -> Pixels:
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(model.pool, self._preprocess, model.spec, data)
+        try:
+            work = loop.run_in_executor(model.pool, self._preprocess, model.spec, data)
+        except RuntimeError:  # the pool is shut: stop() ran after this call was admitted
+            raise Draining("the server stopped before this image was decoded") from None
         try:
             # asyncio.timeout, not wait_for, which on 3.11 can swallow a client's cancellation
             async with asyncio.timeout(deadline - time.monotonic()):
                 return await work
         except TimeoutError:
             raise DeadlineExceeded("the request timed out while its image was decoded") from None
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # our caller went away: let the cancellation through
+            # Not us: stop() cancelled the decode still waiting for a worker. Answer it.
+            raise Draining("the server stopped before this image was decoded") from None
 
     def _preprocess(self, spec: PreprocessSpec, data: bytes) -> Pixels:
         """In a decode worker: the shared preprocessing, timed for the metric."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -173,6 +174,23 @@ async def test_a_drain_begun_while_loading_is_not_undone_by_the_load(tiny_artifa
     with pytest.raises(Draining):
         await instance.classify(colour_png(1), top_k=1)
     await instance.stop()
+
+
+async def test_stop_answers_a_request_still_waiting_for_a_decode_worker(
+    tiny_artifacts: Path,
+) -> None:
+    instance = Classifier(settings(tiny_artifacts, decode_workers=1), Metrics())
+    await instance.start()
+    gate = threading.Event()
+    assert instance._model is not None
+    instance._model.pool.submit(gate.wait, 30)  # the only decode worker is busy
+    waiting = asyncio.create_task(instance.classify(colour_png(1), top_k=1))
+    await asyncio.sleep(0)
+    stopping = asyncio.create_task(instance.stop())
+    with pytest.raises(Draining):
+        await waiting  # answered with 503, not left hanging nor cancelled
+    gate.set()
+    await stopping
 
 
 async def test_a_cancelled_request_leaves_nothing_in_flight(classifier: Classifier) -> None:
