@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARTIFACTS ?= model_artifacts
 MODEL ?= auto
-IMGCLS_DATA_DIR ?= ../shared/data
+IMGCLS_DATA_DIR ?= $(abspath ../shared/data)
 export IMGCLS_DATA_DIR
 PYTEST_ARGS ?=
 

@@ -30,7 +30,7 @@ def trained_model_dir(artifacts_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    return Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data"))
+    return Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
 
 
 @pytest.fixture(scope="session")
