@@ -11,7 +11,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -138,7 +138,6 @@ class Usage:
     cpu_s: float = 0.0  # user + system CPU seconds of the server (and its children)
     wall_s: float = 0.0
     peak_rss_mb: float = 0.0
-    samples: list[float] = field(default_factory=list)
 
     @property
     def cpu_cores(self) -> float:
