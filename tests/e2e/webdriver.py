@@ -5,6 +5,8 @@ the same over the same protocol; this keeps the test dependencies unchanged.)"""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,15 +69,25 @@ def chromium_session(chromedriver: str, chromium: str, profile: Path) -> Iterato
     port = free_port()
     log = profile.parent / "chromedriver.log"
     with log.open("wb") as out:
+        # Its own process group: chromium is chromedriver's child, and terminating only the
+        # driver would leave the browser running after the test.
         driver = subprocess.Popen(
-            [chromedriver, f"--port={port}"], stdout=out, stderr=subprocess.STDOUT
+            [chromedriver, f"--port={port}"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
             wait_until(lambda: _driver_ready(http), 30, "chromedriver /status ready", log)
-            yield _new_session(http, chromium, profile)
+            session = _new_session(http, chromium, profile)
+            try:
+                yield session
+            finally:
+                http.delete(session.base)  # quits chromium
     finally:
-        driver.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)  # whatever the quit left behind
         driver.wait(timeout=30)
 
 
