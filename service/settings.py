@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     decode_workers: PositiveInt | None = None  # None: available_cpus()
     max_upload_bytes: PositiveInt = 20 * 1024 * 1024
     max_image_pixels: PositiveInt = 40_000_000
-    max_batch_images: PositiveInt = 64  # images in one /v1/classify/batch request
+    # Half the queue: one batch request can never take every admission slot by itself.
+    max_batch_images: PositiveInt = 32  # images in one /v1/classify/batch request
     max_request_bytes: PositiveInt = 64 * 1024 * 1024  # a whole batch request body
 
     # HTTP server (uvicorn, one worker)

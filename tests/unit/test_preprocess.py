@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.JpegImagePlugin import JpegImageFile
 
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.preprocess import PreprocessSpec, check_media_type, preprocess
@@ -112,3 +113,50 @@ def test_accepted_media_types(content_type: str | None) -> None:
 def test_refused_media_types(content_type: str) -> None:
     with pytest.raises(UnsupportedMediaType):
         check_media_type(content_type)
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    cmyk = Image.new("CMYK", (300, 300), (0, 255, 255, 0))  # pure red in print colours
+    pixels = preprocess(encode(cmyk, "JPEG", quality=95), SPEC)
+    np.testing.assert_allclose(pixels.mean(axis=(0, 1)), (255, 0, 0), atol=6)
+
+
+def test_palette_with_a_transparent_index_is_composited_on_white() -> None:
+    image = Image.new("P", (300, 300), 0)
+    image.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    image.paste(1, (0, 0, 150, 300))  # left half green, right half transparent black
+    pixels = preprocess(encode(image, "PNG", transparency=0), SPEC)
+    assert tuple(pixels[112, 10]) == (0, 255, 0)
+    assert tuple(pixels[112, 213]) == (255, 255, 255)
+
+
+def test_an_animated_gif_is_classified_on_its_first_frame() -> None:
+    frames = [Image.new("RGB", (300, 300), colour) for colour in ((200, 0, 0), (0, 0, 200))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+    pixels = preprocess(data, SPEC)
+    assert pixels[..., 0].mean() > 150
+    assert pixels[..., 2].mean() < 50
+
+
+def test_draft_mode_decodes_a_large_jpeg_at_reduced_scale_with_nearly_the_same_pixels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 255, (9, 16, 3), dtype=np.uint8)
+    photo = Image.fromarray(smooth).resize((1920, 1080), Image.Resampling.BICUBIC)
+    data = encode(photo, "JPEG", quality=95)
+    drafted = Image.open(io.BytesIO(data))
+    drafted.draft("RGB", (SPEC.resize_size, SPEC.resize_size))
+    assert drafted.size == (480, 270)  # libjpeg scaled by 1/4 in the DCT domain; both >= 256
+    full = np.asarray(photo.resize((455, 256), Image.Resampling.BILINEAR).crop((115, 16, 339, 240)))
+    decoded_sizes: list[tuple[int, int]] = []
+    real_load = JpegImageFile.load
+
+    def spy_load(self: JpegImageFile) -> object:
+        decoded_sizes.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(JpegImageFile, "load", spy_load)
+    pixels = preprocess(data, SPEC)
+    assert decoded_sizes[0] == (480, 270)  # preprocess asked for the draft before decoding
+    assert np.abs(pixels.astype(int) - full.astype(int)).mean() < 3
