@@ -10,7 +10,7 @@ from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import PreprocessSpec, check_media_type, preprocess
+from service.preprocess import PreprocessSpec, check_media_type, preprocess, resize_crop
 
 SPEC = PreprocessSpec()
 
@@ -160,3 +160,20 @@ def test_draft_mode_decodes_a_large_jpeg_at_reduced_scale_with_nearly_the_same_p
     pixels = preprocess(data, SPEC)
     assert decoded_sizes[0] == (480, 270)  # preprocess asked for the draft before decoding
     assert np.abs(pixels.astype(int) - full.astype(int)).mean() < 3
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (333, 1000), (120, 90)])
+def test_one_box_resample_matches_torchvision_resize_then_centre_crop(
+    size: tuple[int, int],
+) -> None:
+    rng = np.random.default_rng(1)
+    texture = rng.integers(0, 255, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    image = Image.fromarray(texture).resize(size, Image.Resampling.BICUBIC)
+    width, height = size
+    short = min(width, height)
+    resized_size = (int(256 * width / short), int(256 * height / short))
+    resized = image.resize(resized_size, Image.Resampling.BILINEAR)
+    left, top = round((resized.width - 224) / 2), round((resized.height - 224) / 2)
+    reference = np.asarray(resized.crop((left, top, left + 224, top + 224))).astype(int)
+    pixels = resize_crop(image, SPEC).astype(int)
+    assert np.abs(pixels - reference).max() <= 1
