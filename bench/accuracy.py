@@ -8,16 +8,16 @@ with fp32 still shows what quantization changed.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from bench.config import BenchConfig, add_common_args, config_from_args
+from bench.cli import run_benchmark
+from bench.config import BenchConfig
 from bench.engine_worker import dynamic_int8_file, ort_session
 from bench.progress import bar
-from bench.report import Section, save_section_data, table, write_report
+from bench.report import Section, table
 from bench.stats import fmt
 from build.data import DataSplit, choose_split
 from service.manifest import load_manifest
@@ -123,12 +123,7 @@ def run(cfg: BenchConfig) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Accuracy of the quantized variants")
-    add_common_args(parser)
-    cfg = config_from_args(parser.parse_args(argv))
-    section = run(cfg)
-    save_section_data(cfg.out_dir, section)
-    print(write_report(cfg.out_dir, [section], cfg.quick))
+    run_benchmark("Accuracy of the quantized variants", run, argv)
 
 
 if __name__ == "__main__":

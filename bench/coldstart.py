@@ -7,19 +7,19 @@ request ~900 ms, ~60 ms with preloading.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from typing import Any
 
 import httpx
 
-from bench.config import BenchConfig, add_common_args, config_from_args
+from bench.cli import run_benchmark
+from bench.config import BenchConfig
 from bench.images import load_samples
 from bench.loadgen import CLASSIFY_PATH, HEADERS
 from bench.peers.compare import prepare_flask
 from bench.progress import bar
-from bench.report import Section, save_section_data, table, write_report
+from bench.report import Section, table
 from bench.servers import ServerSpec, peer_spec, running, service_spec
 from bench.stats import fmt
 
@@ -100,12 +100,7 @@ def run(cfg: BenchConfig) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Cold start")
-    add_common_args(parser)
-    cfg = config_from_args(parser.parse_args(argv))
-    section = run(cfg)
-    save_section_data(cfg.out_dir, section)
-    print(write_report(cfg.out_dir, [section], cfg.quick))
+    run_benchmark("Cold start", run, argv)
 
 
 if __name__ == "__main__":

@@ -8,17 +8,17 @@ batch 1 to 32; load time, first inference, file size and peak RSS from a fresh p
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import BenchConfig, add_common_args, config_from_args
+from bench.cli import run_benchmark
+from bench.config import BenchConfig
 from bench.engine_worker import ENGINES
 from bench.plots import bar_plot, line_plot
 from bench.procs import ChildFailed, JsonLineChild
 from bench.progress import bar
-from bench.report import Section, save_section_data, table, write_report
+from bench.report import Section, table
 from bench.stats import fmt, summarize
 
 
@@ -220,12 +220,7 @@ def run(cfg: BenchConfig) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Engines benchmark (in-process)")
-    add_common_args(parser)
-    cfg = config_from_args(parser.parse_args(argv))
-    section = run(cfg)
-    save_section_data(cfg.out_dir, section)
-    print(write_report(cfg.out_dir, [section], cfg.quick))
+    run_benchmark("Engines benchmark (in-process)", run, argv)
 
 
 if __name__ == "__main__":

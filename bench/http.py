@@ -8,17 +8,17 @@ in-process with the same settings.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import BenchConfig, add_common_args, config_from_args
+from bench.cli import run_benchmark
+from bench.config import BenchConfig
 from bench.images import load_samples
 from bench.loadgen import CLIENTS
 from bench.plots import line_plot
 from bench.progress import bar
 from bench.reference import decode_inference
-from bench.report import Section, save_section_data, table, write_report
+from bench.report import Section, table
 from bench.servers import (
     at_concurrency,
     closed_steps,
@@ -296,12 +296,7 @@ def run(cfg: BenchConfig) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The service over HTTP")
-    add_common_args(parser)
-    cfg = config_from_args(parser.parse_args(argv))
-    section = run(cfg)
-    save_section_data(cfg.out_dir, section)
-    print(write_report(cfg.out_dir, [section], cfg.quick))
+    run_benchmark("The service over HTTP", run, argv)
 
 
 if __name__ == "__main__":

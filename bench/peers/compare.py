@@ -9,17 +9,17 @@ plain peer's. A missed target is reported with how much, and where the service's
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import BenchConfig, add_common_args, config_from_args
+from bench.cli import run_benchmark
+from bench.config import BenchConfig
 from bench.http import STEP_HEADERS, breakdown, step_row
 from bench.loadgen import CLIENTS
 from bench.plots import line_plot
 from bench.progress import bar
-from bench.report import Section, save_section_data, table, write_report
+from bench.report import Section, table
 from bench.servers import (
     ServerSpec,
     at_concurrency,
@@ -193,9 +193,4 @@ def run(cfg: BenchConfig) -> Section:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Peers on the same harness")
-    add_common_args(parser)
-    cfg = config_from_args(parser.parse_args(argv))
-    section = run(cfg)
-    save_section_data(cfg.out_dir, section)
-    print(write_report(cfg.out_dir, [section], cfg.quick))
+    run_benchmark("Peers on the same harness", run, argv)
