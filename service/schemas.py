@@ -86,7 +86,10 @@ class ModelResponse(_Wire):
     intra_op_threads: int
     decode_workers: int
     warmup_latency_ms: dict[int, float]
-    top1_int8: float | None = Field(description="Build-time evaluation, percent; None if skipped.")
+    top1_int8: float | None = Field(
+        description="Build-time top-1, percent, of the precision and execution provider "
+        "serving; None if not evaluated."
+    )
 
 
 class ReadinessResponse(_Wire):

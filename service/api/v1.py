@@ -171,7 +171,6 @@ def _timing(timing: Timing) -> TimingOut:
 
 
 def _model_response(meta: ModelMeta) -> ModelResponse:
-    evaluation = meta.manifest.evaluation
     return ModelResponse(
         name=meta.name,
         version=meta.version,
@@ -185,5 +184,21 @@ def _model_response(meta: ModelMeta) -> ModelResponse:
         intra_op_threads=meta.intra_op_threads,
         decode_workers=meta.decode_workers,
         warmup_latency_ms={n: round(s * 1e3, 3) for n, s in meta.warmup_latency_s.items()},
-        top1_int8=evaluation.int8.top1 if evaluation is not None else None,
+        top1_int8=_served_top1(meta),
     )
+
+
+# The manifest's evaluation keys per execution provider (build/ evaluates int8 on each).
+_EVALUATION_KEYS = {"CPUExecutionProvider": "cpu", "OpenVINOExecutionProvider": "openvino"}
+
+
+def _served_top1(meta: ModelMeta) -> float | None:
+    """Build-time top-1 of the precision and provider that actually serve: providers compile
+    QDQ graphs differently, so the CPU provider's figure may not be the one a caller gets."""
+    evaluation = meta.manifest.evaluation
+    if evaluation is None:
+        return None
+    if meta.precision == "fp32":
+        return evaluation.fp32.top1
+    served = evaluation.int8_providers.get(_EVALUATION_KEYS.get(meta.provider, ""))
+    return served.int8.top1 if served is not None else evaluation.int8.top1

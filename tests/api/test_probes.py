@@ -81,6 +81,11 @@ async def test_model_endpoint(real: Served) -> None:
     assert body["input_shape"] == [224, 224, 3]
     assert body["provider"] in ("CPUExecutionProvider", "OpenVINOExecutionProvider")
     assert set(body["warmup_latency_ms"]) == {str(n) for n in meta.warmup_latency_s}
+    # the accuracy of what serves: int8 as evaluated on the provider that was chosen
+    evaluation = meta.manifest.evaluation
+    assert evaluation is not None
+    key = {"CPUExecutionProvider": "cpu", "OpenVINOExecutionProvider": "openvino"}[meta.provider]
+    assert body["top1_int8"] == evaluation.int8_providers[key].int8.top1
 
 
 async def test_untrained_flag_reaches_the_api() -> None:
