@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from bench.images import load_samples
 from service.classifier import Classifier, find_model_dir
 from service.manifest import load_manifest, verified_model_path
 from service.metrics import Metrics
@@ -41,19 +42,6 @@ from service.runner import CPU, OPENVINO, Runner, available_providers, create_se
 from service.settings import Settings
 
 RESULTS = Path("bench/results/inprocess.json")
-
-
-def photos(data_dir: Path, count: int) -> list[bytes]:
-    """Real ~500x375 JPEGs if the labeled data is present, else one synthesized 500x375 JPEG."""
-    folder = data_dir / "imagenet-sample-images"
-    files = sorted(folder.glob("*.JPEG")) + sorted(folder.glob("*.jpg"))
-    if files:
-        return [f.read_bytes() for f in files[:count]]
-    y, x = np.mgrid[0:375, 0:500]
-    pixels = np.stack([x % 256, y % 256, (x * y) % 256], axis=-1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-    return [buffer.getvalue()]
 
 
 def bench_decode(images: list[bytes], repeats: int) -> dict[str, float]:
@@ -257,7 +245,7 @@ def main() -> None:
     model_dir = args.model_dir or find_model_dir(args.artifacts_dir)
     manifest = load_manifest(model_dir)
     print(f"model {manifest.model.name} {manifest.model.version}; load average {os.getloadavg()}")
-    images = photos(args.data_dir, 64)
+    images = [sample.jpeg for sample in load_samples(args.data_dir, 64)]
     sections = set(args.sections.split(","))
     results: dict[str, object] = {"model": manifest.model.name, "load": os.getloadavg()}
     if "decode" in sections:
