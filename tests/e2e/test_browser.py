@@ -1,17 +1,24 @@
-"""The upload page in a real browser: headless Debian chromium (driven through chromedriver)
-against a real ``python -m service``, uploading a real photo and reading the top-1 from the DOM.
-And the UNTRAINED banner, shown for the random-weights model and hidden for the trained one."""
+"""The upload page in a real browser: headless Debian chromium (driven by Selenium through
+Debian's chromedriver) against a real ``python -m service``, uploading a real photo and reading
+the top-1 from the DOM. And the UNTRAINED banner, shown for the random-weights model and hidden
+for the trained one."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 
 from tests.e2e.conftest import ServiceProcess, require_binary, run_service
-from tests.e2e.webdriver import Session, chromium_session
 
 pytestmark = pytest.mark.slow
 
@@ -52,24 +59,93 @@ else {
 """
 
 
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCRIPT_TIMEOUT_S = 60
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
     chromium = require_binary("chromium")
     chromedriver = require_binary("chromedriver")
-    profile = tmp_path_factory.mktemp("chromium") / "profile"  # fresh --user-data-dir
-    with chromium_session(chromedriver, chromium, profile) as session:
-        yield session
+    workdir = tmp_path_factory.mktemp("chromium")
+    profile = workdir / "profile"  # fresh --user-data-dir
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    # An explicit driver path makes Selenium skip Selenium Manager (which would download a
+    # browser or driver); SE_OFFLINE keeps it off the network should it ever run anyway.
+    # Its own session: chromium is chromedriver's child, and stopping only the driver could
+    # leave the browser running after the test.
+    service = Service(
+        executable_path=chromedriver,
+        log_output=str(workdir / "chromedriver.log"),
+        popen_kw={"start_new_session": True},
+    )
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SE_OFFLINE", "true")
+        env.delenv("SE_CHROMEDRIVER", raising=False)  # would override executable_path
+        try:
+            driver = webdriver.Chrome(service=service, options=options)
+            try:
+                driver.set_script_timeout(SCRIPT_TIMEOUT_S)
+                yield driver
+            finally:
+                driver.quit()  # ends chromium, then stops chromedriver
+        finally:
+            if service.process is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(service.process.pid, signal.SIGKILL)  # whatever quit left behind
+                service.process.wait(timeout=30)
+    _assert_no_browser_left(profile)
+
+
+def _assert_no_browser_left(profile: Path, timeout_s: float = 10.0) -> None:
+    """No process still runs with this test's profile: chromium did not outlive the test."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = _processes_using(profile)
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"chromium outlived the test: {left}")
+        time.sleep(0.1)
+
+
+def _processes_using(profile: Path) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if f"--user-data-dir={profile}" in cmdline:
+                found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
 
 
 def test_upload_a_photo_and_read_the_top1(
-    browser: Session, trained_server: ServiceProcess, photos: dict[str, Any], data_dir: Path
+    browser: webdriver.Chrome,
+    trained_server: ServiceProcess,
+    photos: dict[str, Any],
+    data_dir: Path,
 ) -> None:
-    browser.open(trained_server.url + "/")
-    model = browser.run_async(WAIT_FOR_MODEL)
+    browser.get(trained_server.url + "/")
+    model = browser.execute_async_script(WAIT_FOR_MODEL)
     assert model["model"].startswith("model: efficientnet_lite0 ")
     assert model["banner"] == "none"
-    browser.send_file("#file", data_dir / "photos" / "chelsea.png")
-    page = browser.run_async(WAIT_FOR_ANSWER)
+    upload = browser.find_element(By.CSS_SELECTOR, "#file")
+    upload.send_keys(str(data_dir / "photos" / "chelsea.png"))
+    page = browser.execute_async_script(WAIT_FOR_ANSWER)
     assert page["state"] == "done", page["error"]
     assert [row["rank"] for row in page["rows"]] == [1, 2, 3]
     top1 = page["rows"][0]
@@ -81,13 +157,13 @@ def test_upload_a_photo_and_read_the_top1(
 
 
 def test_untrained_model_shows_the_banner(
-    browser: Session, tmp_path: Path, artifacts_dir: Path
+    browser: webdriver.Chrome, tmp_path: Path, artifacts_dir: Path
 ) -> None:
     untrained = artifacts_dir / "resnet18"
     if not (untrained / "manifest.json").is_file():
         pytest.fail(f"no built model in {untrained}: run `make test-models`")
     with run_service(tmp_path, untrained) as server:
-        browser.open(server.url + "/")
-        model = browser.run_async(WAIT_FOR_MODEL)
+        browser.get(server.url + "/")
+        model = browser.execute_async_script(WAIT_FOR_MODEL)
     assert model["model"].startswith("model: resnet18 ")
     assert model["banner"] == "block"
