@@ -137,14 +137,14 @@ def test_upload_a_photo_and_read_the_top1(
     browser: webdriver.Chrome,
     trained_server: ServiceProcess,
     photos: dict[str, Any],
-    data_dir: Path,
+    photo_paths: dict[str, Path],
 ) -> None:
     browser.get(trained_server.url + "/")
     model = browser.execute_async_script(WAIT_FOR_MODEL)
     assert model["model"].startswith("model: efficientnet_lite0 ")
     assert model["banner"] == "none"
     upload = browser.find_element(By.CSS_SELECTOR, "#file")
-    upload.send_keys(str(data_dir / "photos" / "chelsea.png"))
+    upload.send_keys(str(photo_paths["chelsea.png"]))
     page = browser.execute_async_script(WAIT_FOR_ANSWER)
     assert page["state"] == "done", page["error"]
     assert [row["rank"] for row in page["rows"]] == [1, 2, 3]
