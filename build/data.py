@@ -119,11 +119,17 @@ def _package_dir(package: str) -> Path:
         ) from exc
 
 
-def package_split() -> DataSplit:
-    evaluation = tuple(
+def package_photos() -> tuple[LabeledImage, ...]:
+    """The labeled photos that ship inside scikit-image and matplotlib: the evaluation set when
+    ../shared/data is absent, and the test suite's photos on a machine without it."""
+    return tuple(
         LabeledImage(_package_dir(pkg) / name, frozenset(accept))
         for (pkg, name), accept in _PACKAGE_EVAL.items()
     )
+
+
+def package_split() -> DataSplit:
+    evaluation = package_photos()
     calibration = tuple(_package_dir("skimage") / name for name in _PACKAGE_CALIBRATION)
     missing = [p for p in (*calibration, *(e.path for e in evaluation)) if not p.is_file()]
     if missing:
