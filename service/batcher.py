@@ -11,7 +11,9 @@ Guarantees, each tested:
   before it runs, and never costs inference time;
 - a future is resolved only if it is not done, so a late result never overwrites a cancellation;
 - ``run_batch`` must return one output per payload, in order; anything else fails that batch;
-- an exception in ``run_batch`` fails only that batch's callers, and the loop goes on;
+- an exception in ``run_batch`` fails only that batch's callers, and the loop goes on; it is
+  logged once, with its traceback and the request ids of the batch, and its text never reaches
+  a caller (it may name model nodes, shapes and paths): they get a fixed InferenceFailed;
 - a full queue refuses at once (Overloaded) with a Retry-After from the measured drain rate.
 """
 
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from service.errors import DeadlineExceeded, Draining, ImgclsError, InferenceFailed, Overloaded
+from service.logs import request_id_var
 from service.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ class _Item(Generic[P, R]):
     payload: P
     future: asyncio.Future[Done[R]]
     deadline: float  # time.monotonic() seconds
+    request_id: str | None = None  # the submitter's, for the log line of a failed batch
     enqueued_at: float = field(default_factory=time.monotonic)
 
 
@@ -150,7 +154,8 @@ class MicroBatcher(Generic[P, R]):
                 f"the queue is full ({self._capacity} images)",
                 retry_after_s=self.drain_rate.retry_after_s(len(self._queue)),
             )
-        item: _Item[P, R] = _Item(payload, asyncio.get_running_loop().create_future(), deadline)
+        future: asyncio.Future[Done[R]] = asyncio.get_running_loop().create_future()
+        item: _Item[P, R] = _Item(payload, future, deadline, request_id_var.get())
         self._queue.append(item)
         self._arrived.set()
         try:
@@ -236,8 +241,12 @@ class MicroBatcher(Generic[P, R]):
             outputs = await loop.run_in_executor(self._executor, self._run_batch, payloads)
             _check_outputs(outputs, len(items))
         except Exception as exc:
-            log.exception("batch of %d failed", len(items))
-            error = exc if isinstance(exc, ImgclsError) else InferenceFailed(_describe(exc))
+            # The one place the detail goes: type, message and traceback, with the requests
+            # it failed. The callers get only a fixed message (their request ids are added by
+            # the HTTP layer), never the exception's text.
+            requests = ", ".join(item.request_id or "-" for item in items)
+            log.exception("batch of %d failed; requests: %s", len(items), requests)
+            error = exc if isinstance(exc, ImgclsError) else InferenceFailed("inference failed")
             for item in items:
                 _fail(item, error)
             return
@@ -258,10 +267,6 @@ def _check_outputs(outputs: Sequence[object], expected: int) -> None:
     would hand one caller another caller's result."""
     if len(outputs) != expected:
         raise InferenceFailed(f"the model returned {len(outputs)} outputs for {expected} inputs")
-
-
-def _describe(exc: Exception) -> str:
-    return f"inference failed: {type(exc).__name__}: {exc}"[:300]
 
 
 def _succeeded(item: _Item[P, R]) -> bool:

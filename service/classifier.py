@@ -1,7 +1,7 @@
 """The data plane, without HTTP: bytes -> decode (thread pool) -> micro-batcher -> ONNX Runtime
 (one inference thread) -> top-k. Owns the model's lifecycle and the readiness it reports.
 
-    loading -> warming_up -> ready -> draining -> stopped        (or "failed: ..." from start)
+    loading -> warming_up -> ready -> draining -> stopped        (or "failed" from start)
 
 Decoding happens per request, before the queue, so a bad image fails only its own request and
 the batcher only ever sees valid pixels. Every call admitted (past the readiness check) is
@@ -54,6 +54,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_FAILED = "failed"  # the state after start() raised
+
 
 @dataclass(frozen=True, slots=True)
 class Timing:
@@ -93,9 +95,9 @@ class ModelMeta:
 @dataclass(frozen=True, slots=True)
 class Readiness:
     ready: bool
-    reason: (
-        str | None
-    )  # None when ready; else loading | warming_up | draining | stopped | failed: ..
+    # None when ready; else loading | warming_up | draining | stopped | model failed to load |
+    # failed: the batcher stopped. Fixed strings: an exception's text is for the log only.
+    reason: str | None
     details: dict[str, object]  # JSON-able
 
 
@@ -125,12 +127,13 @@ class Classifier:
 
     async def start(self) -> None:
         """Manifest, sha256, session, warm-up, batcher; only then ready. Raises ManifestError or
-        RuntimeError, after which readiness says "failed: ..."."""
+        RuntimeError (ONNX Runtime's), after which readiness says "model failed to load". The
+        exception is not logged here: the caller logs it, once, with its traceback (the app's
+        start task does); readiness and error bodies never carry its text."""
         try:
             self._model = await self._load()
-        except Exception as exc:
-            self._state = f"failed: {type(exc).__name__}: {exc}"[:300]
-            log.error("model failed to load: %s", exc)
+        except Exception:
+            self._state = _FAILED
             raise
         if self._state == "stopped":  # stop() ran while we loaded: it could not stop this model
             await self._close(self._model)
@@ -267,6 +270,8 @@ class Classifier:
     def readiness(self) -> Readiness:
         model = self._model
         reason: str | None = None if self._state == "ready" else self._state
+        if reason == _FAILED:
+            reason = "model failed to load"
         if reason is None and model is not None and not model.batcher.alive:
             reason = "failed: the batcher stopped"  # never expected; readiness must not lie
         details: dict[str, object] = {"state": self._state, "in_flight": self._inflight}
@@ -301,7 +306,7 @@ class Classifier:
             raise
         except Exception as exc:  # the contract: callers only ever see ImgclsError
             log.exception("unexpected error while classifying")
-            raise InferenceFailed(f"internal error: {type(exc).__name__}") from exc
+            raise InferenceFailed("internal error while classifying") from exc
         finally:
             self._inflight -= 1
             if self._inflight == 0:

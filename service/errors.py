@@ -14,6 +14,10 @@ exception handler renders every error as ``{"error": {"code": ..., "message": ..
     └── InferenceFailed              500 inference_failed     the runner raised for this batch
 
 ``code`` values double as the bounded ``reason`` label of the rejection metrics.
+
+A 500 is the server's own failure, and its ``message`` may quote an exception (ONNX Runtime's
+text names nodes, shapes, paths): it is for the log only. The caller is told the class's fixed
+``public_message`` and the request id to find the log lines by (service/api/errors.py).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 class ImgclsError(Exception):
     status: int = 500
     code: str = "internal"
+    public_message: str = "internal error"  # what a caller of a 500 is told instead of message
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -86,3 +91,4 @@ class DeadlineExceeded(ImgclsError):
 class InferenceFailed(ImgclsError):
     status = 500
     code = "inference_failed"
+    public_message = "inference failed"

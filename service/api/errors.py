@@ -1,7 +1,11 @@
 """Every error leaves as ``{"error": {"code": ..., "message": ...}}``: one handler for the
 ImgclsError tree (status and headers come from the class), and adapters that put FastAPI's
 validation errors and Starlette's 404/405 into the same shape. Unexpected exceptions are turned
-into a 500 by the request middleware, which also logs their traceback."""
+into a 500 by the request middleware, which also logs their traceback.
+
+A 500 ImgclsError (InferenceFailed) is the server's own failure: its message, which may quote an
+ONNX Runtime exception, stays in the log, and the caller gets the class's fixed public message
+with the request id to find those log lines by."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from service.api.context import get_request_id
 from service.api.disconnect import ClientDisconnected
 from service.errors import ImgclsError
 from service.metrics import Metrics
@@ -40,9 +45,14 @@ def _metrics(request: Request) -> Metrics:
 async def _imgcls_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImgclsError)  # registered for this class only
     _metrics(request).rejections.labels(reason=exc.code).inc()
+    message = exc.message
     if exc.status >= 500:
+        # The log line carries the request id (logs.request_id_var); the traceback was logged
+        # once where the failure was caught (the batcher, the classifier).
         log.warning("%s: %s", exc.code, exc.message)
-    return error_response(exc.status, exc.code, exc.message, exc.headers())
+    if exc.status == 500:
+        message = f"{exc.public_message}; see server logs for request {get_request_id(request)}"
+    return error_response(exc.status, exc.code, message, exc.headers())
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

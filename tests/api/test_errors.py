@@ -12,9 +12,15 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from service.batcher import MicroBatcher
+from service.classifier import Classifier
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
+from service.postprocess import Logits
+from service.preprocess import Pixels
+from service.runner import Batch, Runner
 from service.settings import Settings
 from tests.api.conftest import Served, fake_factory, serve
+from tests.unit.tiny import colour_png, write_tiny_artifacts
 
 pytestmark = pytest.mark.anyio
 
@@ -207,25 +213,31 @@ async def test_404_and_405_in_the_same_shape(real: Served) -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "status", "code", "retry_after"),
+    ("exc", "status", "code", "message", "retry_after"),
     [
         (Overloaded("72 images in flight, the limit is 72", retry_after_s=3), 503, "overloaded",
-         "3"),
-        (NotReady("the model is not ready (warming_up)", retry_after_s=1), 503, "not_ready", "1"),
-        (DeadlineExceeded("the request timed out"), 504, "deadline_exceeded", None),
-        (InferenceFailed("the runner failed"), 500, "inference_failed", None),
+         "72 images in flight, the limit is 72", "3"),
+        (NotReady("the model is not ready (warming_up)", retry_after_s=1), 503, "not_ready",
+         "the model is not ready (warming_up)", "1"),
+        (DeadlineExceeded("the request timed out"), 504, "deadline_exceeded",
+         "the request timed out", None),
+        # a 500's own message is for the log: the caller gets a fixed one and the request id
+        (InferenceFailed("the runner failed"), 500, "inference_failed",
+         "inference failed; see server logs for request req-map", None),
     ],
 )  # fmt: skip
 async def test_classifier_errors_map_to_status_body_and_headers(
-    exc: Exception, status: int, code: str, retry_after: str | None
+    exc: Exception, status: int, code: str, message: str, retry_after: str | None
 ) -> None:
     async with serve(Settings(), fake_factory(error=exc)) as served:
         response = await served.client.post(
-            "/v1/classify", content=b"img", headers={"Content-Type": "image/png"}
+            "/v1/classify",
+            content=b"img",
+            headers={"Content-Type": "image/png", "X-Request-ID": "req-map"},
         )
         metrics_text = (await served.client.get("/metrics")).text
     assert response.status_code == status
-    assert response.json() == error(code, str(exc))
+    assert response.json() == error(code, message)
     assert response.headers.get("Retry-After") == retry_after
     assert f'imgcls_rejections_total{{reason="{code}"}} 1.0' in metrics_text
 
@@ -258,3 +270,52 @@ async def test_500_unexpected_exception_is_logged_never_shown(
     record = next(r for r in caplog.records if r.name == "service.api.middleware")
     assert record.exc_info is not None
     assert record.exc_info[1] is boom
+
+
+class BrokenInference(Classifier):
+    """The real classifier on a real ONNX Runtime session, whose every batch makes ORT itself
+    raise: the batch reaches the session with one channel where the model takes three."""
+
+    def _batcher(self, runner: Runner) -> MicroBatcher[Pixels, Logits]:
+        real_run = runner.run
+
+        def run(batch: Batch) -> Logits:
+            return real_run(batch[..., :1])
+
+        runner.run = run  # type: ignore[method-assign]
+        return super()._batcher(runner)
+
+
+async def test_500_inference_error_text_is_logged_once_never_shown(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    model_dir = write_tiny_artifacts(tmp_path / "tiny")
+    settings = Settings(
+        model_dir=model_dir, provider="cpu", intra_op_threads=1, decode_workers=1, max_batch_size=1
+    )
+    async with serve(settings, BrokenInference) as served:
+        with caplog.at_level(logging.INFO):
+            response = await served.client.post(
+                "/v1/classify",
+                content=colour_png(7),
+                headers={"Content-Type": "image/png", "X-Request-ID": "req-ort"},
+            )
+    assert response.status_code == 500
+    assert response.json() == error(
+        "inference_failed", "inference failed; see server logs for request req-ort"
+    )
+    assert response.headers["X-Request-ID"] == "req-ort"
+    # The detail (type, message, traceback) is logged once, naming the request...
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.name == "service.batcher"
+    assert record.getMessage() == "batch of 1 failed; requests: req-ort"
+    assert record.exc_info is not None
+    ort_error = record.exc_info[1]
+    ort_text = str(ort_error)
+    assert "ONNXRuntimeError" in ort_text
+    assert ort_text in caplog.text
+    assert type(ort_error).__name__ in caplog.text
+    assert "Traceback" in caplog.text
+    # ...and none of it reaches the caller.
+    for leak in (ort_text, "ONNXRuntimeError", type(ort_error).__name__, "Traceback"):
+        assert leak not in response.text

@@ -4,12 +4,16 @@ lets admitted requests finish while refusing new ones, and /v1/model."""
 from __future__ import annotations
 
 import asyncio
+import logging
+from pathlib import Path
 
 import pytest
 
 from service.app import drain
+from service.manifest import file_entry, load_manifest, write_manifest
 from service.settings import Settings
 from tests.api.conftest import Served, fake_factory, serve
+from tests.unit.tiny import write_tiny_artifacts
 
 pytestmark = pytest.mark.anyio
 
@@ -37,6 +41,48 @@ async def test_readyz_503_until_start_returns_then_200() -> None:
     assert classify.headers["Retry-After"] == "1"
     assert after.status_code == 200
     assert after.json() == {"ready": True, "reason": None, "details": {"in_flight": 0}}
+
+
+async def test_readyz_gives_a_fixed_reason_when_the_model_fails_to_load(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A model file ONNX Runtime cannot parse, listed in its manifest with its right sha256:
+    # the failure is ORT's own, and its text names the file's path.
+    model_dir = write_tiny_artifacts(tmp_path / "tiny")
+    model_file = model_dir / "model.int8.onnx"
+    model_file.write_bytes(b"not an onnx model")
+    manifest = load_manifest(model_dir)
+    files = {**manifest.files, "int8": file_entry(model_dir, model_file)}
+    write_manifest(model_dir, manifest.model_copy(update={"files": files}))
+    settings = Settings(model_dir=model_dir, provider="cpu", intra_op_threads=1)
+    with caplog.at_level(logging.INFO):
+        async with serve(settings) as served:
+            ready = await served.client.get("/readyz")
+            classify = await served.client.post(
+                "/v1/classify", content=b"img", headers={"Content-Type": "image/png"}
+            )
+    assert ready.status_code == 503
+    assert ready.json() == {
+        "ready": False,
+        "reason": "model failed to load",
+        "details": {"state": "failed", "in_flight": 0},
+    }
+    assert classify.status_code == 503
+    assert classify.json() == {
+        "error": {"code": "not_ready", "message": "the model is not ready (failed)"}
+    }
+    # The detail is logged once, with its traceback, and reaches neither body.
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.name == "service.app"
+    assert record.exc_info is not None
+    load_error = record.exc_info[1]
+    load_text = str(load_error)
+    assert "ONNXRuntimeError" in load_text
+    assert load_text in caplog.text
+    assert "Traceback" in caplog.text
+    for leak in (load_text, "ONNXRuntimeError", type(load_error).__name__, str(tmp_path)):
+        assert leak not in ready.text
+        assert leak not in classify.text
 
 
 async def test_drain_finishes_admitted_requests_and_refuses_new_ones() -> None:

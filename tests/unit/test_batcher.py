@@ -6,6 +6,7 @@ NOT happened; they can never make a test pass that should fail."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -14,6 +15,7 @@ import pytest
 
 from service.batcher import Done, DrainRate, MicroBatcher
 from service.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded
+from service.logs import request_id_var
 from service.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -88,6 +90,18 @@ def submit(
     batcher: MicroBatcher[str, str], payload: str, deadline: float = FAR
 ) -> asyncio.Task[Done[str]]:
     return asyncio.create_task(batcher.submit(payload, time.monotonic() + deadline))
+
+
+def submit_as(
+    batcher: MicroBatcher[str, str], payload: str, request_id: str
+) -> asyncio.Task[Done[str]]:
+    """submit, from a task whose request id (as the HTTP middleware sets it) is ``request_id``."""
+
+    async def run() -> Done[str]:
+        request_id_var.set(request_id)  # the task's own copy of the context
+        return await batcher.submit(payload, time.monotonic() + FAR)
+
+    return asyncio.create_task(run())
 
 
 async def settle() -> None:
@@ -253,11 +267,37 @@ async def test_a_failing_batch_fails_only_its_callers_and_the_loop_goes_on(
     model.gate.set()
     await head
     for task in doomed:
-        with pytest.raises(InferenceFailed, match="ValueError: kaboom"):
+        with pytest.raises(InferenceFailed) as failed:
             await task
+        assert failed.value.message == "inference failed"
     later = await asyncio.gather(submit(batcher, "x"), submit(batcher, "y"))
     assert [d.output for d in later] == ["X", "Y"]
     assert batcher.alive
+
+
+async def test_the_exception_text_goes_to_the_log_once_and_never_to_the_callers(
+    gated: tuple[FakeModel, MicroBatcher[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    model, batcher = gated
+    head = submit(batcher, "head")
+    await model.wait_entered()
+    doomed = [submit_as(batcher, "a", "req-a"), submit_as(batcher, "boom", "req-b")]
+    await settle()
+    with caplog.at_level(logging.ERROR, logger="service.batcher"):
+        model.gate.set()
+        await head
+        errors = await asyncio.gather(*doomed, return_exceptions=True)
+    for error in errors:
+        assert isinstance(error, InferenceFailed)
+        assert (error.code, error.message) == ("inference_failed", "inference failed")
+        assert "kaboom" not in str(error)
+        assert "ValueError" not in str(error)
+    [record] = [r for r in caplog.records if r.name == "service.batcher"]  # logged once
+    assert record.getMessage() == "batch of 2 failed; requests: req-a, req-b"
+    assert record.exc_info is not None
+    assert isinstance(record.exc_info[1], ValueError)
+    assert "ValueError: kaboom" in caplog.text  # type, message and traceback
+    assert "Traceback" in caplog.text
 
 
 async def test_outputs_of_the_wrong_length_fail_the_batch_not_the_loop(

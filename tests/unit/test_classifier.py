@@ -235,9 +235,9 @@ async def test_a_model_file_that_does_not_match_its_manifest_is_refused(tmp_path
     with pytest.raises(ManifestError, match="sha256"):
         await instance.start()
     readiness = instance.readiness()
-    assert readiness.ready is False
-    assert readiness.reason is not None
-    assert readiness.reason.startswith("failed: ManifestError")
+    assert (readiness.ready, readiness.reason) == (False, "model failed to load")
+    assert readiness.details["state"] == "failed"
+    assert "sha256" not in str(readiness)  # the exception's text is for the log only
 
 
 def test_find_model_dir_prefers_trained_then_resnet18(tmp_path: Path) -> None:
