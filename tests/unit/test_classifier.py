@@ -4,11 +4,10 @@ real batcher; every answer is known in advance (a uniform image of class c's col
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,33 +259,14 @@ def test_find_model_dir_with_nothing_built_says_what_to_do(tmp_path: Path) -> No
 
 REPO = Path(__file__).resolve().parents[2]
 EFFNET = REPO / "model_artifacts" / "efficientnet_lite0"
-# The photos' expectations when ../shared/data is absent: the same photos ship in scikit-image
-# (a build dependency), and these are their 'accept' lists from photos/expected.json.
-SKIMAGE_EXPECTED = {
-    "chelsea.png": [281, 282, 285],
-    "coffee.png": [967, 968, 504],
-    "rocket.jpg": [657, 744, 812],
-    "camera.png": [872, 759, 732],
-    "motorcycle_left.png": [665, 670, 518, 535],
-}
 
 
-def labeled_photos() -> dict[str, tuple[bytes, list[int]]]:
+@pytest.fixture(scope="module")
+def labeled_photos(
+    photos: dict[str, Any], photo_bytes: Callable[[str], bytes]
+) -> dict[str, tuple[bytes, list[int]]]:
     """name -> (bytes, acceptable top-1 indices), for the photos whose top-1 is asserted."""
-    data_dir = Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data"))
-    if not data_dir.is_absolute():
-        data_dir = REPO / data_dir
-    expected_file = data_dir / "photos" / "expected.json"
-    if expected_file.is_file():
-        expected = json.loads(expected_file.read_text())
-        return {
-            name: ((data_dir / "photos" / name).read_bytes(), entry["accept"])
-            for name, entry in expected.items()
-            if entry["assert"]
-        }
-    skimage_data = pytest.importorskip("skimage.data")
-    folder = Path(skimage_data.__file__).parent
-    return {name: ((folder / name).read_bytes(), ok) for name, ok in SKIMAGE_EXPECTED.items()}
+    return {n: (photo_bytes(n), e["accept"]) for n, e in photos.items() if e["assert"]}
 
 
 @pytest.fixture(scope="module")
@@ -306,8 +286,10 @@ async def real_classifier(effnet_dir: Path) -> AsyncIterator[Classifier]:
 
 
 @pytest.mark.slow
-async def test_real_photos_get_the_expected_top1(real_classifier: Classifier) -> None:
-    photos = labeled_photos()
+async def test_real_photos_get_the_expected_top1(
+    real_classifier: Classifier, labeled_photos: dict[str, tuple[bytes, list[int]]]
+) -> None:
+    photos = labeled_photos
     assert len(photos) >= 5
     wrong = {}
     for name, (data, accept) in photos.items():
@@ -320,9 +302,9 @@ async def test_real_photos_get_the_expected_top1(real_classifier: Classifier) ->
 
 @pytest.mark.slow
 async def test_64_concurrent_callers_on_the_real_model_each_get_their_own_answer(
-    real_classifier: Classifier,
+    real_classifier: Classifier, labeled_photos: dict[str, tuple[bytes, list[int]]]
 ) -> None:
-    photos = [data for data, _ in labeled_photos().values()]
+    photos = [data for data, _ in labeled_photos.values()]
     alone = [(await real_classifier.classify(d, top_k=1)).predictions[0] for d in photos]
     indices = [i % len(photos) for i in range(64)]
     together = await asyncio.gather(
