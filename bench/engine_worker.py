@@ -68,20 +68,10 @@ def dynamic_int8_file(model_dir: Path) -> Path:
 
 
 def ort_session(path: Path, threads: int, openvino: bool) -> RunFn:
-    import onnxruntime as ort
+    # The server's own session factory: the engines table measures what the service runs.
+    from service.runner import CPU, OPENVINO, create_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Idle pool threads would otherwise spin and steal CPU from whichever engine is being timed.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if openvino:
-        providers: list[Any] = [
-            ("OpenVINOExecutionProvider", {"device_type": "CPU", "num_of_threads": str(threads)})
-        ]
-    else:
-        providers = ["CPUExecutionProvider"]
-    session = ort.InferenceSession(str(path), options, providers=providers)
+    session = create_session(path, OPENVINO if openvino else CPU, threads)
     input_name = session.get_inputs()[0].name
 
     def run(batch: Batch) -> npt.NDArray[np.float32]:

@@ -21,9 +21,8 @@ import numpy as np
 from bench.stats import summarize
 from service.cpus import available_cpus
 from service.preprocess import PreprocessSpec, preprocess
-from service.runner import CPU, OPENVINO, create_session
-
-PROVIDERS = {"cpu": CPU, "openvino": OPENVINO}
+from service.providers import PROVIDER_NAMES as PROVIDERS
+from service.runner import create_session
 
 
 def decode_inference(

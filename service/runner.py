@@ -25,10 +25,10 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.providers import CPU, OPENVINO
+
 log = logging.getLogger(__name__)
 
-CPU = "CPUExecutionProvider"
-OPENVINO = "OpenVINOExecutionProvider"
 ProviderSetting = Literal["auto", "cpu", "openvino"]
 # Bounded values for the provider_selected{reason} metric label; the sentence is in .reason.
 ReasonCode = Literal["configured", "faster", "cpu_faster", "disagrees", "unavailable"]

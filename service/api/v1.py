@@ -14,6 +14,7 @@ from service.api.disconnect import unless_disconnected
 from service.api.uploads import Upload, read_many, read_one
 from service.classifier import Classification, Classifier, ModelMeta, Timing
 from service.errors import ImageTooLarge, ImgclsError, Unavailable
+from service.providers import SHORT_NAMES
 from service.schemas import (
     BatchItem,
     ClassifyBatchResponse,
@@ -188,10 +189,6 @@ def _model_response(meta: ModelMeta) -> ModelResponse:
     )
 
 
-# The manifest's evaluation keys per execution provider (build/ evaluates int8 on each).
-_EVALUATION_KEYS = {"CPUExecutionProvider": "cpu", "OpenVINOExecutionProvider": "openvino"}
-
-
 def _served_top1(meta: ModelMeta) -> float | None:
     """Build-time top-1 of the precision and provider that actually serve: providers compile
     QDQ graphs differently, so the CPU provider's figure may not be the one a caller gets."""
@@ -200,5 +197,5 @@ def _served_top1(meta: ModelMeta) -> float | None:
         return None
     if meta.precision == "fp32":
         return evaluation.fp32.top1
-    served = evaluation.int8_providers.get(_EVALUATION_KEYS.get(meta.provider, ""))
+    served = evaluation.int8_providers.get(SHORT_NAMES.get(meta.provider, ""))
     return served.int8.top1 if served is not None else evaluation.int8.top1
