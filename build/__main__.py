@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,9 +16,7 @@ from build.catalog import MODEL_NAMES
 from build.errors import BuildError
 from build.evaluate import DEFAULT_MAX_TOP1_DROP
 from build.pipeline import BuildOptions, run_build
-
-DATA_DIR_ENV = "IMGCLS_DATA_DIR"
-DEFAULT_DATA_DIR = "../shared/data"
+from service import paths
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,13 +32,13 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="a weights FILE, or 'random' (untrained, speed work only); default: the official ones",
     )
-    p.add_argument("--out", type=Path, default=Path("model_artifacts"), help="artifacts root")
+    p.add_argument("--out", type=Path, default=paths.DEFAULT_ARTIFACTS_DIR, help="artifacts root")
     p.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help=f"labeled images (env {DATA_DIR_ENV}, default {DEFAULT_DATA_DIR}); when absent, "
-        "package photos are used and the evaluation is marked small",
+        help=f"labeled images (env {paths.DATA_DIR_ENV}, default {paths.DEFAULT_DATA_DIR}); "
+        "when absent, package photos are used and the evaluation is marked small",
     )
     p.add_argument("--stage", choices=("all", "export", "quantize", "evaluate"), default="all")
     p.add_argument(
@@ -55,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def options_from(args: argparse.Namespace) -> BuildOptions:
-    data_dir = args.data_dir or Path(os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR))
+    data_dir = args.data_dir or paths.data_dir()
     return BuildOptions(
         model=args.model,
         weights=args.weights,

@@ -29,6 +29,7 @@ from build.catalog import ModelEntry
 from build.errors import BuildError, GateFailed, WeightsUnavailable
 from build.graph import UInt8Classifier
 from build.weights import ResolvedWeights, resolve
+from service import paths
 from service.manifest import (
     MANIFEST_NAME,
     EvaluationInfo,
@@ -56,8 +57,8 @@ EXPORT_CHECK_IMAGES = 16
 class BuildOptions:
     model: str = "auto"
     weights: str | None = None  # None: official; "random"; or a file
-    out: Path = Path("model_artifacts")
-    data_dir: Path = Path("../shared/data")
+    out: Path = paths.DEFAULT_ARTIFACTS_DIR
+    data_dir: Path = paths.DEFAULT_DATA_DIR
     data_dir_required: bool = False  # named explicitly: its absence is an error
     stage: Stage = "all"
     max_top1_drop: float = evaluate.DEFAULT_MAX_TOP1_DROP

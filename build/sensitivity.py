@@ -33,6 +33,7 @@ from build.catalog import ModelEntry, QuantRecipe
 from build.graph import UInt8Classifier
 from build.sessions import available_providers, run, session
 from build.weights import resolve
+from service import paths
 
 log = logging.getLogger("build.sensitivity")
 Pixels = npt.NDArray[np.uint8]
@@ -166,7 +167,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m build.sensitivity", description=__doc__)
     p.add_argument("--model", default="efficientnet_lite0", choices=catalog.MODEL_NAMES)
-    p.add_argument("--data-dir", type=Path, default=Path("../shared/data"))
+    p.add_argument("--data-dir", type=Path, default=paths.data_dir())
     p.add_argument("--top", type=int, default=6, help="how many sensitive nodes to try in float")
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--percentile", type=float, default=99.999)

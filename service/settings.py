@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from service import paths
 from service.cpus import available_cpus
 
 Provider = Literal["auto", "cpu", "openvino"]
@@ -21,7 +22,7 @@ class Settings(BaseSettings):
 
     # Model
     model_dir: Path | None = None  # None: the best built model under artifacts_dir (README)
-    artifacts_dir: Path = Path("model_artifacts")
+    artifacts_dir: Path = paths.DEFAULT_ARTIFACTS_DIR
     precision: Precision = "int8"
     provider: Provider = "auto"
     intra_op_threads: PositiveInt | None = None  # None: available_cpus()

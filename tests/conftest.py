@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,13 +10,14 @@ from typing import Any
 import pytest
 
 from build.data import package_photos
+from service import paths
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def artifacts_dir() -> Path:
-    return Path(os.environ.get("IMGCLS_ARTIFACTS_DIR", REPO / "model_artifacts"))
+    return REPO / paths.artifacts_dir()
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def trained_model_dir(artifacts_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    return Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+    return (REPO / paths.data_dir()).resolve()
 
 
 @pytest.fixture(scope="session")
