@@ -1,5 +1,5 @@
 """create_app(settings): the one place that wires settings, metrics, the classifier, the routes,
-the error handlers and the request middleware together.
+the API docs pages, the error handlers and the request middleware together.
 
 Lifespan: the server starts answering at once (/livez 200, /readyz 503 "loading"), while the
 classifier loads, verifies and warms the model in the background; readiness turns 200 only
@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from fastapi import FastAPI
 
 from service.api import health, page, prometheus, v1
+from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.classifier import Classifier
@@ -57,6 +58,9 @@ def create_app(
         summary="ImageNet image classification on CPU (ONNX Runtime, int8).",
         version="1",
         lifespan=lifespan,
+        # FastAPI's own pages load their JS/CSS from a CDN (blank offline): see service.api.docs.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -64,6 +68,7 @@ def create_app(
     app.add_middleware(RequestMiddleware, metrics=metrics)
     for module in (v1, health, prometheus, page):
         app.include_router(module.router)
+    install_docs(app)
     return app
 
 
