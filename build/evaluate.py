@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from build.sessions import Provider, available_providers, run, session
 from service.manifest import Accuracy, ProviderEvaluation
+from service.postprocess import top1_agreement
 
 Logits = npt.NDArray[np.float32]
 EVAL_BATCH = 16
@@ -39,7 +40,8 @@ def accuracy(logits: Logits, accept: Sequence[frozenset[int]]) -> Accuracy:
 
 
 def agreement(a: Logits, b: Logits) -> float:
-    return _percent(list(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
+    same, total = top1_agreement(a, b)
+    return round(100.0 * same / total, 2)
 
 
 def _percent(hits: Sequence[bool] | Sequence[np.bool_]) -> float:

@@ -41,3 +41,10 @@ def top_k(logits: Logits, k: int, labels: Sequence[str]) -> tuple[Prediction, ..
         Prediction(label=labels[i], class_index=int(i), score=float(probabilities[i]))
         for i in order
     )
+
+
+def top1_agreement(reference: Logits, candidate: Logits) -> tuple[int, int]:
+    """(images where both give the same top-1, images): the one definition the provider choice,
+    the build's evaluation and bench use."""
+    same = np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)
+    return int(same.sum()), int(same.shape[0])

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.postprocess import top1_agreement
 from service.providers import CPU, OPENVINO
 
 log = logging.getLogger(__name__)
@@ -217,12 +218,6 @@ def _one_by_one(runner: Runner, images: Batch) -> Logits:
     """Logits image by image: batch 1 is always warmed anyway, whereas a batch of len(images)
     would make OpenVINO compile a shape the batcher may never run."""
     return np.concatenate([runner.run(images[i : i + 1]) for i in range(images.shape[0])])
-
-
-def top1_agreement(reference: Logits, candidate: Logits) -> tuple[int, int]:
-    """(images where both give the same top-1, images)."""
-    same = np.argmax(reference, axis=1) == np.argmax(candidate, axis=1)
-    return int(same.sum()), int(same.shape[0])
 
 
 def _tile(images: Batch, batch_size: int) -> Batch:
