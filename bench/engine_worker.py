@@ -69,7 +69,8 @@ def dynamic_int8_file(model_dir: Path) -> Path:
 
 def ort_session(path: Path, threads: int, openvino: bool) -> RunFn:
     # The server's own session factory: the engines table measures what the service runs.
-    from service.runner import CPU, OPENVINO, create_session
+    from service.providers import CPU, OPENVINO
+    from service.runner import create_session
 
     session = create_session(path, OPENVINO if openvino else CPU, threads)
     input_name = session.get_inputs()[0].name

@@ -80,9 +80,3 @@ def load_samples(data_dir: Path, limit: int | None = None) -> list[Sample]:
     if not samples:
         raise RuntimeError(f"no images: {data_dir / SAMPLE_DIR} is missing and so are the photos")
     return samples[:limit] if limit else samples
-
-
-def source_description(data_dir: Path) -> str:
-    if (data_dir / SAMPLE_DIR / "labels.csv").is_file():
-        return f"{data_dir / SAMPLE_DIR} (ImageNet sample JPEGs, ~500x375)"
-    return "photos shipped in scikit-image/matplotlib (the labeled folder was absent)"

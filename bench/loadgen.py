@@ -26,7 +26,7 @@ import time
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,7 +61,6 @@ class StepResult:
     latency_ms: dict[str, float]  # of successful requests
     phases_ms: dict[str, float]  # mean of each Server-Timing phase, successful requests
     client_cpu_ms_per_request: float
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_server_timing(header: str | None) -> dict[str, float]:

@@ -50,12 +50,6 @@ def write_report(
     return report
 
 
-def load_section_data(out_dir: Path, name: str) -> dict[str, Any] | None:
-    """The raw data a previous benchmark saved into this results folder, if any."""
-    path = out_dir / f"{name}.json"
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def save_section_data(out_dir: Path, section: Section) -> None:
     (out_dir / f"{section.name}.json").write_text(
         json.dumps(section.data, indent=2, default=str) + "\n"
