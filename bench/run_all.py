@@ -14,7 +14,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import accuracy, coldstart, engines, http
+from bench import accuracy, coldstart, engines, http, inprocess
 from bench.config import BenchConfig, add_common_args, config_from_args
 from bench.machine import machine_info
 from bench.peers import compare
@@ -24,6 +24,7 @@ from bench.summary import build_summary
 BENCHMARKS: dict[str, Callable[[BenchConfig], Section]] = {
     "engines": engines.run,
     "accuracy": accuracy.run,
+    "inprocess": inprocess.run,
     "http": http.run,
     "peers": compare.run,
     "coldstart": coldstart.run,

@@ -23,6 +23,7 @@ SECTIONS = (
     "### resnet18: batch 1",
     "### resnet18: throughput",
     "## Accuracy beside speed",
+    "## The Classifier in-process, by settings",
     "## The service over HTTP",
     "### In-process reference",
     "### Issue 3 targets",
@@ -66,7 +67,7 @@ def test_quick_mode_runs_every_benchmark(
     done, _ = quick_run
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip().endswith("report.md")
-    for name in ("engines", "accuracy", "http", "peers", "coldstart"):
+    for name in ("engines", "accuracy", "inprocess", "http", "peers", "coldstart"):
         assert f"{name}: done" in done.stderr
 
 
