@@ -8,20 +8,7 @@ from typing import Any
 
 from bench.report import Section, table
 from bench.stats import fmt
-
-# The write-up's figures (ResNet-18 on its CPU), as the issue quotes them.
-WRITEUP = {
-    "eager": 120.0,
-    "torchscript": 95.0,
-    "ort_fp32": 68.0,
-    "int8": 52.0,
-    "size_fp32": 44.7,
-    "size_int8": 11.2,
-    "rss_before": 650.0,
-    "rss_after": 550.0,
-    "cold_first": 900.0,
-    "warm_first": 60.0,
-}
+from bench.targets import WRITEUP
 
 
 def _get(data: dict[str, Any] | None, *path: str) -> Any:
@@ -52,31 +39,31 @@ def _writeup_rows(sections: dict[str, dict[str, Any]]) -> list[list[object]]:
     warm = _get(cold, "flask + torchscript", "first_ms")
     ours_first = _get(cold, "service auto", "first_ms") or _get(cold, "service cpu", "first_ms")
     return [
-        ["PyTorch eager, ms", fmt(WRITEUP["eager"]), p50("torch_eager"), ""],
-        ["TorchScript, ms", fmt(WRITEUP["torchscript"]), p50("torchscript"), ""],
-        ["ONNX Runtime fp32, ms", fmt(WRITEUP["ort_fp32"]), p50("ort_fp32"), ""],
+        ["PyTorch eager, ms", fmt(WRITEUP["eager_ms"]), p50("torch_eager"), ""],
+        ["TorchScript, ms", fmt(WRITEUP["torchscript_ms"]), p50("torchscript"), ""],
+        ["ONNX Runtime fp32, ms", fmt(WRITEUP["ort_fp32_ms"]), p50("ort_fp32"), ""],
         [
             "int8 (write-up: dynamic quantization), ms",
-            fmt(WRITEUP["int8"]),
+            fmt(WRITEUP["int8_ms"]),
             p50("ort_int8_dynamic"),
             f"ours: static U8S8 {p50('ort_int8_static')}; on OpenVINO {p50('openvino_int8')}",
         ],
         [
             "model size fp32 -> int8, MB",
-            f"{WRITEUP['size_fp32']} -> {WRITEUP['size_int8']}",
+            f"{WRITEUP['size_fp32_mb']} -> {WRITEUP['size_int8_mb']}",
             f"{fmt(value('ort_fp32', 'file_mb'))} -> {fmt(value('ort_int8_dynamic', 'file_mb'))}",
             f"ours (static): {fmt(value('ort_int8_static', 'file_mb'))}",
         ],
         [
             "memory (peak RSS) eager -> int8, MB",
-            f"{WRITEUP['rss_before']:.0f} -> {WRITEUP['rss_after']:.0f}",
+            f"{WRITEUP['rss_before_mb']:.0f} -> {WRITEUP['rss_after_mb']:.0f}",
             f"{fmt(value('torch_eager', 'peak_rss_batch1_mb'), 0)} -> "
             f"{fmt(value('ort_int8_dynamic', 'peak_rss_batch1_mb'), 0)}",
             f"ours, engine alone: {fmt(value('ort_int8_static', 'peak_rss_batch1_mb'), 0)}",
         ],
         [
             "first request: cold -> preloaded, ms",
-            f"~{WRITEUP['cold_first']:.0f} -> ~{WRITEUP['warm_first']:.0f}",
+            f"~{WRITEUP['cold_first_ms']:.0f} -> ~{WRITEUP['warm_first_ms']:.0f}",
             f"{fmt(lazy)} -> {fmt(warm)}",
             f"ours (service): {fmt(ours_first)}",
         ],
