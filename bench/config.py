@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.manifest import MANIFEST_NAME, Precision, load_manifest
+
 REPO = Path(__file__).resolve().parent.parent
 RESULTS_ROOT = REPO / "bench" / "results"
 # Derived files (TorchScript, dynamically quantized ONNX) are rebuilt from the artifacts when
@@ -28,6 +30,14 @@ class BenchConfig:
 
     def model_dir(self, model: str) -> Path:
         return self.artifacts_dir / model
+
+    def has_model(self, model: str) -> bool:
+        return (self.model_dir(model) / MANIFEST_NAME).is_file()
+
+
+def model_file(model_dir: Path, precision: Precision) -> Path:
+    """A model file as the model's manifest names it."""
+    return model_dir / load_manifest(model_dir).files[precision].path
 
 
 def default_data_dir() -> Path:

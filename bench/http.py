@@ -8,26 +8,19 @@ in-process with the same settings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
 
 from bench.cli import run_benchmark
-from bench.config import BenchConfig
+from bench.config import BenchConfig, model_file
 from bench.images import load_samples
-from bench.loadgen import CLIENTS
+from bench.loadgen import CLIENTS, StepResult
 from bench.plots import line_plot
 from bench.progress import bar
-from bench.reference import decode_inference
+from bench.reference import Reference, decode_inference
 from bench.report import Section, table
-from bench.servers import (
-    at_concurrency,
-    closed_steps,
-    load_step,
-    running,
-    saturation,
-    service_spec,
-)
+from bench.servers import ServerResult, measure_server, service_spec
 from bench.stats import fmt
+from bench.targets import HTTP, verdict
 from service.settings import Settings
 
 MODEL = "resnet18"  # the issue's targets are stated for ResNet-18
@@ -57,19 +50,25 @@ FULL = Plan(
 )
 QUICK = Plan((("cpu", BATCH),), (1, 4), (0.5,), 1.0, 0.5, 10, 0.5)
 
+STEP_HEADERS = [
+    *("server", "load", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server CPU (cores)"),
+    *("server CPU ms/req", "server peak RSS MB", "decode ms", "queue ms", "inference ms"),
+    *("HTTP+client ms", "client CPU ms/req"),
+]
+TARGET_HEADERS = [
+    "server",
+    f"c=1 p50 vs in-process (<= {HTTP['c1_p50_vs_inprocess_max']}x)",
+    f"saturation vs in-process (>= {HTTP['saturation_vs_inprocess_min']:.0%})",
+    f"peak RSS (<= {HTTP['peak_rss_mb_max']:.0f} MB)",
+    f"start to ready (<= {HTTP['ready_s_max']:g} s)",
+]
 
-def server_cpu_ms_per_request(step: dict[str, Any]) -> float:
-    rps = step["throughput_rps"]
-    return float(step["server_cpu_cores"] * 1000 / rps) if rps else float("nan")
 
-
-def breakdown(name: str, step: dict[str, Any]) -> str:
+def breakdown(name: str, step: StepResult) -> str:
     """Where one step's time went, measured: the Server-Timing phases, the rest of the server's
     own total, the HTTP + client share, and CPU per request on both sides."""
-    phases = step["phases_ms"]
-    mean = step["latency_ms"]["mean"]
-    load = f"c={step['concurrency']}" if step["mode"] == "closed" else f"{step['offered_rate']}/s"
-    text = f"{name} at {load}: {step['throughput_rps']:.1f} req/s, mean {mean:.1f} ms"
+    phases, mean = step.phases_ms, step.latency_ms["mean"]
+    text = f"{name} at {step.load}: {step.throughput_rps:.1f} req/s, mean {mean:.1f} ms"
     if "total" in phases:
         named = sum(phases.get(k, 0.0) for k in ("decode", "queue", "inference"))
         text += (
@@ -78,124 +77,132 @@ def breakdown(name: str, step: dict[str, Any]) -> str:
             f"{fmt(phases['total'] - named)} + HTTP/transport/client {fmt(mean - phases['total'])}"
         )
     return (
-        text + f"; server CPU {step['server_cpu_cores']:.2f} cores = "
-        f"{server_cpu_ms_per_request(step):.1f} ms/req, client CPU "
-        f"{step['client_cpu_ms_per_request']:.2f} ms/req"
+        text + f"; server CPU {step.server_cpu_cores:.2f} cores = "
+        f"{step.server_cpu_ms_per_request:.1f} ms/req, client CPU "
+        f"{step.client_cpu_ms_per_request:.2f} ms/req"
     )
 
 
-def step_row(name: str, step: dict[str, Any]) -> list[object]:
+def step_row(name: str, step: StepResult) -> list[object]:
     """A table row; the HTTP share is end to end minus the server's own total (Server-Timing)."""
-    phases = step["phases_ms"]
-    http = step["latency_ms"]["mean"] - phases["total"] if "total" in phases else float("nan")
-    load = (
-        f"c={step['concurrency']}" if step["mode"] == "closed" else f"{step['offered_rate']:.0f}/s"
-    )
-    errors = sum(step["errors"].values()) + step["dropped"]
+    phases, latency = step.phases_ms, step.latency_ms
+    http = latency["mean"] - phases["total"] if "total" in phases else float("nan")
     return [
-        name,
-        load,
-        fmt(step["throughput_rps"]),
-        fmt(step["latency_ms"]["p50"]),
-        fmt(step["latency_ms"]["p90"]),
-        fmt(step["latency_ms"]["p99"]),
-        errors,
-        fmt(step["server_cpu_cores"], 2),
-        fmt(server_cpu_ms_per_request(step), 1),
-        fmt(step["server_peak_rss_mb"], 0),
-        fmt(phases.get("decode")),
-        fmt(phases.get("queue")),
-        fmt(phases.get("inference")),
+        *(name, step.load, fmt(step.throughput_rps)),
+        *(fmt(latency[p]) for p in ("p50", "p90", "p99")),
+        sum(step.errors.values()) + step.dropped,
+        fmt(step.server_cpu_cores, 2),
+        fmt(step.server_cpu_ms_per_request, 1),
+        fmt(step.server_peak_rss_mb, 0),
+        *(fmt(phases.get(k)) for k in ("decode", "queue", "inference")),
         fmt(http),
-        fmt(step["client_cpu_ms_per_request"], 2),
+        fmt(step.client_cpu_ms_per_request, 2),
     ]
 
 
-STEP_HEADERS = [
-    "server",
-    "load",
-    "req/s",
-    "p50 ms",
-    "p90 ms",
-    "p99 ms",
-    "errors",
-    "server CPU (cores)",
-    "server CPU ms/req",
-    "server peak RSS MB",
-    "decode ms",
-    "queue ms",
-    "inference ms",
-    "HTTP+client ms",
-    "client CPU ms/req",
-]
+def steps_table(results: list[ServerResult]) -> str:
+    return table(STEP_HEADERS, [step_row(r.name, s) for r in results for s in r.steps])
 
 
-def _measure_config(
-    cfg: BenchConfig, plan: Plan, provider: str, max_batch: int, progress: Any
-) -> dict[str, Any]:
-    spec = service_spec(cfg, MODEL, provider, max_batch)
-    with running(cfg, spec) as server:
-        steps = closed_steps(
-            cfg, server, plan.concurrencies, plan.duration_s, plan.warmup_s, progress
-        )
-        capacity = saturation(steps)
-        for fraction in plan.rate_fractions:
-            rate = max(1.0, capacity * fraction)
-            steps.append(load_step(cfg, server, None, rate, plan.duration_s))
-            progress.update(1)
-    return {
-        "name": spec.name,
-        "description": spec.description,
-        "ready_s": server.ready_s,
-        "steps": steps,
-        "saturation_rps": capacity,
-    }
-
-
-TARGET_HEADERS = [
-    "server",
-    "c=1 p50 vs in-process (<= 1.5x)",
-    "saturation vs in-process (>= 85%)",
-    "peak RSS (<= 250 MB)",
-    "start to ready (<= 2 s)",
-]
-
-
-def _targets(results: list[dict[str, Any]], references: dict[str, Any]) -> list[list[object]]:
-    """Issue 3's targets, per configuration: c=1 p50 <= 1.5x in-process decode + inference;
-    saturation >= 85% of in-process throughput; peak RSS under load <= 250 MB; ready <= 2 s."""
+def target_rows(results: list[ServerResult], refs: dict[str, Reference]) -> list[list[object]]:
+    """Issue 3's targets (bench/targets.toml [http]), per configuration."""
     rows: list[list[object]] = []
     for result in results:
-        provider = result["name"].split()[1]
-        ref = references[provider]
-        c1 = at_concurrency(result["steps"], 1)
-        p50 = c1["latency_ms"]["p50"] if c1 else float("nan")
-        ref_p50 = ref["decode_inference_ms"]["p50"]
-        sat_ratio = result["saturation_rps"] / ref["throughput_ips"]
-        rss = max(s["server_peak_rss_mb"] for s in result["steps"])
+        ref = refs[result.name.split()[1]]
+        p50, ref_p50 = result.c1_p50() or float("nan"), ref.decode_inference_ms.p50
+        sat_ratio = result.saturation_rps / ref.throughput_ips
+        rss = max(s.server_peak_rss_mb for s in result.steps)
         rows.append(
             [
-                result["name"],
+                result.name,
                 f"{fmt(p50)} vs {fmt(ref_p50)} = {fmt(p50 / ref_p50, 2)}x "
-                + ("PASS" if p50 <= 1.5 * ref_p50 else "MISS"),
-                f"{fmt(result['saturation_rps'])} vs {fmt(ref['throughput_ips'])} = "
-                f"{sat_ratio:.0%} " + ("PASS" if sat_ratio >= 0.85 else "MISS"),
-                f"{fmt(rss, 0)} MB " + ("PASS" if rss <= 250 else "MISS"),
-                f"{fmt(result['ready_s'], 2)} s " + ("PASS" if result["ready_s"] <= 2 else "MISS"),
+                + verdict(p50 <= HTTP["c1_p50_vs_inprocess_max"] * ref_p50),
+                f"{fmt(result.saturation_rps)} vs {fmt(ref.throughput_ips)} = {sat_ratio:.0%} "
+                + verdict(sat_ratio >= HTTP["saturation_vs_inprocess_min"]),
+                f"{fmt(rss, 0)} MB " + verdict(rss <= HTTP["peak_rss_mb_max"]),
+                f"{fmt(result.ready_s, 2)} s " + verdict(result.ready_s <= HTTP["ready_s_max"]),
             ]
         )
     return rows
 
 
-def _plot(cfg: BenchConfig, results: list[dict[str, Any]], section: Section) -> None:
+def measure(
+    cfg: BenchConfig, plan: Plan, jpegs: list[bytes]
+) -> tuple[dict[str, Reference], list[ServerResult]]:
+    providers = sorted({p for p, _ in plan.configs})
+    steps = len(plan.configs) * (len(plan.concurrencies) + len(plan.rate_fractions))
+    progress = bar(steps + len(providers), "http")
+    path = model_file(cfg.model_dir(MODEL), "int8")
+    refs = {}
+    for provider in providers:
+        refs[provider] = decode_inference(
+            path, provider, jpegs, plan.reference_runs, plan.reference_s
+        )
+        progress.update(1)
+    results = [
+        measure_server(
+            cfg,
+            service_spec(cfg, MODEL, provider, max_batch),
+            plan.concurrencies,
+            plan.duration_s,
+            plan.warmup_s,
+            progress,
+            plan.rate_fractions,
+        )
+        for provider, max_batch in plan.configs
+    ]
+    progress.close()
+    return refs, results
+
+
+def render(
+    cfg: BenchConfig,
+    plan: Plan,
+    jpegs: int,
+    refs: dict[str, Reference],
+    results: list[ServerResult],
+    section: Section,
+) -> None:
+    fractions = ", ".join(f"{f:.0%}" for f in plan.rate_fractions)
+    section.add(
+        f"Model {MODEL} int8 (U8S8). One load-generator process per step ({CLIENTS[cfg.client]}, "
+        f"{jpegs} real JPEGs cycled, read once); the client runs on the same 2 cores and "
+        f"its CPU per request is shown. Closed loop: {plan.duration_s} s per "
+        f"concurrency; open loop: Poisson arrivals at {fractions} "
+        "of the configuration's best closed-loop throughput, latency from the scheduled send "
+        "time. Server CPU and RSS: psutil on the server process, sampled every 50 ms. Phases: "
+        "means of the service's Server-Timing header; HTTP+client = end-to-end mean minus the "
+        "server's total."
+    )
+    for r in results:
+        section.add(f"- **{r.name}**: {r.description}; ready in {fmt(r.ready_s, 2)} s")
+    section.add(steps_table(results))
+    section.add("### In-process reference: decode + inference, same settings, no HTTP")
+    headers = ["provider", "decode p50 ms", "decode + inference p50 ms", "pipeline images/s"]
+    rows = [
+        [
+            *(p, fmt(r.decode_ms.p50, 2), fmt(r.decode_inference_ms.p50, 2)),
+            *(fmt(r.throughput_ips), fmt(r.cpu_ms_per_image)),
+        ]
+        for p, r in refs.items()
+    ]
+    section.add(table([*headers, "pipeline CPU ms/image"], rows))
+    section.add("### Issue 3 targets")
+    section.add(table(TARGET_HEADERS, section.data["targets"]))
+    section.add("### Where the time goes (measured: Server-Timing phases, CPU per request)")
+    lines = [breakdown(r.name, s) for r in results for s in (r.at_concurrency(1), r.best()) if s]
+    section.add("\n".join(f"- {line}" for line in lines))
+    section.add(
+        "Saturation is CPU-bound on 2 cores: compare the server's CPU ms/req with the "
+        "in-process pipeline's CPU ms/image (the floor for decode + inference); whatever the "
+        "server's CPU (cores) falls short of 2.0 went to the load generator and to other "
+        "processes on the machine (see the load average at the top)."
+    )
     for pct in ("p50", "p99"):
-        series = {}
-        for result in results:
-            closed = [s for s in result["steps"] if s["mode"] == "closed"]
-            series[result["name"]] = (
-                [s["throughput_rps"] for s in closed],
-                [s["latency_ms"][pct] for s in closed],
-            )
+        series = {
+            r.name: ([s.throughput_rps for s in r.closed], [s.latency_ms[pct] for s in r.closed])
+            for r in results
+        }
         section.plots.append(
             line_plot(
                 cfg.out_dir / f"http_latency_vs_throughput_{pct}.png",
@@ -212,86 +219,20 @@ def _plot(cfg: BenchConfig, results: list[dict[str, Any]], section: Section) -> 
 def run(cfg: BenchConfig) -> Section:
     plan = QUICK if cfg.quick else FULL
     section = Section("http", "The service over HTTP")
-    model_file = cfg.model_dir(MODEL) / "model.int8.onnx"
-    if not (cfg.model_dir(MODEL) / "manifest.json").is_file():
-        section.add(f"**Skipped: {model_file} is missing (build the model first).**")
+    if not cfg.has_model(MODEL):
+        section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
         return section
     jpegs = [s.jpeg for s in load_samples(cfg.data_dir, 64)]
-    providers = sorted({p for p, _ in plan.configs})
-    steps = len(plan.configs) * (len(plan.concurrencies) + len(plan.rate_fractions))
-    progress = bar(steps + len(providers), "http")
-    references = {}
-    for provider in providers:
-        references[provider] = decode_inference(
-            model_file, provider, jpegs, plan.reference_runs, plan.reference_s
-        )
-        progress.update(1)
-    results = [_measure_config(cfg, plan, p, b, progress) for p, b in plan.configs]
-    progress.close()
+    refs, results = measure(cfg, plan, jpegs)
     section.data = {
-        "plan": plan.__dict__,
+        "plan": asdict(plan),
         "model": MODEL,
-        "reference": references,
-        "servers": results,
+        "reference": {p: asdict(r) for p, r in refs.items()},
+        "servers": [asdict(r) for r in results],
+        "target_headers": TARGET_HEADERS,
+        "targets": target_rows(results, refs),
     }
-    fractions = ", ".join(f"{f:.0%}" for f in plan.rate_fractions)
-    section.add(
-        f"Model {MODEL} int8 (U8S8). One load-generator process per step ({CLIENTS[cfg.client]}, "
-        f"{len(jpegs)} real JPEGs cycled, read once); the client runs on the same 2 cores and "
-        f"its CPU per request is shown. Closed loop: {plan.duration_s} s per "
-        f"concurrency; open loop: Poisson arrivals at {fractions} "
-        "of the configuration's best closed-loop throughput, latency from the scheduled send "
-        "time. Server CPU and RSS: psutil on the server process, sampled every 50 ms. Phases: "
-        "means of the service's Server-Timing header; HTTP+client = end-to-end mean minus the "
-        "server's total."
-    )
-    for result in results:
-        section.add(
-            f"- **{result['name']}**: {result['description']}; ready in "
-            f"{fmt(result['ready_s'], 2)} s"
-        )
-    rows = [step_row(r["name"], s) for r in results for s in r["steps"]]
-    section.add(table(STEP_HEADERS, rows))
-    section.add("### In-process reference: decode + inference, same settings, no HTTP")
-    section.add(
-        table(
-            [
-                "provider",
-                "decode p50 ms",
-                "decode + inference p50 ms",
-                "pipeline images/s",
-                "pipeline CPU ms/image",
-            ],
-            [
-                [
-                    p,
-                    fmt(r["decode_ms"]["p50"], 2),
-                    fmt(r["decode_inference_ms"]["p50"], 2),
-                    fmt(r["throughput_ips"]),
-                    fmt(r["cpu_ms_per_image"]),
-                ]
-                for p, r in references.items()
-            ],
-        )
-    )
-    section.add("### Issue 3 targets")
-    section.data["target_headers"] = TARGET_HEADERS
-    section.data["targets"] = _targets(results, references)
-    section.add(table(TARGET_HEADERS, section.data["targets"]))
-    section.add("### Where the time goes (measured: Server-Timing phases, CPU per request)")
-    lines = []
-    for result in results:
-        closed = [s for s in result["steps"] if s["mode"] == "closed"]
-        best = max(closed, key=lambda s: s["throughput_rps"])
-        lines += [breakdown(result["name"], s) for s in (at_concurrency(closed, 1), best) if s]
-    section.add("\n".join(f"- {line}" for line in lines))
-    section.add(
-        "Saturation is CPU-bound on 2 cores: compare the server's CPU ms/req with the "
-        "in-process pipeline's CPU ms/image (the floor for decode + inference); whatever the "
-        "server's CPU (cores) falls short of 2.0 went to the load generator and to other "
-        "processes on the machine (see the load average at the top)."
-    )
-    _plot(cfg, results, section)
+    render(cfg, plan, len(jpegs), refs, results, section)
     return section
 
 

@@ -61,6 +61,18 @@ class StepResult:
     latency_ms: dict[str, float]  # of successful requests
     phases_ms: dict[str, float]  # mean of each Server-Timing phase, successful requests
     client_cpu_ms_per_request: float
+    # Filled in by bench.servers.load_step: the server process's use over the step.
+    server_cpu_cores: float = float("nan")
+    server_peak_rss_mb: float = float("nan")
+
+    @property
+    def server_cpu_ms_per_request(self) -> float:
+        rps = self.throughput_rps
+        return self.server_cpu_cores * 1000 / rps if rps else float("nan")
+
+    @property
+    def load(self) -> str:
+        return f"c={self.concurrency}" if self.mode == "closed" else f"{self.offered_rate:.0f}/s"
 
 
 def parse_server_timing(header: str | None) -> dict[str, float]:

@@ -13,16 +13,28 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from bench.stats import summarize
+from bench.stats import Summary, summarize
 from service.cpus import available_cpus
 from service.preprocess import PreprocessSpec, preprocess
 from service.providers import PROVIDER_NAMES as PROVIDERS
 from service.runner import create_session
+
+
+@dataclass(frozen=True)
+class Reference:
+    provider: str
+    threads: int
+    decode_ms: Summary
+    decode_inference_ms: Summary
+    throughput_ips: float
+    # process CPU over the run (a few decodes run ahead of the count: a slight overestimate)
+    cpu_ms_per_image: float
+    batch_size: int
 
 
 def decode_inference(
@@ -32,7 +44,7 @@ def decode_inference(
     runs: int,
     seconds: float,
     batch_size: int = 8,
-) -> dict[str, Any]:
+) -> Reference:
     threads = available_cpus()
     session = create_session(model_path, PROVIDERS[provider], threads)
     name = session.get_inputs()[0].name
@@ -59,13 +71,12 @@ def decode_inference(
             done += batch_size
         elapsed = time.perf_counter() - start
         cpu_s = time.process_time() - cpu0
-    return {
-        "provider": provider,
-        "threads": threads,
-        "decode_ms": summarize(decode_ms).as_dict(),
-        "decode_inference_ms": summarize(total_ms).as_dict(),
-        "throughput_ips": done / elapsed,
-        # process CPU over the run (a few decodes run ahead of the count: a slight overestimate)
-        "cpu_ms_per_image": cpu_s * 1000 / done,
-        "batch_size": batch_size,
-    }
+    return Reference(
+        provider,
+        threads,
+        summarize(decode_ms),
+        summarize(total_ms),
+        done / elapsed,
+        cpu_s * 1000 / done,
+        batch_size,
+    )

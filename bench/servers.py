@@ -9,9 +9,11 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+
+from tqdm import tqdm
 
 from bench.config import BenchConfig
+from bench.loadgen import StepResult
 from bench.procs import Server, UsageSampler, free_port, start_server
 
 
@@ -90,9 +92,9 @@ def load_step(
     rate: float | None = None,
     duration_s: float = 5.0,
     warmup_s: float = 0.0,
-) -> dict[str, Any]:
-    """One load step from a fresh client process; returns the loadgen result plus the server's
-    CPU use (cores) and peak RSS over the step."""
+) -> StepResult:
+    """One load step from a fresh client process; the loadgen result plus the server's CPU use
+    (cores) and peak RSS over the step."""
     cmd = [
         cfg.python,
         "-m",
@@ -110,32 +112,54 @@ def load_step(
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
     (step,) = json.loads(done.stdout)
-    usage = sampler.usage
-    step["server_cpu_cores"] = usage.cpu_cores
-    step["server_peak_rss_mb"] = usage.peak_rss_mb
-    return step  # type: ignore[no-any-return]
+    result = StepResult(**step)
+    result.server_cpu_cores = sampler.usage.cpu_cores
+    result.server_peak_rss_mb = sampler.usage.peak_rss_mb
+    return result
 
 
-def closed_steps(
+@dataclass(frozen=True)
+class ServerResult:
+    name: str
+    description: str
+    ready_s: float
+    steps: list[StepResult]
+    saturation_rps: float  # the best closed-loop throughput: the server's capacity here
+
+    def at_concurrency(self, concurrency: int) -> StepResult | None:
+        return next((s for s in self.steps if s.concurrency == concurrency), None)
+
+    def c1_p50(self) -> float | None:
+        step = self.at_concurrency(1)
+        return step.latency_ms["p50"] if step else None
+
+    @property
+    def closed(self) -> list[StepResult]:
+        return [s for s in self.steps if s.mode == "closed"]
+
+    def best(self) -> StepResult:
+        return max(self.closed, key=lambda s: s.throughput_rps)
+
+
+def measure_server(
     cfg: BenchConfig,
-    server: Server,
+    spec: ServerSpec,
     concurrencies: Sequence[int],
     duration_s: float,
     warmup_s: float,
-    progress: Any,
-) -> list[dict[str, Any]]:
-    steps = []
-    for index, concurrency in enumerate(concurrencies):
-        warm = warmup_s if index == 0 else 0.0
-        steps.append(load_step(cfg, server, concurrency, None, duration_s, warm))
-        progress.update(1)
-    return steps
-
-
-def saturation(steps: Sequence[dict[str, Any]]) -> float:
-    """The best closed-loop throughput seen: the server's capacity on this harness."""
-    return max((s["throughput_rps"] for s in steps if s["mode"] == "closed"), default=0.0)
-
-
-def at_concurrency(steps: Sequence[dict[str, Any]], concurrency: int) -> dict[str, Any] | None:
-    return next((s for s in steps if s["concurrency"] == concurrency), None)
+    progress: tqdm,
+    rate_fractions: Sequence[float] = (),
+) -> ServerResult:
+    """Closed loop at each concurrency (warm-up before the first), then open loop at each
+    fraction of the best closed-loop throughput."""
+    with running(cfg, spec) as server:
+        steps = []
+        for index, concurrency in enumerate(concurrencies):
+            warm = warmup_s if index == 0 else 0.0
+            steps.append(load_step(cfg, server, concurrency, None, duration_s, warm))
+            progress.update(1)
+        capacity = max((s.throughput_rps for s in steps), default=0.0)
+        for fraction in rate_fractions:
+            steps.append(load_step(cfg, server, None, max(1.0, capacity * fraction), duration_s))
+            progress.update(1)
+    return ServerResult(spec.name, spec.description, server.ready_s, steps, capacity)

@@ -10,26 +10,18 @@ plain peer's. A missed target is reported with how much, and where the service's
 from __future__ import annotations
 
 import subprocess
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass
 
 from bench.cli import run_benchmark
 from bench.config import BenchConfig
-from bench.http import STEP_HEADERS, breakdown, step_row
+from bench.http import breakdown, steps_table
 from bench.loadgen import CLIENTS
 from bench.plots import line_plot
 from bench.progress import bar
 from bench.report import Section, table
-from bench.servers import (
-    ServerSpec,
-    at_concurrency,
-    closed_steps,
-    peer_spec,
-    running,
-    saturation,
-    service_spec,
-)
+from bench.servers import ServerResult, ServerSpec, measure_server, peer_spec, service_spec
 from bench.stats import fmt
+from bench.targets import PEERS, verdict
 
 MODEL = "resnet18"
 
@@ -62,107 +54,71 @@ def prepare_flask(cfg: BenchConfig) -> None:
     subprocess.run([cfg.python, "-c", code], check=True, capture_output=True)
 
 
-def _verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
+def _ratio_row(what: str, ratio: float, wanted: float) -> list[object]:
+    miss = "" if ratio >= wanted else f" by {wanted / ratio:.2f}x"
+    return [what, f">= {wanted:g}x", f"{ratio:.1f}x", verdict(ratio >= wanted) + miss]
 
 
-def targets(results: list[dict[str, Any]]) -> tuple[list[list[object]], bool]:
+def targets(results: list[ServerResult]) -> tuple[list[list[object]], bool]:
+    """Issue 4's targets (bench/targets.toml [peers])."""
     service, plain, writeup = results
-    sat = {r["name"]: r["saturation_rps"] for r in results}
-    vs_writeup = sat[service["name"]] / sat[writeup["name"]]
-    vs_plain = sat[service["name"]] / sat[plain["name"]]
-    p50 = {
-        r["name"]: (at_concurrency(r["steps"], 1) or {}).get("latency_ms", {}).get("p50")
-        for r in results
-    }
-    c1_service, c1_plain = p50[service["name"]], p50[plain["name"]]
-    c1_ok = c1_service is not None and c1_plain is not None and c1_service <= c1_plain
+    vs_writeup = service.saturation_rps / writeup.saturation_rps
+    vs_plain = service.saturation_rps / plain.saturation_rps
+    c1_service, c1_plain = service.c1_p50(), plain.c1_p50()
+    wanted = PEERS["c1_p50_vs_plain_max"]
+    c1_ok = c1_service is not None and c1_plain is not None and c1_service <= wanted * c1_plain
+    miss = "" if c1_ok or not c1_plain or not c1_service else f" by {c1_service - c1_plain:.1f} ms"
     rows: list[list[object]] = [
-        [
-            "saturation vs write-up architecture",
-            ">= 5x",
-            f"{vs_writeup:.1f}x",
-            _verdict(vs_writeup >= 5) + ("" if vs_writeup >= 5 else f" by {5 / vs_writeup:.2f}x"),
-        ],
-        [
-            "saturation vs plain FastAPI + ORT",
-            ">= 2x",
-            f"{vs_plain:.1f}x",
-            _verdict(vs_plain >= 2) + ("" if vs_plain >= 2 else f" by {2 / vs_plain:.2f}x"),
-        ],
+        _ratio_row(
+            "saturation vs write-up architecture", vs_writeup, PEERS["saturation_vs_writeup_min"]
+        ),
+        _ratio_row("saturation vs plain FastAPI + ORT", vs_plain, PEERS["saturation_vs_plain_min"]),
         [
             "c=1 p50 vs plain FastAPI + ORT",
-            "<= 1.0x",
+            f"<= {wanted:.1f}x",
             f"{fmt(c1_service)} vs {fmt(c1_plain)} ms",
-            _verdict(c1_ok)
-            + (
-                ""
-                if c1_ok or not c1_plain or not c1_service
-                else f" by {c1_service - c1_plain:.1f} ms"
-            ),
+            verdict(c1_ok) + miss,
         ],
     ]
-    return rows, vs_writeup >= 5 and vs_plain >= 2 and c1_ok
+    passed = all(str(row[3]).startswith("PASS") for row in rows)
+    return rows, passed
 
 
-def where_time_goes(results: list[dict[str, Any]]) -> list[str]:
+def where_time_goes(results: list[ServerResult]) -> list[str]:
     """The service at c=1 and at its best throughput, then each peer at its best: the phases
     and the CPU each request costs, so a missed target shows its cause."""
     service = results[0]
-    steps = service["steps"]
-    best = max(steps, key=lambda s: s["throughput_rps"])
-    lines = [breakdown(service["name"], s) for s in (at_concurrency(steps, 1), best) if s]
-    for peer in results[1:]:
-        peer_best = max(peer["steps"], key=lambda s: s["throughput_rps"])
-        lines.append(breakdown(peer["name"], peer_best))
-    return lines
+    lines = [breakdown(service.name, s) for s in (service.at_concurrency(1), service.best()) if s]
+    return lines + [breakdown(peer.name, peer.best()) for peer in results[1:]]
 
 
-def run(cfg: BenchConfig) -> Section:
-    plan = QUICK if cfg.quick else FULL
-    section = Section("peers", "Peers on the same harness (ResNet-18, same images, same run)")
-    if not (cfg.model_dir(MODEL) / "manifest.json").is_file():
-        section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
-        return section
+def measure(cfg: BenchConfig, plan: Plan) -> list[ServerResult]:
     prepare_flask(cfg)
     progress = bar(3 * len(plan.concurrencies), "peers")
-    results: list[dict[str, Any]] = []
-    for spec in specs(cfg):
-        with running(cfg, spec) as server:
-            steps = closed_steps(
-                cfg, server, plan.concurrencies, plan.duration_s, plan.warmup_s, progress
-            )
-        results.append(
-            {
-                "name": spec.name,
-                "description": spec.description,
-                "ready_s": server.ready_s,
-                "steps": steps,
-                "saturation_rps": saturation(steps),
-            }
-        )
+    results = [
+        measure_server(cfg, spec, plan.concurrencies, plan.duration_s, plan.warmup_s, progress)
+        for spec in specs(cfg)
+    ]
     progress.close()
+    return results
+
+
+def render(cfg: BenchConfig, plan: Plan, results: list[ServerResult], section: Section) -> None:
     rows, passed = targets(results)
-    section.data = {"plan": plan.__dict__, "servers": results, "targets": rows, "passed": passed}
     section.add(
         f"Closed loop, one load-generator process per step ({CLIENTS[cfg.client]}, raw JPEG "
         f"bodies), {plan.duration_s} s per concurrency. The Flask peer runs on Flask's own "
         "development server (threaded=True), as the write-up serves it; ResNet-18 weights are "
         "random (speed only)."
     )
-    section.add("\n".join(f"- **{r['name']}**: {r['description']}" for r in results))
-    section.add(table(STEP_HEADERS, [step_row(r["name"], s) for r in results for s in r["steps"]]))
-    base = results[-1]["saturation_rps"]
+    section.add("\n".join(f"- **{r.name}**: {r.description}" for r in results))
+    section.add(steps_table(results))
+    base = results[-1].saturation_rps
     section.add(
         table(
             ["server", "saturation req/s", "x write-up", "c=1 p50 ms"],
             [
-                [
-                    r["name"],
-                    fmt(r["saturation_rps"]),
-                    fmt(r["saturation_rps"] / base, 1) + "x",
-                    fmt((at_concurrency(r["steps"], 1) or {}).get("latency_ms", {}).get("p50")),
-                ]
+                [r.name, fmt(r.saturation_rps), f"{r.saturation_rps / base:.1f}x", fmt(r.c1_p50())]
                 for r in results
             ],
         )
@@ -173,10 +129,7 @@ def run(cfg: BenchConfig) -> Section:
         section.add("Where the time goes (measured; phases from the service's Server-Timing):")
         section.add("\n".join(f"- {line}" for line in where_time_goes(results)))
     series = {
-        r["name"]: (
-            [s["throughput_rps"] for s in r["steps"]],
-            [s["latency_ms"]["p50"] for s in r["steps"]],
-        )
+        r.name: ([s.throughput_rps for s in r.steps], [s.latency_ms["p50"] for s in r.steps])
         for r in results
     }
     section.plots.append(
@@ -189,6 +142,23 @@ def run(cfg: BenchConfig) -> Section:
             logy=True,
         )
     )
+
+
+def run(cfg: BenchConfig) -> Section:
+    plan = QUICK if cfg.quick else FULL
+    section = Section("peers", "Peers on the same harness (ResNet-18, same images, same run)")
+    if not cfg.has_model(MODEL):
+        section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
+        return section
+    results = measure(cfg, plan)
+    rows, passed = targets(results)
+    section.data = {
+        "plan": asdict(plan),
+        "servers": [asdict(r) for r in results],
+        "targets": rows,
+        "passed": passed,
+    }
+    render(cfg, plan, results, section)
     return section
 
 
