@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.cli import run_benchmark
-from bench.config import BenchConfig
+from bench.config import BenchConfig, model_file
 from bench.engine_worker import dynamic_int8_file, ort_session
 from bench.progress import bar
 from bench.report import Section, table
@@ -60,10 +60,10 @@ def evaluate_model(
     pixels = np.stack([preprocess(item.path.read_bytes(), spec) for item in images])
     accept = [item.accept for item in images]
     files = {
-        "fp32": model_dir / "model.fp32.onnx",
-        "int8_dynamic": dynamic_int8_file(model_dir),
-        "int8_static": model_dir / "model.int8.onnx",
-        "int8_openvino": model_dir / "model.int8.onnx",
+        "fp32": model_file(model_dir, "fp32"),
+        "int8_dynamic": dynamic_int8_file(model_file(model_dir, "fp32")),
+        "int8_static": model_file(model_dir, "int8"),
+        "int8_openvino": model_file(model_dir, "int8"),
     }
     logits = {
         variant: _logits(ort_session(path, 2, openvino=variant == "int8_openvino"), pixels)
@@ -82,7 +82,7 @@ def run(cfg: BenchConfig) -> Section:
     section = Section("accuracy", "Accuracy beside speed (top-1 of each quantized variant)")
     split = choose_split(cfg.data_dir, required=False)
     limit = 40 if cfg.quick else None
-    models = [m for m in MODELS if (cfg.model_dir(m) / "manifest.json").is_file()]
+    models = [m for m in MODELS if cfg.has_model(m)]
     progress = bar(len(models), "accuracy")
     section.data = {"dataset": split.dataset, "small": split.small, "models": {}}
     for model in models:

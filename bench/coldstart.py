@@ -59,7 +59,7 @@ def measure(cfg: BenchConfig, spec: ServerSpec, body: bytes) -> dict[str, float]
 
 def run(cfg: BenchConfig) -> Section:
     section = Section("coldstart", "Cold start: process start to ready, first request")
-    if not (cfg.model_dir(MODEL) / "manifest.json").is_file():
+    if not cfg.has_model(MODEL):
         section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
         return section
     repeats = 1 if cfg.quick else 3

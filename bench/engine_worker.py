@@ -3,7 +3,7 @@ time, first inference and peak RSS are its own (a fresh process per engine) whil
 still interleaves timing rounds across engines (fair to a machine whose speed drifts).
 
     python -m bench.engine_worker --model resnet18 --engine ort_int8_static --threads 2 \
-        --model-dir model_artifacts/resnet18 --data-dir ../shared/data [--prepare-only]
+        --fp32-file F --int8-file F --data-dir ../shared/data [--prepare-only]
 
 Replies: {"event": "ready", ...} once loaded, then one reply per command:
     {"op": "time", "batch": 1, "runs": 20}                -> {"ms": [...]}
@@ -49,14 +49,13 @@ class Loaded:
     file: Path  # what a deployment ships for this engine (its size is reported)
 
 
-def dynamic_int8_file(model_dir: Path) -> Path:
+def dynamic_int8_file(fp32: Path) -> Path:
     """The usual tutorial recipe: quantize_dynamic on the fp32 file, default options. Built once
     per fp32 file (keyed by its sha256 prefix)."""
     from bench.config import CACHE_DIR
     from service.manifest import sha256_file
 
-    fp32 = model_dir / "model.fp32.onnx"
-    path = CACHE_DIR / f"{model_dir.name}.{sha256_file(fp32)[:12]}.int8.dynamic.onnx"
+    path = CACHE_DIR / f"{fp32.parent.name}.{sha256_file(fp32)[:12]}.int8.dynamic.onnx"
     if not path.is_file():
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -97,22 +96,21 @@ def _torch_engine(model: str, threads: int, script: bool) -> Loaded:
     return Loaded(run, file)
 
 
-def load_engine(engine: str, model: str, model_dir: Path, threads: int) -> Loaded:
+def load_engine(engine: str, model: str, files: dict[str, Path], threads: int) -> Loaded:
+    """``files``: the model's "fp32" and "int8" ONNX files, as its manifest names them."""
     if engine in ("torch_eager", "torchscript"):
         return _torch_engine(model, threads, script=engine == "torchscript")
-    files = {
-        "ort_fp32": model_dir / "model.fp32.onnx",
-        "ort_int8_static": model_dir / "model.int8.onnx",
-        "openvino_int8": model_dir / "model.int8.onnx",
-    }
-    path = dynamic_int8_file(model_dir) if engine == "ort_int8_dynamic" else files[engine]
+    if engine == "ort_int8_dynamic":
+        path = dynamic_int8_file(files["fp32"])
+    else:
+        path = files["fp32" if engine == "ort_fp32" else "int8"]
     return Loaded(ort_session(path, threads, openvino=engine == "openvino_int8"), path)
 
 
-def prepare(engine: str, model: str, model_dir: Path) -> None:
+def prepare(engine: str, model: str, fp32: Path) -> None:
     """Build the derived file an engine loads (untimed, outside the measured process)."""
     if engine == "ort_int8_dynamic":
-        dynamic_int8_file(model_dir)
+        dynamic_int8_file(fp32)
     elif engine in ("torch_eager", "torchscript"):
         from bench import torch_models
 
@@ -185,7 +183,8 @@ def _reply(message: dict[str, Any]) -> None:
 def serve(args: argparse.Namespace) -> None:
     images = _pixels(args.data_dir, args.images)
     start = time.perf_counter()
-    loaded = load_engine(args.engine, args.model, args.model_dir, args.threads)
+    files = {"fp32": args.fp32_file, "int8": args.int8_file}
+    loaded = load_engine(args.engine, args.model, files, args.threads)
     load_s = time.perf_counter() - start
     worker = Worker(loaded, images)
     start = time.perf_counter()
@@ -212,13 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--engine", required=True, choices=list(ENGINES))
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--model-dir", type=Path, required=True)
+    parser.add_argument("--fp32-file", type=Path, required=True)
+    parser.add_argument("--int8-file", type=Path, required=True)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--prepare-only", action="store_true")
     args = parser.parse_args(argv)
     if args.prepare_only:
-        prepare(args.engine, args.model, args.model_dir)
+        prepare(args.engine, args.model, args.fp32_file)
         return
     serve(args)
 

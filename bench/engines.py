@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.cli import run_benchmark
-from bench.config import BenchConfig
+from bench.config import BenchConfig, model_file
 from bench.engine_worker import ENGINES
 from bench.plots import bar_plot, line_plot
 from bench.procs import ChildFailed, JsonLineChild
@@ -44,7 +44,8 @@ def _worker_cmd(cfg: BenchConfig, model: str, engine: str, threads: int) -> list
         f"--model={model}",
         f"--engine={engine}",
         f"--threads={threads}",
-        f"--model-dir={cfg.model_dir(model)}",
+        f"--fp32-file={model_file(cfg.model_dir(model), 'fp32')}",
+        f"--int8-file={model_file(cfg.model_dir(model), 'int8')}",
         f"--data-dir={cfg.data_dir}",
     ]
 
@@ -198,7 +199,7 @@ def run(cfg: BenchConfig) -> Section:
         "engines carry torch). File: what the engine loads (state dict, TorchScript or ONNX). "
         "ResNet-18 has random weights here (speed only)."
     )
-    models = [m for m in plan.models if (cfg.model_dir(m) / "manifest.json").is_file()]
+    models = [m for m in plan.models if cfg.has_model(m)]
     missing = sorted(set(plan.models) - set(models))
     if missing:
         section.add(f"**Skipped, no artifacts in {cfg.artifacts_dir}:** {', '.join(missing)}.")

@@ -168,7 +168,7 @@ def render(plan: Plan, results: list[ComboResult], section: Section) -> None:
 def run(cfg: BenchConfig) -> Section:
     plan = QUICK if cfg.quick else FULL
     section = Section("inprocess", "The Classifier in-process, by settings (no HTTP)")
-    if not (cfg.model_dir(MODEL) / "manifest.json").is_file():
+    if not cfg.has_model(MODEL):
         section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
         return section
     images = [sample.jpeg for sample in load_samples(cfg.data_dir, 64)]

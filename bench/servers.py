@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from bench.config import BenchConfig
+from bench.config import BenchConfig, model_file
 from bench.loadgen import StepResult
 from bench.procs import Server, UsageSampler, free_port, start_server
+from service.manifest import load_manifest
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,13 @@ def peer_spec(
         "fastapi_ort": "plain FastAPI + ONNX Runtime, same int8 file, CPU provider, default "
         "session options, no batching, decode in the handler",
     }
-    args = (f"--model-dir={cfg.model_dir(model)}", f"--model={model}")
+    model_dir = cfg.model_dir(model)
+    args: tuple[str, ...] = (
+        f"--model={model}",
+        f"--labels={model_dir / load_manifest(model_dir).labels}",
+    )
+    if peer == "fastapi_ort":
+        args += (f"--model-file={model_file(model_dir, 'int8')}",)
     if lazy:
         return ServerSpec(
             name=peer.replace("_", " + ") + " lazy",

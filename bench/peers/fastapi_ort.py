@@ -61,12 +61,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--model-dir", type=Path, default=Path("model_artifacts/resnet18"))
+    parser.add_argument("--labels", type=Path, required=True, help="the manifest's labels file")
+    parser.add_argument("--model-file", type=Path, required=True, help="the manifest's int8 file")
     args = parser.parse_args()
-    labels = (args.model_dir / "labels.txt").read_text().splitlines()
-    session = ort.InferenceSession(
-        str(args.model_dir / "model.int8.onnx"), providers=["CPUExecutionProvider"]
-    )
+    labels = args.labels.read_text().splitlines()
+    session = ort.InferenceSession(str(args.model_file), providers=["CPUExecutionProvider"])
     app = create_app(session, labels, args.model)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 

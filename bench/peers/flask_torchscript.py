@@ -90,10 +90,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--model-dir", type=Path, default=Path("model_artifacts/resnet18"))
+    parser.add_argument("--labels", type=Path, required=True, help="the manifest's labels file")
     parser.add_argument("--lazy", action="store_true", help="load on the first request")
     args = parser.parse_args()
-    labels = (args.model_dir / "labels.txt").read_text().splitlines()
+    labels = args.labels.read_text().splitlines()
     model = lazy(args.model) if args.lazy else preloaded(args.model)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log: it costs CPU
     create_app(model, labels, args.model).run("127.0.0.1", args.port, threaded=True)
