@@ -8,9 +8,9 @@ batch 1 to 32; load time, first inference, file size and peak RSS from a fresh p
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
 
 from bench.cli import run_benchmark
 from bench.config import BenchConfig, model_file
@@ -19,7 +19,7 @@ from bench.plots import bar_plot, line_plot
 from bench.procs import ChildFailed, JsonLineChild
 from bench.progress import bar
 from bench.report import Section, table
-from bench.stats import fmt, summarize
+from bench.stats import Summary, fmt, summarize
 
 
 @dataclass(frozen=True)
@@ -66,124 +66,131 @@ def _prepare(cfg: BenchConfig, model: str) -> None:
         child.close()
 
 
-def _spawn(
-    cfg: BenchConfig, model: str, threads: int
-) -> dict[str, tuple[JsonLineChild, dict[str, Any]]]:
-    """One process per engine, started one after another so their load times do not overlap."""
-    logs = cfg.out_dir / "logs"
-    workers: dict[str, tuple[JsonLineChild, dict[str, Any]]] = {}
-    for engine in ENGINES:
-        child = JsonLineChild(
-            _worker_cmd(cfg, model, engine, threads), logs / f"{model}-{engine}-{threads}t.log"
-        )
-        workers[engine] = (child, child.read())
-    return workers
+@dataclass
+class EngineResult:
+    """One engine at one thread count, from its own process."""
+
+    load_s: float
+    first_s: float
+    file_mb: float
+    peak_rss_mb: float  # at ready
+    rss_mb: float
+    batch1_ms: Summary = field(default_factory=lambda: summarize([]))
+    peak_rss_batch1_mb: float = float("nan")
+    throughput: dict[str, float] = field(default_factory=dict)  # batch size -> images/s
+
+
+PerThreads = dict[str, dict[str, EngineResult]]  # thread count -> engine -> result
 
 
 def _measure_threads(
-    cfg: BenchConfig, plan: Plan, model: str, threads: int, progress: Any
-) -> dict[str, Any]:
-    workers = _spawn(cfg, model, threads)
+    cfg: BenchConfig, plan: Plan, model: str, threads: int, progress: tqdm
+) -> dict[str, EngineResult]:
+    """One process per engine, started one after another so their load times do not overlap;
+    batch-1 timing in interleaved rounds; throughput by batch size at the top thread count."""
+    logs = cfg.out_dir / "logs"
+    children: dict[str, JsonLineChild] = {}
     try:
+        results: dict[str, EngineResult] = {}
+        for engine in ENGINES:
+            log = logs / f"{model}-{engine}-{threads}t.log"
+            children[engine] = JsonLineChild(_worker_cmd(cfg, model, engine, threads), log)
+            ready = children[engine].read()
+            ready.pop("event")
+            results[engine] = EngineResult(**ready)
         times: dict[str, list[float]] = {engine: [] for engine in ENGINES}
         engines = list(ENGINES)
         for round_no in range(plan.rounds):
             # Rotate the order every round: no engine always runs right after the heaviest one.
             shift = round_no % len(engines)
             for engine in engines[shift:] + engines[:shift]:
-                reply = workers[engine][0].ask(
-                    {"op": "time", "batch": 1, "runs": plan.runs // plan.rounds}
-                )
-                times[engine] += reply["ms"]
+                command = {"op": "time", "batch": 1, "runs": plan.runs // plan.rounds}
+                times[engine] += children[engine].ask(command)["ms"]
             progress.update(1)
-        result: dict[str, Any] = {}
-        for engine, (child, ready) in workers.items():
-            result[engine] = {
-                **ready,
-                "batch1_ms": summarize(times[engine]).as_dict(),
-                "peak_rss_batch1_mb": child.ask({"op": "rss"})["peak_rss_mb"],
-            }
+        for engine, result in results.items():
+            result.batch1_ms = summarize(times[engine])
+            result.peak_rss_batch1_mb = children[engine].ask({"op": "rss"})["peak_rss_mb"]
         if threads == max(plan.threads):
-            for engine in engines:
-                result[engine]["throughput"] = {}
             for batch in plan.batches:
                 for engine in engines:
-                    reply = workers[engine][0].ask(
-                        {"op": "throughput", "batch": batch, "seconds": plan.throughput_s}
-                    )
-                    result[engine]["throughput"][str(batch)] = reply["images_per_s"]
+                    command = {"op": "throughput", "batch": batch, "seconds": plan.throughput_s}
+                    reply = children[engine].ask(command)
+                    results[engine].throughput[str(batch)] = reply["images_per_s"]
                 progress.update(1)
-        return result
+        return results
     finally:
-        for child, _ in workers.values():
+        for child in children.values():
             child.close()
 
 
-def _model_tables(model: str, per_threads: dict[str, dict[str, Any]]) -> list[str]:
+def _model_tables(model: str, per_threads: PerThreads) -> list[str]:
     threads = sorted(per_threads, key=int)
-    top = threads[-1]
+    top = per_threads[threads[-1]]
     headers = ["engine", "file MB", "load s", "first inference ms", "peak RSS MB"]
     for t in threads:
         headers += [f"{t} thr p50 ms", f"{t} thr p99 ms"]
-    headers.append(f"speed-up vs eager ({top} thr)")
-    eager = per_threads[top]["torch_eager"]["batch1_ms"]["p50"]
+    headers.append(f"speed-up vs eager ({threads[-1]} thr)")
+    eager = top["torch_eager"].batch1_ms.p50
     rows = []
     for engine, label in ENGINES.items():
-        first = per_threads[top][engine]
-        row: list[object] = [
-            label,
-            fmt(first["file_mb"]),
-            fmt(first["load_s"], 2),
-            fmt(first["first_s"] * 1000),
-            fmt(first["peak_rss_batch1_mb"], 0),
-        ]
+        first = top[engine]
+        row: list[object] = [label, fmt(first.file_mb), fmt(first.load_s, 2)]
+        row += [fmt(first.first_s * 1000), fmt(first.peak_rss_batch1_mb, 0)]
         for t in threads:
-            summary = per_threads[t][engine]["batch1_ms"]
-            row += [fmt(summary["p50"], 2), fmt(summary["p99"], 2)]
-        row.append(fmt(eager / per_threads[top][engine]["batch1_ms"]["p50"]) + "x")
-        rows.append(row)
+            summary = per_threads[t][engine].batch1_ms
+            row += [fmt(summary.p50, 2), fmt(summary.p99, 2)]
+        rows.append([*row, fmt(eager / first.batch1_ms.p50) + "x"])
     parts = [f"### {model}: batch 1", table(headers, rows)]
-    throughput = {e: per_threads[top][e].get("throughput") for e in ENGINES}
-    if all(throughput.values()):
-        batches = list(next(iter(throughput.values())))
-        rows = [[ENGINES[e], *(fmt(throughput[e][b], 0) for b in batches)] for e in ENGINES]
+    if all(r.throughput for r in top.values()):
+        batches = list(top["torch_eager"].throughput)
+        rows = [[ENGINES[e], *(fmt(r.throughput[b], 0) for b in batches)] for e, r in top.items()]
         parts += [
-            f"### {model}: throughput, images/s, {top} threads, by batch size",
+            f"### {model}: throughput, images/s, {threads[-1]} threads, by batch size",
             table(["engine", *batches], rows),
         ]
     return parts
 
 
-def _plots(cfg: BenchConfig, model: str, per_threads: dict[str, Any], section: Section) -> None:
-    top = max(per_threads, key=int)
-    latency = {ENGINES[e].split(" (")[0]: per_threads[top][e]["batch1_ms"]["p50"] for e in ENGINES}
+def _plots(cfg: BenchConfig, model: str, per_threads: PerThreads, section: Section) -> None:
+    threads = max(per_threads, key=int)
+    top = {ENGINES[e].split(" (")[0]: r for e, r in per_threads[threads].items()}
     section.plots.append(
         bar_plot(
             cfg.out_dir / f"engines_{model}_latency.png",
-            latency,
-            f"{model}: batch-1 median latency, {top} threads",
+            {name: r.batch1_ms.p50 for name, r in top.items()},
+            f"{model}: batch-1 median latency, {threads} threads",
             "ms",
         )
     )
-    if all("throughput" in per_threads[top][e] for e in ENGINES):
+    if all(r.throughput for r in top.values()):
         series = {
-            ENGINES[e].split(" (")[0]: (
-                [int(b) for b in per_threads[top][e]["throughput"]],
-                list(per_threads[top][e]["throughput"].values()),
-            )
-            for e in ENGINES
+            name: ([int(b) for b in r.throughput], list(r.throughput.values()))
+            for name, r in top.items()
         }
         section.plots.append(
             line_plot(
                 cfg.out_dir / f"engines_{model}_throughput.png",
                 series,
-                f"{model}: throughput by batch size, {top} threads",
+                f"{model}: throughput by batch size, {threads} threads",
                 "batch size",
                 "images/s",
                 logx=True,
                 logy=True,
             )
         )
+
+
+def measure(cfg: BenchConfig, plan: Plan, models: list[str]) -> dict[str, PerThreads]:
+    steps = len(models) * (len(plan.threads) * plan.rounds + len(plan.batches))
+    progress = bar(steps, "engines")
+    measured = {}
+    for model in models:
+        _prepare(cfg, model)
+        measured[model] = {
+            str(t): _measure_threads(cfg, plan, model, t, progress) for t in plan.threads
+        }
+    progress.close()
+    return measured
 
 
 def run(cfg: BenchConfig) -> Section:
@@ -203,20 +210,18 @@ def run(cfg: BenchConfig) -> Section:
     missing = sorted(set(plan.models) - set(models))
     if missing:
         section.add(f"**Skipped, no artifacts in {cfg.artifacts_dir}:** {', '.join(missing)}.")
-    steps = len(models) * (len(plan.threads) * plan.rounds + len(plan.batches))
-    progress = bar(steps, "engines")
-    section.data = {"plan": plan.__dict__, "models": {}, "skipped": missing}
-    for model in models:
-        started = time.monotonic()
-        _prepare(cfg, model)
-        per_threads = {
-            str(t): _measure_threads(cfg, plan, model, t, progress) for t in plan.threads
-        }
-        section.data["models"][model] = per_threads
+    measured = measure(cfg, plan, models)
+    section.data = {
+        "plan": asdict(plan),
+        "skipped": missing,
+        "models": {
+            m: {t: {e: asdict(r) for e, r in rs.items()} for t, rs in per.items()}
+            for m, per in measured.items()
+        },
+    }
+    for model, per_threads in measured.items():
         section.body += _model_tables(model, per_threads)
         _plots(cfg, model, per_threads, section)
-        section.data["models"][model]["seconds"] = time.monotonic() - started
-    progress.close()
     return section
 
 

@@ -3,7 +3,7 @@ the CPU provider with ORT's default session options, no batching, and decode + i
 in an ``async def`` handler (the common tutorial shape: one request at a time owns the loop).
 It uses the service's preprocessing, so both decode the very same pixels.
 
-    python -m bench.peers.fastapi_ort --port 8002 --model-dir model_artifacts/resnet18
+    python -m bench.peers.fastapi_ort --port 8002 --labels L --model-file F (from the manifest)
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 threaded=True (as the write-up runs it), a TorchScript ResNet-18 loaded at start and warmed up,
 torchvision transforms, top-3. Nothing here is tuned: it is the baseline.
 
-    python -m bench.peers.flask_torchscript --port 8001 --model-dir model_artifacts/resnet18
+    python -m bench.peers.flask_torchscript --port 8001 --labels L (from the manifest)
 
 --lazy loads the model on the first request instead, without warm-up: the write-up's "before"
 (a cold first request), for the cold-start benchmark.
