@@ -166,7 +166,7 @@ class Classifier:
         return load_runner(
             model_path,
             self._settings.provider,
-            self._settings.resolved_intra_op_threads(),
+            self._settings.intra_op_threads,
             warmup_images(size, size),
             batch_sizes_for(self._settings.max_batch_size),
         )
@@ -181,7 +181,7 @@ class Classifier:
         return MicroBatcher(
             run_batch,
             max_batch_size=s.max_batch_size,
-            max_wait_s=s.max_batch_wait_ms / 1000.0,
+            max_wait_s=s.max_batch_wait_s,
             capacity=s.queue_capacity,
             metrics=self._metrics,
             # Until real batches are measured, assume warm-up speed at the largest batch.
@@ -201,8 +201,8 @@ class Classifier:
             precision=s.precision,
             provider=choice.provider,
             provider_reason=choice.reason,
-            intra_op_threads=s.resolved_intra_op_threads(),
-            decode_workers=s.resolved_decode_workers(),
+            intra_op_threads=s.intra_op_threads,
+            decode_workers=s.decode_workers,
             max_batch_size=s.max_batch_size,
             num_classes=manifest.output.num_classes,
             input_shape=(size, size, 3),

@@ -25,18 +25,20 @@ class Settings(BaseSettings):
     artifacts_dir: Path = paths.DEFAULT_ARTIFACTS_DIR
     precision: Precision = "int8"
     provider: Provider = "auto"
-    intra_op_threads: PositiveInt | None = None  # None: available_cpus()
+    # Unset: the CPUs this process may use (affinity and cgroup quota), resolved once, here, so
+    # every reader (session, decode pool, /v1/model, metrics) sees the same number.
+    intra_op_threads: PositiveInt = Field(default_factory=available_cpus)
 
     # Batching
     # 4, measured (bench/inprocess.py, README): as many img/s and CPU ms per image as 8 on 2
     # cores, half the batch latency, one OpenVINO shape fewer to compile at start.
     max_batch_size: PositiveInt = 4
-    max_batch_wait_ms: float = Field(default=0.0, ge=0.0)
+    max_batch_wait_s: float = Field(default=0.0, ge=0.0)
     queue_capacity: PositiveInt = 64
     request_timeout_s: PositiveFloat = 10.0
 
     # Input
-    decode_workers: PositiveInt | None = None  # None: available_cpus()
+    decode_workers: PositiveInt = Field(default_factory=available_cpus)
     max_upload_bytes: PositiveInt = 20 * 1024 * 1024
     max_image_pixels: PositiveInt = 40_000_000
     # Half the queue: one batch request can never take every admission slot by itself.
@@ -54,9 +56,3 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    def resolved_intra_op_threads(self) -> int:
-        return self.intra_op_threads or available_cpus()
-
-    def resolved_decode_workers(self) -> int:
-        return self.decode_workers or available_cpus()

@@ -38,7 +38,7 @@ async def test_sigterm_answers_every_admitted_request_then_exits_0(
     # any timing in the test: they cannot finish before the window ends (5 s).
     env = {
         "IMGCLS_MAX_BATCH_SIZE": "8",
-        "IMGCLS_MAX_BATCH_WAIT_MS": "5000",
+        "IMGCLS_MAX_BATCH_WAIT_S": "5",
         "IMGCLS_REQUEST_TIMEOUT_S": "60",
     }
     with run_service(tmp_path, trained_model_dir, **env) as server:
