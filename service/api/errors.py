@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from service.api.context import get_request_id
 from service.api.disconnect import ClientDisconnected
@@ -76,9 +77,19 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _client_disconnected(request: Request, exc: Exception) -> JSONResponse:
+    """The caller went away: while its images waited (ClientDisconnected), or mid-upload
+    (Starlette's ClientDisconnect from the body stream). Neither is the server's failure, so
+    neither may count as a 500: a flaky network would inflate the 5xx rate alerts watch."""
     _metrics(request).rejections.labels(reason="client_disconnected").inc()
-    log.info("client disconnected while waiting; its work was cancelled")
-    return error_response(CLIENT_CLOSED_REQUEST, "client_disconnected", str(exc))
+    if isinstance(exc, ClientDisconnect):
+        log.info("client disconnected during its upload; nothing was queued")
+        message = "the client disconnected before its request body was complete"
+    else:
+        log.info("client disconnected while waiting; its work was cancelled")
+        message = str(exc)
+    # Nobody receives this body (the server drops a send to a closed connection); the status
+    # is for the access log and the request metrics.
+    return error_response(CLIENT_CLOSED_REQUEST, "client_disconnected", message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -86,3 +97,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(ClientDisconnected, _client_disconnected)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
