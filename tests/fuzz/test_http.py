@@ -24,12 +24,15 @@ pytestmark = pytest.mark.slow
 
 ROUTES = ("/v1/classify", "/v1/classify/batch")
 # Header values as a client can send them (h11 refuses surrounding whitespace on its side).
-HEADER_TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=60).map(str.strip)
+PRINTABLE = st.characters(min_codepoint=32, max_codepoint=126)
+HEADER_TEXT = st.text(PRINTABLE, max_size=60).map(str.strip)
 BOUNDARY = st.text(st.sampled_from("abcXYZ0123456789'()+_,-./:=?"), min_size=1, max_size=70)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.sampled_from(["image", "images", "x"]), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["image", "images", "x"]), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
