@@ -8,13 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from service.api.context import set_timing, slowest
+from service.api.context import get_request_id, set_timing, slowest
 from service.api.deps import ClassifierDep, MetricsDep, SettingsDep
 from service.api.disconnect import unless_disconnected
 from service.api.uploads import Upload, read_many, read_one
 from service.classifier import Classification, Classifier, ModelMeta, Timing
 from service.errors import ImageTooLarge, ImgclsError, Unavailable
-from service.providers import SHORT_NAMES
 from service.schemas import (
     BatchItem,
     ClassifyBatchResponse,
@@ -108,7 +107,7 @@ async def classify_batch(
         model=meta.name,
         model_version=meta.version,
         untrained=meta.untrained,
-        results=[_item(i, outcome) for i, outcome in enumerate(outcomes)],
+        results=[_item(i, outcome, get_request_id(request)) for i, outcome in enumerate(outcomes)],
     )
 
 
@@ -143,9 +142,9 @@ def _raise_if_all_unavailable(outcomes: list[Classification | ImgclsError]) -> N
         raise first
 
 
-def _item(index: int, outcome: Classification | ImgclsError) -> BatchItem:
+def _item(index: int, outcome: Classification | ImgclsError, request_id: str) -> BatchItem:
     if isinstance(outcome, ImgclsError):
-        error = ErrorDetail(code=outcome.code, message=outcome.message)
+        error = ErrorDetail(code=outcome.code, message=_public_message(outcome, request_id))
         return BatchItem(index=index, status=outcome.status, error=error)
     return BatchItem(
         index=index,
@@ -153,6 +152,15 @@ def _item(index: int, outcome: Classification | ImgclsError) -> BatchItem:
         predictions=_predictions(outcome),
         timing=_timing(outcome.timing),
     )
+
+
+def _public_message(exc: ImgclsError, request_id: str) -> str:
+    """As service.api.errors tells a single image's caller: a 500's message may quote an ONNX
+    Runtime exception (nodes, shapes, paths), so a batch item gets the class's fixed public
+    message and the request id that finds the log lines instead."""
+    if exc.status == 500:
+        return f"{exc.public_message}; see server logs for request {request_id}"
+    return exc.message
 
 
 def _predictions(result: Classification) -> list[PredictionOut]:
@@ -185,17 +193,5 @@ def _model_response(meta: ModelMeta) -> ModelResponse:
         intra_op_threads=meta.intra_op_threads,
         decode_workers=meta.decode_workers,
         warmup_latency_ms={n: round(s * 1e3, 3) for n, s in meta.warmup_latency_s.items()},
-        top1_int8=_served_top1(meta),
+        top1_int8=meta.served_top1,
     )
-
-
-def _served_top1(meta: ModelMeta) -> float | None:
-    """Build-time top-1 of the precision and provider that actually serve: providers compile
-    QDQ graphs differently, so the CPU provider's figure may not be the one a caller gets."""
-    evaluation = meta.manifest.evaluation
-    if evaluation is None:
-        return None
-    if meta.precision == "fp32":
-        return evaluation.fp32.top1
-    served = evaluation.int8_providers.get(SHORT_NAMES.get(meta.provider, ""))
-    return served.int8.top1 if served is not None else evaluation.int8.top1

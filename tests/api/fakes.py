@@ -1,6 +1,10 @@
 """A stand-in for service.classifier.Classifier, for the tests where a fake is the point:
 forcing a 500/503/504, holding requests in flight (drain, disconnect) or holding start-up.
-Everything else in tests/api runs the real Classifier on the real model."""
+Everything else in tests/api runs the real Classifier on the real model.
+
+Only the answer is fake. States, readiness reasons, admission (Draining, NotReady, Overloaded),
+the in-flight count and drain are the real service.lifecycle.Lifecycle, so the API's drain and
+503 tests exercise the code that serves."""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ import asyncio
 from pathlib import Path
 
 from service.classifier import Classification, ModelMeta, Prediction, Readiness, Timing
-from service.errors import Draining, NotReady
+from service.errors import NotReady
+from service.lifecycle import Lifecycle, State
 from service.manifest import Manifest
 from service.metrics import Metrics
 from service.settings import Settings
@@ -33,18 +38,19 @@ class FakeClassifier:
             self.release.set()
         self.hold_start = hold_start
         self.untrained = untrained
-        self.state = "loading"
-        self.in_flight = 0
+        self.lifecycle = Lifecycle(metrics, capacity=settings.queue_capacity)
         self.admitted = 0
         self.cancelled = 0
         self.admitted_changed = asyncio.Condition()
-        self._idle = asyncio.Event()
-        self._idle.set()
+
+    @property
+    def in_flight(self) -> int:
+        return self.lifecycle.in_flight
 
     async def start(self) -> None:
         if self.hold_start:
             await self.release.wait()
-        self.state = "ready"
+        self.lifecycle.ready(retry_after_s=lambda in_flight: 1)
 
     async def wait_admitted(self, count: int) -> None:
         async with self.admitted_changed:
@@ -53,24 +59,15 @@ class FakeClassifier:
     async def classify(
         self, data: bytes, *, top_k: int, content_type: str | None = None
     ) -> Classification:
-        if self.state in ("draining", "stopped"):
-            raise Draining("the server is shutting down", retry_after_s=1)
-        if self.state != "ready":
-            raise NotReady(f"the model is not ready ({self.state})", retry_after_s=1)
-        self.in_flight += 1
-        self._idle.clear()
-        async with self.admitted_changed:
-            self.admitted += 1
-            self.admitted_changed.notify_all()
-        try:
-            return await self._answer(top_k)
-        except asyncio.CancelledError:
-            self.cancelled += 1
-            raise
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self._idle.set()
+        with self.lifecycle.admit():
+            async with self.admitted_changed:
+                self.admitted += 1
+                self.admitted_changed.notify_all()
+            try:
+                return await self._answer(top_k)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
 
     async def _answer(self, top_k: int) -> Classification:
         await self.release.wait()
@@ -80,21 +77,20 @@ class FakeClassifier:
         return Classification(predictions, FAKE_TIMING)
 
     def begin_drain(self) -> None:
-        self.state = "draining"
+        self.lifecycle.begin_drain()
 
     async def drain(self, timeout_s: float) -> None:
-        await asyncio.wait_for(self._idle.wait(), timeout_s)
+        await self.lifecycle.drain(timeout_s)
 
     async def stop(self) -> None:
-        self.state = "stopped"
+        self.lifecycle.stop()
 
     def readiness(self) -> Readiness:
-        ready = self.state == "ready"
-        return Readiness(ready, None if ready else self.state, {"in_flight": self.in_flight})
+        return self.lifecycle.readiness({"in_flight": self.in_flight})
 
     @property
     def meta(self) -> ModelMeta:
-        if self.state == "loading":
+        if self.lifecycle.state is State.LOADING:
             raise NotReady("the model is not loaded (loading)")
         return ModelMeta(
             name="fake",
@@ -112,4 +108,5 @@ class FakeClassifier:
             manifest=Manifest.model_construct(evaluation=None),
             model_dir=Path("fake"),
             provider_reason_code="configured",
+            served_top1=None,
         )

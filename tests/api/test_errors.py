@@ -251,6 +251,27 @@ async def test_batch_refused_as_a_whole_when_every_image_is_unavailable() -> Non
     assert response.headers["Retry-After"] == "2"
 
 
+async def test_batch_item_500_gets_the_fixed_message_and_request_id() -> None:
+    failed = InferenceFailed("ORT: node /conv_1 got shape [2,1,224,224]")
+    async with serve(Settings(), fake_factory(error=failed)) as served:
+        response = await served.client.post(
+            "/v1/classify/batch",
+            json={"images": ["aW1n", "aW1n"]},
+            headers={"X-Request-ID": "req-batch"},
+        )
+        metrics_text = (await served.client.get("/metrics")).text
+    assert response.status_code == 200  # each image fails alone, as a 500 item
+    item_error = error(
+        "inference_failed", "inference failed; see server logs for request req-batch"
+    )
+    assert response.json()["results"] == [
+        {"index": 0, "status": 500, **item_error},
+        {"index": 1, "status": 500, **item_error},
+    ]
+    assert "conv_1" not in response.text
+    assert 'imgcls_rejections_total{reason="inference_failed"} 2.0' in metrics_text
+
+
 async def test_500_unexpected_exception_is_logged_never_shown(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -24,7 +24,7 @@ from service.errors import (
 )
 from service.manifest import ManifestError
 from service.metrics import Metrics
-from service.runner import CPU
+from service.providers import CPU
 from service.settings import Settings
 from tests.unit.tiny import colour_png, write_tiny_artifacts
 
@@ -181,8 +181,8 @@ async def test_stop_answers_a_request_still_waiting_for_a_decode_worker(
     instance = Classifier(settings(tiny_artifacts, decode_workers=1), Metrics())
     await instance.start()
     gate = threading.Event()
-    assert instance._model is not None
-    instance._model.pool.submit(gate.wait, 30)  # the only decode worker is busy
+    assert instance._serving is not None
+    instance._serving.decoder.pool.submit(gate.wait, 30)  # the only decode worker is busy
     waiting = asyncio.create_task(instance.classify(colour_png(1), top_k=1))
     await asyncio.sleep(0)
     stopping = asyncio.create_task(instance.stop())

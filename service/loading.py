@@ -1,0 +1,183 @@
+"""Loading a built model: find its directory, read its manifest, check the model file's sha256,
+choose the execution provider, open and warm the ONNX Runtime session. What comes back is
+everything the data plane needs (LoadedModel) and what the API says about it (ModelMeta), so
+nothing downstream reads the raw manifest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.manifest import (
+    Manifest,
+    ManifestError,
+    load_labels,
+    load_manifest,
+    verified_model_path,
+)
+from service.metrics import Metrics
+from service.preprocess import PreprocessSpec
+from service.providers import SHORT_NAMES
+from service.runner import ProviderChoice, Runner, batch_sizes_for, load_runner, warmup_images
+from service.settings import Settings
+
+__all__ = ["LoadedModel", "ModelMeta", "describe", "find_model_dir", "load_model", "publish"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMeta:
+    name: str
+    version: str
+    untrained: bool
+    precision: str
+    provider: str  # "CPUExecutionProvider" | "OpenVINOExecutionProvider"
+    provider_reason: str  # a sentence: why this provider
+    intra_op_threads: int
+    decode_workers: int
+    max_batch_size: int
+    num_classes: int
+    input_shape: tuple[int, int, int]  # (224, 224, 3)
+    warmup_latency_s: dict[int, float]  # batch size -> median seconds
+    # For the protocol layers that must describe the model's tensors (service.oip); /v1 reads
+    # only the fields above and served_top1.
+    manifest: Manifest
+    # Additions to the agreed interface, defaulted so that code building a ModelMeta by hand
+    # (test doubles) keeps working.
+    model_dir: Path | None = None
+    provider_reason_code: str = ""  # configured | faster | cpu_faster | disagrees | unavailable
+    served_top1: float | None = None  # build-time top-1 of what serves; None: not evaluated
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    meta: ModelMeta
+    labels: list[str]
+    spec: PreprocessSpec
+    runner: Runner  # warmed: runner.warmup_latency_s holds every batch size it may run
+
+
+async def load_model(
+    settings: Settings, *, warming_up: Callable[[], None] = lambda: None
+) -> LoadedModel:
+    """Manifest, sha256, session, provider choice, warm-up. ``warming_up`` is called once the
+    file is verified, as the session starts to build (readiness reports the phase). Raises
+    ManifestError, or ONNX Runtime's RuntimeError."""
+    s = settings
+    model_dir = s.model_dir or find_model_dir(s.artifacts_dir, s.precision)
+    manifest = load_manifest(model_dir)
+    # Hashing and session creation take a while: off the loop, so liveness keeps answering.
+    model_path = await asyncio.to_thread(verified_model_path, model_dir, manifest, s.precision)
+    labels = load_labels(model_dir, manifest)
+    warming_up()
+    runner, choice = await asyncio.to_thread(_warm_runner, s, model_path, manifest)
+    spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)
+    return LoadedModel(_meta(s, manifest, model_dir, runner, choice), labels, spec, runner)
+
+
+def _warm_runner(
+    settings: Settings, model_path: Path, manifest: Manifest
+) -> tuple[Runner, ProviderChoice]:
+    size = manifest.input.crop_size
+    return load_runner(
+        model_path,
+        settings.provider,
+        settings.intra_op_threads,
+        warmup_images(size, size),
+        batch_sizes_for(settings.max_batch_size),
+    )
+
+
+def _meta(
+    s: Settings, manifest: Manifest, model_dir: Path, runner: Runner, choice: ProviderChoice
+) -> ModelMeta:
+    size = manifest.input.crop_size
+    return ModelMeta(
+        name=manifest.model.name,
+        version=manifest.model.version,
+        untrained=manifest.model.untrained,
+        precision=s.precision,
+        provider=choice.provider,
+        provider_reason=choice.reason,
+        intra_op_threads=s.intra_op_threads,
+        decode_workers=s.decode_workers,
+        max_batch_size=s.max_batch_size,
+        num_classes=manifest.output.num_classes,
+        input_shape=(size, size, 3),
+        warmup_latency_s=dict(runner.warmup_latency_s),
+        manifest=manifest,
+        model_dir=model_dir,
+        provider_reason_code=choice.code,
+        served_top1=_served_top1(manifest, s.precision, choice.provider),
+    )
+
+
+def _served_top1(manifest: Manifest, precision: str, provider: str) -> float | None:
+    """Build-time top-1 of the precision and provider that actually serve: providers compile
+    QDQ graphs differently, so the CPU provider's figure may not be the one a caller gets."""
+    evaluation = manifest.evaluation
+    if evaluation is None:
+        return None
+    if precision == "fp32":
+        return evaluation.fp32.top1
+    served = evaluation.int8_providers.get(SHORT_NAMES.get(provider, ""))
+    return served.int8.top1 if served is not None else evaluation.int8.top1
+
+
+def publish(metrics: Metrics, meta: ModelMeta) -> None:
+    """What was loaded, as metrics: warm-up latency by batch size, the provider and why, and an
+    info series carrying the model's identity."""
+    for size, seconds in meta.warmup_latency_s.items():
+        metrics.warmup_latency.labels(batch_size=str(size)).set(seconds)
+    metrics.provider_selected.labels(provider=meta.provider, reason=meta.provider_reason_code).set(
+        1
+    )
+    metrics.model_info.info(
+        {
+            "name": meta.name,
+            "version": meta.version,
+            "untrained": str(meta.untrained).lower(),
+            "precision": meta.precision,
+            "provider": meta.provider,
+            "intra_op_threads": str(meta.intra_op_threads),
+            "decode_workers": str(meta.decode_workers),
+            "max_batch_size": str(meta.max_batch_size),
+        }
+    )
+
+
+def describe(meta: ModelMeta) -> str:
+    """One log line's worth: what serves, where, and how fast it warmed."""
+    latencies = ", ".join(f"{n}: {s * 1e3:.1f} ms" for n, s in meta.warmup_latency_s.items())
+    return (
+        f"{meta.name} {meta.version} {meta.precision}"
+        f"{' (UNTRAINED: random weights)' if meta.untrained else ''} on {meta.provider}, "
+        f"{meta.intra_op_threads} intra-op threads, {meta.decode_workers} decode workers, "
+        f"warm-up latency by batch size {{{latencies}}}"
+    )
+
+
+def find_model_dir(artifacts_dir: Path, precision: str = "int8") -> Path:
+    """The best built model under ``artifacts_dir``: trained before untrained, then resnet18
+    before efficientnet_lite0, then by name. Directories whose manifest does not load, or that
+    lack the precision asked for, are skipped with a log line."""
+    candidates: list[tuple[tuple[bool, bool, str], Path]] = []
+    for manifest_path in sorted(artifacts_dir.glob("*/manifest.json")):
+        model_dir = manifest_path.parent
+        try:
+            manifest = load_manifest(model_dir)
+        except ManifestError as exc:
+            log.warning("skipping %s: %s", model_dir, exc)
+            continue
+        if precision not in manifest.files:
+            log.warning("skipping %s: no %s model", model_dir, precision)
+            continue
+        name = manifest.model.name
+        candidates.append(((manifest.model.untrained, name != "resnet18", name), model_dir))
+    if not candidates:
+        raise ManifestError(f"no built model under {artifacts_dir}: run `make model` first")
+    return min(candidates)[1]
