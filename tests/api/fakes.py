@@ -105,7 +105,8 @@ class FakeClassifier:
             num_classes=1000,
             input_shape=(224, 224, 3),
             warmup_latency_s={1: 0.001},
-            manifest=Manifest.model_construct(evaluation=None),
+            # Unvalidated and nearly empty: no API answer the fake serves reads the manifest.
+            manifest=Manifest.model_construct(evaluation=None),  # type: ignore[call-arg]
             model_dir=Path("fake"),
             provider_reason_code="configured",
             served_top1=None,
