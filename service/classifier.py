@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -46,11 +48,14 @@ __all__ = [
     "ModelMeta",
     "Prediction",
     "Readiness",
+    "Scores",
     "Timing",
     "find_model_dir",
 ]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,14 @@ class Timing:
 @dataclass(frozen=True, slots=True)
 class Classification:
     predictions: tuple[Prediction, ...]  # best first, len == top_k
+    timing: Timing
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """One image's logits, for callers that want more than the top-k (the v2 protocol)."""
+
+    logits: Logits  # float32 [num_classes]
     timing: Timing
 
 
@@ -131,10 +144,17 @@ class Classifier:
 
     @property
     def meta(self) -> ModelMeta:
+        return self._loaded().meta
+
+    @property
+    def labels(self) -> Sequence[str]:
+        return self._loaded().labels
+
+    def _loaded(self) -> LoadedModel:
         if self._serving is None:
             state = self._lifecycle.state.value
             raise NotReady(f"the model is not loaded ({state})", retry_after_s=1)
-        return self._serving.loaded.meta
+        return self._serving.loaded
 
     def readiness(self) -> Readiness:
         life, serving = self._lifecycle, self._serving
@@ -159,30 +179,70 @@ class Classifier:
         calling task is cancelled (client gone), its image is dropped before it runs."""
         started = time.monotonic()
         with self._lifecycle.admit():
-            serving = self._serving
-            assert serving is not None  # the lifecycle turns READY only after start() set it
+            serving = self._admitted()
             num_classes = serving.loaded.meta.num_classes
             if not 1 <= top_k <= num_classes:
                 raise InvalidParameter(f"top_k must be in 1..{num_classes}, got {top_k}")
             check_media_type(content_type)
-            try:
-                return await self._classify(serving, data, top_k, started)
-            except ImgclsError:
-                raise
-            except Exception as exc:  # the contract: callers only ever see ImgclsError
-                log.exception("unexpected error while classifying")
-                raise InferenceFailed("internal error while classifying") from exc
+            return await _answered(self._classify(serving, data, top_k, started))
+
+    async def logits(self, data: bytes, *, timeout_s: float | None = None) -> Scores:
+        """One encoded image's logits: classify() without the top-k, the same admission,
+        decoding, batching and cancellation; ``timeout_s`` may shorten the request timeout."""
+        started = time.monotonic()
+        with self._lifecycle.admit():
+            deadline = self._deadline(started, timeout_s)
+            return await _answered(self._scores(self._admitted(), data, deadline, started))
+
+    async def logits_of_pixels(self, pixels: Pixels, *, timeout_s: float | None = None) -> Scores:
+        """Pixels the caller decoded (uint8 [H, W, 3] of the model's input size): no decoding,
+        straight to the batcher, with the same admission, deadline and cancellation."""
+        started = time.monotonic()
+        with self._lifecycle.admit():
+            serving = self._admitted()
+            shape = serving.loaded.meta.input_shape
+            if pixels.shape != shape or pixels.dtype != np.uint8:
+                raise InvalidParameter(
+                    f"pixels must be uint8 {shape}, got {pixels.dtype} {pixels.shape}"
+                )
+            deadline = self._deadline(started, timeout_s)
+            return await _answered(_submit(serving, pixels, deadline, decode_s=0.0))
+
+    def _admitted(self) -> _Serving:
+        serving = self._serving
+        assert serving is not None  # the lifecycle turns READY only after start() set it
+        return serving
+
+    def _deadline(self, started: float, timeout_s: float | None) -> float:
+        timeout = self._settings.request_timeout_s
+        return started + (timeout if timeout_s is None else min(timeout, timeout_s))
 
     async def _classify(
         self, serving: _Serving, data: bytes, k: int, started: float
     ) -> Classification:
-        deadline = started + self._settings.request_timeout_s
+        scores = await self._scores(serving, data, self._deadline(started, None), started)
+        return Classification(top_k(scores.logits, k, serving.loaded.labels), scores.timing)
+
+    @staticmethod
+    async def _scores(serving: _Serving, data: bytes, deadline: float, started: float) -> Scores:
         pixels = await serving.decoder.decode(data, deadline)
-        decoded = time.monotonic()
-        done: Done[Logits] = await serving.batcher.submit(pixels, deadline)
-        predictions = top_k(done.output, k, serving.loaded.labels)
-        timing = Timing(decoded - started, done.queue_s, done.inference_s, done.batch_size)
-        return Classification(predictions, timing)
+        return await _submit(serving, pixels, deadline, decode_s=time.monotonic() - started)
+
+
+async def _submit(serving: _Serving, pixels: Pixels, deadline: float, decode_s: float) -> Scores:
+    done: Done[Logits] = await serving.batcher.submit(pixels, deadline)
+    return Scores(done.output, Timing(decode_s, done.queue_s, done.inference_s, done.batch_size))
+
+
+async def _answered(work: Awaitable[T]) -> T:
+    """The contract: callers only ever see ImgclsError."""
+    try:
+        return await work
+    except ImgclsError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error while classifying")
+        raise InferenceFailed("internal error while classifying") from exc
 
 
 class _DecodePool:
