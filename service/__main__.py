@@ -26,6 +26,7 @@ from fastapi import FastAPI
 
 from service.app import create_app, drain
 from service.logs import setup_logging
+from service.memory import return_large_frees_to_os
 from service.settings import Settings
 
 log = logging.getLogger("service")
@@ -97,6 +98,7 @@ def build_server(settings: Settings) -> DrainingServer:
 def main() -> None:
     settings = Settings()
     setup_logging(settings.log_format, settings.log_level)
+    return_large_frees_to_os()  # decode memory must fall back after each large image
     log.info(
         "starting on http://%s:%d (one worker)",
         settings.host,

@@ -24,6 +24,7 @@ from typing import TypeVar
 import numpy as np
 
 from service.batcher import Done, MicroBatcher
+from service.budget import PixelBudget
 from service.errors import (
     DeadlineExceeded,
     Draining,
@@ -253,6 +254,7 @@ class _DecodePool:
         self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="imgcls-decode")
         self._spec = spec
         self._max_pixels = settings.max_image_pixels
+        self._budget = PixelBudget(settings.decode_budget_pixels)
         self._metrics = metrics
 
     async def decode(self, data: bytes, deadline: float) -> Pixels:
@@ -278,7 +280,7 @@ class _DecodePool:
         """In a decode worker."""
         start = time.perf_counter()
         try:
-            return preprocess(data, self._spec, self._max_pixels)
+            return preprocess(data, self._spec, self._max_pixels, self._budget)
         finally:
             self._metrics.decode_duration.observe(time.perf_counter() - start)
 

@@ -9,6 +9,7 @@ is just the resized, centre-cropped RGB pixels: no float maths per request.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
+from service.budget import PixelBudget
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 
 Pixels = npt.NDArray[np.uint8]
@@ -90,42 +92,72 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any mode to RGB. Transparency is composited on white (what a viewer shows), and 16/32-bit
-    greyscale is scaled, not clipped, to 8 bits."""
+# Modes that Pillow resamples with the bilinear filter as they are (RGBA and LA premultiplied
+# by alpha inside resize). Everything else ("1", "P", CMYK, YCbCr, ...) is converted first:
+# Pillow resizes "1" and "P" with nearest-neighbour only.
+_RESAMPLABLE = frozenset({"RGB", "L", "RGBA", "LA", "I;16", "I;16B", "I;16L", "I", "F"})
+_WIDE = frozenset({"I;16", "I;16B", "I;16L", "I"})
+
+
+def _resamplable(image: Image.Image) -> Image.Image:
+    if image.mode in _RESAMPLABLE:
+        return image
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("PA", "RGBa", "La"):
+        return image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def _wide_scale(image: Image.Image) -> int:
+    """What 16/32-bit greyscale is scaled down from: the full 16-bit range for I;16, else 255
+    unless a value exceeds it. Read from the whole image (getextrema makes no copy)."""
+    if image.mode.startswith("I;16"):
+        return 65535
+    top = image.getextrema()[1]
+    return 65535 if isinstance(top, int | float) and top > 255 else 255
+
+
+def _to_rgb(image: Image.Image, wide_scale: int) -> Image.Image:
+    """The (small, already cropped) image to RGB. Transparency is composited on white (what a
+    viewer shows), and 16/32-bit greyscale is scaled, not clipped, to 8 bits."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    if image.mode in _WIDE:
         wide = np.asarray(image, dtype=np.int64)
-        scale = 65535 if image.mode.startswith("I;16") or wide.max() > 255 else 255
-        image = Image.fromarray((np.clip(wide, 0, scale) * 255 // scale).astype(np.uint8), "L")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        scaled = np.clip(wide, 0, wide_scale) * 255 // wide_scale
+        image = Image.fromarray(scaled.astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (*_WHITE, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 
-def decode(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
-    """Decode to an upright RGB image. For JPEG, draft mode lets libjpeg downscale in the DCT
-    domain by 1/2, 1/4 or 1/8 while both sides stay >= resize_size: a 1920x1080 photo decodes
-    about 2x faster and the bilinear resize that follows sees nearly the same pixels."""
+def draft(image: Image.Image, spec: PreprocessSpec) -> None:
+    """For JPEG, let libjpeg downscale in the DCT domain by 1/2, 1/4 or 1/8 while both sides
+    stay >= resize_size: a 1920x1080 photo decodes about 2x faster, into a quarter of the
+    memory, and the bilinear resize that follows sees nearly the same pixels. Reads no pixels;
+    ``image.size`` is the size that will be decoded afterwards."""
+    if image.format == "JPEG":
+        image.draft("RGB", (spec.resize_size, spec.resize_size))
+
+
+def decode(image: Image.Image) -> Image.Image:
+    """Decode to an upright image in a mode resize_crop can resample (see _RESAMPLABLE), with
+    no more full-size copies than the format needs: a 40-megapixel RGB PNG is one 120 MB array
+    while it is resized, not three."""
     try:
-        if image.format == "JPEG":
-            image.draft("RGB", (spec.resize_size, spec.resize_size))
         image.load()
-        image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        # In place: no copy of an upright image (most are); a rotated one is transposed once.
+        ImageOps.exif_transpose(image, in_place=True)
+        return _resamplable(image)
     except (ImageTooLarge, BadImage):
         raise
     except Exception as exc:  # truncated data, bad Huffman tables, broken EXIF, ...
         raise BadImage(f"the image could not be decoded: {exc}") from exc
 
 
-def resize_crop(image: Image.Image, spec: PreprocessSpec) -> Pixels:
-    """torchvision's Resize(resize_size) + CenterCrop(crop_size), on PIL, to HWC uint8.
+def resize_crop(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """torchvision's Resize(resize_size) + CenterCrop(crop_size), on PIL, in the image's mode.
 
     Done as ONE resample of the crop's source box straight to crop_size: Pillow's filter still
     reads the pixels around the box, so the result matches resize-then-crop to within 1 LSB
@@ -146,11 +178,24 @@ def resize_crop(image: Image.Image, spec: PreprocessSpec) -> Pixels:
         (top + spec.crop_size) * scale_y,
     )
     size = (spec.crop_size, spec.crop_size)
-    return np.asarray(image.resize(size, Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
+    return image.resize(size, Image.Resampling.BILINEAR, box=box)
 
 
-def preprocess(data: bytes, spec: PreprocessSpec, max_pixels: int = 50_000_000) -> Pixels:
+def preprocess(
+    data: bytes,
+    spec: PreprocessSpec,
+    max_pixels: int = 50_000_000,
+    budget: PixelBudget | None = None,
+) -> Pixels:
     """Encoded image bytes -> (crop, crop, 3) uint8 RGB. Raises BadImage, ImageTooLarge or
-    UnsupportedMediaType; never anything else."""
+    UnsupportedMediaType; never anything else. With a ``budget``, full-size pixels exist only
+    while the budget has room for them (service.budget); the result is the same without."""
     image = open_image(data, max_pixels)
-    return resize_crop(decode(image, spec), spec)
+    draft(image, spec)
+    width, height = image.size  # what will be decoded: after JPEG's DCT scaling
+    with budget.reserve(width * height) if budget is not None else contextlib.nullcontext():
+        upright = decode(image)
+        wide_scale = _wide_scale(upright) if upright.mode in _WIDE else 255
+        small = resize_crop(upright, spec)
+        del image, upright  # the full-size pixels go before the budget is released
+    return np.asarray(_to_rgb(small, wide_scale), dtype=np.uint8)
