@@ -14,16 +14,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from service.api import health, page, prometheus, v1
+from service.api import health, page, prometheus, v1, v2
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.classifier import Classifier
 from service.metrics import Metrics
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.oip.grpc_server import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -44,12 +48,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         classifier = classifier_factory(settings, metrics)
         app.state.classifier = classifier
+        # Before the model loads: a port that cannot be bound fails the start at once.
+        app.state.grpc_server = await _start_grpc(classifier, settings, metrics)
         # Tests await this task instead of polling /readyz.
         app.state.start_task = asyncio.create_task(_start(classifier, on_start_failure))
         try:
             yield
         finally:
             app.state.start_task.cancel()
+            if app.state.grpc_server is not None:  # drained already: this ends idle streams
+                await app.state.grpc_server.stop(settings.drain_timeout_s)
             await classifier.stop()
             log.info("stopped")
 
@@ -66,7 +74,7 @@ def create_app(
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(RequestMiddleware, metrics=metrics)
-    for module in (v1, health, prometheus, page):
+    for module in (v1, v2, health, prometheus, page):
         app.include_router(module.router)
     install_docs(app)
     return app
@@ -89,6 +97,20 @@ async def _start(classifier: Classifier, on_failure: StartFailure | None) -> Non
             "serving an UNTRAINED model (%s, random weights): its predictions are noise",
             meta.name,
         )
+
+
+async def _start_grpc(
+    classifier: Classifier, settings: Settings, metrics: Metrics
+) -> GrpcServer | None:
+    """The Open Inference Protocol's gRPC service, when IMGCLS_GRPC_PORT is set. Its modules
+    (grpcio, tritonclient's generated definitions) are imported only then."""
+    if settings.grpc_port is None:
+        return None
+    from service.oip.grpc_server import GrpcServer
+
+    server = GrpcServer(classifier, settings, metrics)
+    await server.start(settings.grpc_port)
+    return server
 
 
 async def drain(app: FastAPI, timeout_s: float) -> None:

@@ -41,9 +41,6 @@ class Settings(BaseSettings):
     decode_workers: PositiveInt = Field(default_factory=available_cpus)
     max_upload_bytes: PositiveInt = 20 * 1024 * 1024
     max_image_pixels: PositiveInt = 40_000_000
-    # Full-size pixels decoded at once across the decode workers (service/budget.py): bounds
-    # decode memory at about 8-9 bytes per budgeted pixel whatever arrives together.
-    decode_budget_pixels: PositiveInt = 40_000_000
     # Half the queue: one batch request can never take every admission slot by itself.
     max_batch_images: PositiveInt = 32  # images in one /v1/classify/batch request
     max_request_bytes: PositiveInt = 64 * 1024 * 1024  # a whole batch request body
@@ -57,5 +54,8 @@ class Settings(BaseSettings):
     drain_timeout_s: float = Field(default=20.0, ge=0.0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # Open Inference Protocol v2 over gRPC on this port. Unset: off, so no second listener opens
+    # unasked (two servers on one host would clash on a fixed default); 8001 is Triton's.
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"

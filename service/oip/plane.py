@@ -1,0 +1,32 @@
+"""What the protocol needs from the data plane: the Classifier's logits entry points.
+
+Every image of a request is its own call, so a request of N images puts N items through the
+same admission, micro-batcher, deadline and cancellation as N /v1 images would."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from service.classifier import ModelMeta, Readiness, Scores
+from service.preprocess import Pixels
+
+__all__ = ["Plane", "Scores"]
+
+
+class Plane(Protocol):
+    @property
+    def meta(self) -> ModelMeta: ...
+
+    @property
+    def labels(self) -> Sequence[str]: ...
+
+    def readiness(self) -> Readiness: ...
+
+    async def logits(self, data: bytes, *, timeout_s: float | None = None) -> Scores:
+        """An encoded image (JPEG, PNG, ...), decoded with /v1's preprocessing."""
+        ...
+
+    async def logits_of_pixels(self, pixels: Pixels, *, timeout_s: float | None = None) -> Scores:
+        """Pixels already decoded by the caller: uint8 [H, W, 3] of the model's input size."""
+        ...

@@ -1,0 +1,92 @@
+"""The tensor codec alone: raw bytes and JSON lists, both ways, and the errors for bad data."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from service.errors import InvalidParameter
+from service.oip import tensors
+from service.oip.tensors import Tensor
+
+
+def test_numeric_raw_round_trip() -> None:
+    pixels = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    tensor = Tensor("x", "UINT8", (2, 3, 4), pixels)
+    decoded = tensors.from_raw("x", "UINT8", (2, 3, 4), tensors.to_raw(tensor))
+    assert isinstance(decoded, np.ndarray)
+    np.testing.assert_array_equal(decoded, pixels)
+
+
+def test_bytes_raw_round_trip_uses_length_prefixes() -> None:
+    elements = [b"", b"abc", bytes(range(256))]
+    raw = tensors.serialize_bytes(elements)
+    assert raw[:4] == b"\x00\x00\x00\x00"
+    assert raw[4:8] == b"\x03\x00\x00\x00"
+    assert tensors.from_raw("x", "BYTES", (3,), raw) == elements
+
+
+def test_json_numbers_flat_or_nested() -> None:
+    flat = tensors.from_json("x", "UINT8", (2, 2), [1, 2, 3, 4])
+    nested = tensors.from_json("x", "UINT8", (2, 2), [[1, 2], [3, 4]])
+    assert isinstance(flat, np.ndarray)
+    assert isinstance(nested, np.ndarray)
+    np.testing.assert_array_equal(flat, nested)
+    assert flat.dtype == np.uint8
+
+
+def test_json_bytes_are_base64() -> None:
+    data = [base64.b64encode(b"\xff\xd8 not utf-8").decode()]
+    assert tensors.from_json("x", "BYTES", (1,), data) == [b"\xff\xd8 not utf-8"]
+
+
+def test_json_output_of_bytes_is_text_and_of_numbers_a_flat_list() -> None:
+    words = Tensor("c", "BYTES", (1, 1), [b"0.5:3:tabby"])
+    assert tensors.to_json(words) == ["0.5:3:tabby"]
+    numbers = Tensor("l", "FP32", (1, 2), np.array([[0.5, -1.0]], dtype=np.float32))
+    assert tensors.to_json(numbers) == [0.5, -1.0]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "message"),
+    [
+        ("UINT8", (2,), [1, 2, 3], "3 values for shape \\[2\\]"),
+        ("UINT8", (1,), [256], "UINT8 integer"),
+        ("UINT8", (1,), [1.5], "UINT8 integer"),
+        ("UINT8", (1,), ["a"], "must be UINT8 numbers"),
+        ("BYTES", (1,), ["not base64!"], "not valid base64"),
+        ("BYTES", (1,), [3], "base64 string"),
+        ("BYTES", (2,), ["AAAA"], "1 elements for shape \\[2\\]"),
+    ],
+)
+def test_bad_json_data_is_invalid(
+    datatype: str, shape: tuple[int, ...], data: list[object], message: str
+) -> None:
+    with pytest.raises(InvalidParameter, match=message):
+        tensors.from_json("x", datatype, shape, list(data))
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "raw", "message"),
+    [
+        ("UINT8", (2, 2), b"\x00" * 3, "3 bytes of data; shape \\[2, 2\\] of UINT8 takes 4"),
+        ("FP32", (1,), b"\x00" * 3, "takes 4"),
+        ("BYTES", (1,), b"\x05\x00\x00\x00ab", "runs past"),
+        ("BYTES", (1,), b"\x05\x00", "inside an element's length"),
+        ("BYTES", (2,), tensors.serialize_bytes([b"a"]), "1 BYTES elements for shape \\[2\\]"),
+    ],
+)
+def test_bad_raw_data_is_invalid(
+    datatype: str, shape: tuple[int, ...], raw: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidParameter, match=message):
+        tensors.from_raw("x", datatype, shape, raw)
+
+
+def test_unknown_datatype_and_negative_dimensions() -> None:
+    with pytest.raises(InvalidParameter, match="unknown datatype"):
+        tensors.check_header("x", "UINT9", [1])
+    with pytest.raises(InvalidParameter, match="negative"):
+        tensors.check_header("x", "UINT8", [-1, 3])
