@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     decode_workers: PositiveInt = Field(default_factory=available_cpus)
     max_upload_bytes: PositiveInt = 20 * 1024 * 1024
     max_image_pixels: PositiveInt = 40_000_000
+    # Full-size pixels decoded at once across the decode workers (service/budget.py): bounds
+    # decode memory at about 8-9 bytes per budgeted pixel whatever arrives together.
+    decode_budget_pixels: PositiveInt = 40_000_000
     # Half the queue: one batch request can never take every admission slot by itself.
     max_batch_images: PositiveInt = 32  # images in one /v1/classify/batch request
     max_request_bytes: PositiveInt = 64 * 1024 * 1024  # a whole batch request body
