@@ -137,9 +137,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         infer_request = _infer_request(request, context.time_remaining())
         result = await engine.infer(self._plane, infer_request, self._settings)
         timing = server_timing(result.timing, time.perf_counter() - started)
-        context.set_trailing_metadata(
-            (("server-timing", timing), ("x-request-id", request_id_var.get() or ""))
-        )
+        context.set_trailing_metadata((("server-timing", timing), ("x-request-id", _id())))
         return _infer_response(result, request.id)
 
     async def _guard(self, method: str, context: Any, work: Awaitable[T]) -> T:
@@ -151,7 +149,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         except ImgclsError as exc:
             code = status_of(exc)
             self._metrics.rejections.labels(reason=exc.code).inc()
-            message = exc.message if exc.status != 500 else exc.public_message
+            message = exc.message
+            if exc.status == 500:  # the server's own failure: its text stays in the log
+                message = f"{exc.public_message}; see server logs for request {_id()}"
             if exc.status >= 500:
                 log.warning("%s: %s", exc.code, exc.message)
             await context.abort(code, message)
@@ -169,12 +169,18 @@ def _unimplemented(name: str) -> Callable[[Any, Any, Any], Awaitable[None]]:
     return method
 
 
-for _name in TRITON_ONLY:  # the base's own versions are synchronous, which grpc.aio refuses
+# The base's versions are synchronous stubs that raise NotImplementedError; these answer
+# UNIMPLEMENTED from the event loop like every other method here.
+for _name in TRITON_ONLY:
     setattr(InferenceService, _name, _unimplemented(_name))
 
 
 async def _now(make: Callable[[], T]) -> T:
     return make()
+
+
+def _id() -> str:
+    return request_id_var.get() or "-"
 
 
 def _request_id(context: Any) -> str:
