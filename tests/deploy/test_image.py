@@ -1,0 +1,136 @@
+"""The runtime image, run as a user would: read-only root filesystem, its own non-root user,
+2 CPUs and 1 GB when the host allows limits. It must answer real photos like the service run
+from the checkout, expose its metrics, report healthy, and drain on `podman stop`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.deploy.conftest import Container, podman, run_container
+from tests.e2e.conftest import ServiceProcess
+
+pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(3000)]
+
+# python:3.11-slim-bookworm is ~125 MB (uncompressed). Budget on that base: 450 MB.
+SLIM_BASE_MB = 125
+RUNTIME_BUDGET_MB = 450
+PROVIDER_SETTING = {"CPUExecutionProvider": "cpu", "OpenVINOExecutionProvider": "openvino"}
+
+
+def top1(url: str, data: bytes) -> tuple[int, str]:
+    response = httpx.post(f"{url}/v1/classify", files={"file": ("photo", data)}, timeout=60)
+    assert response.status_code == 200, response.text
+    best = response.json()["predictions"][0]
+    return best["class_index"], best["label"]
+
+
+def test_image_metadata(image_config: dict[str, Any]) -> None:
+    config = image_config["Config"]
+    assert config["User"] == "10001:10001"
+    labels = config["Labels"]
+    for key in ("title", "version", "revision", "created", "licenses", "base.name"):
+        assert labels.get(f"org.opencontainers.image.{key}"), key
+    assert "/readyz" in " ".join(image_config["Healthcheck"]["Test"])
+    assert config["StopSignal"] in ("SIGTERM", "15")
+
+
+def test_runtime_has_the_service_only(image: str) -> None:
+    """No torch, no build/ package, no offline-tool dependencies; the service imports."""
+    script = (
+        "import importlib.util as u, json, service.app; "
+        "print(json.dumps({m: u.find_spec(m) is not None "
+        "for m in ['torch', 'torchvision', 'build', 'sympy', 'onnx', 'service']}))"
+    )
+    found = json.loads(podman("run", "--rm", "--read-only", image, "python", "-c", script).stdout)
+    assert found == {
+        "torch": False, "torchvision": False, "build": False, "sympy": False, "onnx": False,
+        "service": True,
+    }  # fmt: skip
+
+
+def test_runtime_image_size(image: str, image_config: dict[str, Any]) -> None:
+    """Measured on the base it was built on; the budget is for the public slim base."""
+    base = image_config["Config"]["Labels"]["org.opencontainers.image.base.name"]
+    (base_config,) = json.loads(podman("image", "inspect", base).stdout)
+    own_mb = (image_config["Size"] - base_config["Size"]) / 1e6
+    print(f"runtime image {image_config['Size'] / 1e6:.0f} MB = base {base} "
+          f"{base_config['Size'] / 1e6:.0f} MB + {own_mb:.0f} MB of ours")  # fmt: skip
+    assert own_mb + SLIM_BASE_MB <= RUNTIME_BUDGET_MB
+
+
+def test_container_runs_read_only_as_non_root(container: Container) -> None:
+    state = container.state()
+    assert state["HostConfig"]["ReadonlyRootfs"] is True
+    uid = podman("exec", container.name, "id", "-u").stdout.strip()
+    assert uid == "10001"
+
+
+def test_container_classifies_photos_as_expected(
+    container: Container, photos: dict[str, Any], photo_bytes: Callable[[str], bytes]
+) -> None:
+    """The image as a user runs it (default settings): every photo's top-1 is an accepted one."""
+    wrong = {}
+    for name, expected in photos.items():
+        index, label = top1(container.url, photo_bytes(name))
+        if expected["assert"] and index not in expected["accept"]:
+            wrong[name] = (label, expected["accept_names"])
+    assert not wrong, wrong
+
+
+def test_container_answers_like_the_checkout(
+    image: str,
+    resource_limits: list[str],
+    trained_server: ServiceProcess,
+    photos: dict[str, Any],
+    photo_bytes: Callable[[str], bytes],
+) -> None:
+    """Same top-1 as `python -m service` from the checkout, on the same execution provider (the
+    automatic choice times both providers at start, so on a busy machine two processes may pick
+    differently, and providers break near-ties differently: grace_hopper.jpg is one)."""
+    checkout = httpx.get(f"{trained_server.url}/v1/model", timeout=10).json()
+    provider = PROVIDER_SETTING[checkout["provider"]]
+    with run_container(image, *resource_limits, "-e", f"IMGCLS_PROVIDER={provider}") as running:
+        model = httpx.get(f"{running.url}/v1/model", timeout=10).json()
+        assert (model["name"], model["provider"]) == (checkout["name"], checkout["provider"])
+        differ = {}
+        for name in photos:
+            data = photo_bytes(name)
+            got, want = top1(running.url, data), top1(trained_server.url, data)
+            if got != want:
+                differ[name] = (got, want)
+    assert not differ, differ
+
+
+def test_container_metrics_and_healthcheck(container: Container) -> None:
+    text = httpx.get(f"{container.url}/metrics", timeout=10).text
+    for series in (
+        "imgcls_ready 1.0",
+        "imgcls_http_requests_total",
+        "imgcls_http_request_duration_seconds_bucket",
+        "imgcls_batch_size_bucket",
+        "imgcls_queue_depth",
+        "imgcls_model_info",
+        "imgcls_provider_selected",
+    ):
+        assert series in text, series
+    health = podman("healthcheck", "run", container.name, check=False)
+    # podman 4.3 prints nothing on success, later versions "healthy": the exit code decides.
+    assert health.returncode == 0, health.stdout + health.stderr
+
+
+def test_podman_stop_drains_and_exits_0(container: Container) -> None:
+    podman("stop", "-t", "30", container.name, timeout=60)
+    state = container.state()["State"]
+    assert (state["Status"], state["ExitCode"]) == ("exited", 0), state
+    messages = [
+        json.loads(line)["message"]
+        for line in container.logs().splitlines()
+        if line.startswith("{")
+    ]
+    assert any(m.startswith("signal SIGTERM: draining") for m in messages), messages[-10:]
+    assert "drained" in messages
