@@ -53,13 +53,19 @@ def files_sha256(paths: tuple[Path, ...]) -> str:
     return hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
+def read_labels(folder: Path) -> list[tuple[Path, int]]:
+    """The labeled set's labels.csv: (image path, ImageNet class index) per row, in file order.
+    The one reader of that file (the build splits it, bench sends its images)."""
+    with (folder / "labels.csv").open(newline="") as f:
+        return [(folder / r["file"], int(r["class_index"])) for r in csv.DictReader(f)]
+
+
 def imagenet_split(data_dir: Path, calibration_size: int = CALIBRATION_SIZE) -> DataSplit:
     folder = data_dir / IMAGENET_SUBDIR
     labels = folder / "labels.csv"
     if not labels.is_file():
         raise DataError(f"no evaluation data: {labels} does not exist")
-    with labels.open(newline="") as f:
-        rows = [(folder / r["file"], int(r["class_index"])) for r in csv.DictReader(f)]
+    rows = read_labels(folder)
     missing = [p.name for p, _ in rows if not p.is_file()]
     if missing or not rows:
         raise DataError(f"{labels} lists {len(missing)} missing images, e.g. {missing[:3]}")
