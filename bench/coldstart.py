@@ -7,101 +7,89 @@ request ~900 ms, ~60 ms with preloading.
 
 from __future__ import annotations
 
-import statistics
 import time
-from typing import Any
+from dataclasses import asdict, dataclass
 
 import httpx
 
-from bench.cli import run_benchmark
-from bench.config import BenchConfig
-from bench.images import load_samples
+from bench.config import BenchConfig, load_jpegs, run_benchmark
 from bench.loadgen import CLASSIFY_PATH, HEADERS
-from bench.peers.compare import prepare_flask
-from bench.progress import bar
-from bench.report import Section, table
-from bench.servers import ServerSpec, peer_spec, running, service_spec
-from bench.stats import fmt
+from bench.report import Section, bar, fmt, median_of, table
+from bench.servers import ServerSpec, peer_spec, prepare_flask, running, service_spec
 
 MODEL = "resnet18"
 
 
+@dataclass(frozen=True)
+class Start:
+    ready_s: float
+    first_ms: float
+    second_ms: float
+
+
 def specs(cfg: BenchConfig, quick: bool) -> list[ServerSpec]:
-    service = [
-        service_spec(cfg, MODEL, "cpu", None, name="service cpu"),
-        service_spec(cfg, MODEL, "auto", None, name="service auto"),
-    ]
+    service = [service_spec(cfg, MODEL, p, None, name=f"service {p}") for p in ("cpu", "auto")]
     if quick:
         return service[:1]
-    return [
-        *service,
-        peer_spec(cfg, "fastapi_ort", MODEL),
-        peer_spec(cfg, "flask_torchscript", MODEL),
-        peer_spec(cfg, "flask_torchscript", MODEL, lazy=True),
-    ]
+    peers = [peer_spec(cfg, "fastapi_ort", MODEL), peer_spec(cfg, "flask_torchscript", MODEL)]
+    return [*service, *peers, peer_spec(cfg, "flask_torchscript", MODEL, lazy=True)]
 
 
-def _post_ms(client: httpx.Client, url: str, body: bytes) -> float:
-    start = time.perf_counter()
-    response = client.post(url + CLASSIFY_PATH, content=body, headers=HEADERS)
-    elapsed = (time.perf_counter() - start) * 1000
-    if response.status_code != 200:
-        raise RuntimeError(f"{url}: first request answered {response.status_code}")
-    return elapsed
-
-
-def measure(cfg: BenchConfig, spec: ServerSpec, body: bytes) -> dict[str, float]:
+def start_once(cfg: BenchConfig, spec: ServerSpec, body: bytes) -> Start:
+    """Start the server, then time two requests after it is ready (each must answer 200)."""
     with running(cfg, spec) as server, httpx.Client(timeout=60) as client:
-        first = _post_ms(client, server.url, body)
-        second = _post_ms(client, server.url, body)
-    return {"ready_s": server.ready_s, "first_ms": first, "second_ms": second}
+        posts_ms = []
+        for _ in range(2):
+            start = time.perf_counter()
+            response = client.post(server.url + CLASSIFY_PATH, content=body, headers=HEADERS)
+            posts_ms.append((time.perf_counter() - start) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"{spec.name}: a request answered {response.status_code}")
+    return Start(server.ready_s, *posts_ms)
+
+
+def measure(cfg: BenchConfig, servers: list[ServerSpec], repeats: int) -> dict[str, list[Start]]:
+    if any(s.module.endswith("flask_torchscript") for s in servers):
+        prepare_flask(cfg)
+    body = load_jpegs(cfg.data_dir, 1)[0]
+    progress = bar(len(servers) * repeats, "coldstart")
+    results: dict[str, list[Start]] = {}
+    for spec in servers:
+        for _ in range(repeats):
+            results.setdefault(spec.name, []).append(start_once(cfg, spec, body))
+            progress.update(1)
+    progress.close()
+    return results
 
 
 def run(cfg: BenchConfig) -> Section:
     section = Section("coldstart", "Cold start: process start to ready, first request")
-    if not cfg.has_model(MODEL):
-        section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
+    if not cfg.built([MODEL], section):
         return section
-    repeats = 1 if cfg.quick else 3
-    servers = specs(cfg, cfg.quick)
-    if any(s.module.endswith("flask_torchscript") for s in servers):
-        prepare_flask(cfg)
-    body = load_samples(cfg.data_dir, 1)[0].jpeg
-    progress = bar(len(servers) * repeats, "coldstart")
-    results: dict[str, Any] = {}
-    for spec in servers:
-        runs = []
-        for _ in range(repeats):
-            runs.append(measure(cfg, spec, body))
-            progress.update(1)
-        results[spec.name] = {
-            "description": spec.description,
-            "runs": runs,
-            **{k: statistics.median(r[k] for r in runs) for k in runs[0]},
-        }
-    progress.close()
-    section.data = {"repeats": repeats, "servers": results}
+    repeats, servers = 1 if cfg.quick else 3, specs(cfg, cfg.quick)
+    runs = measure(cfg, servers, repeats)
+    median = {name: median_of(starts) for name, starts in runs.items()}
+    section.data = {"repeats": repeats, "servers": {}}
+    for s in servers:
+        starts = [asdict(start) for start in runs[s.name]]
+        section.data["servers"][s.name] = {"description": s.description, "runs": starts}
+        section.data["servers"][s.name] |= asdict(median[s.name])
     section.add(
         f"Median of {repeats} start(s) each. Ready: from just before the process is spawned to "
         "the first 200 from its readiness probe (polled every 10 ms; imports included). First "
         "request: the first POST after ready, on a new connection; second: the next one."
     )
+    rows = [[n, fmt(m.ready_s, 2), fmt(m.first_ms), fmt(m.second_ms)] for n, m in median.items()]
     section.add(
-        table(
-            ["server", "start to ready s", "first request ms", "second request ms"],
-            [
-                [name, fmt(r["ready_s"], 2), fmt(r["first_ms"]), fmt(r["second_ms"])]
-                for name, r in results.items()
-            ],
-        )
+        table(["server", "start to ready s", "first request ms", "second request ms"], rows)
     )
-    section.add("\n".join(f"- **{n}**: {r['description']}" for n, r in results.items()))
+    section.add("\n".join(f"- **{s.name}**: {s.description}" for s in servers))
+    first = {name: fmt(m.first_ms) for name, m in median.items()}
+    lazy, warm = first.get("flask + torchscript lazy", "-"), first.get("flask + torchscript", "-")
+    ours = first.get("service auto") or first["service cpu"]
+    section.writeup["first"] = (f"{lazy} -> {warm}", f"ours (service): {ours}")
     return section
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_benchmark("Cold start", run, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run_benchmark(run, __doc__)

@@ -1,19 +1,27 @@
-"""The options every benchmark shares (quick mode, where results go, where the models and the
-images are) and the command line that sets them."""
+"""What every benchmark shares: its options (quick mode, where results go, where the models and
+the images are), the command line that sets them (``python -m bench.<name> [options]``), and
+the images it sends: real ~500x375 ImageNet JPEGs from the data folder (listed by its
+labels.csv, read with build.data's reader) or, when it is absent, the build's package photos
+(scikit-image, matplotlib) re-encoded to JPEG in memory, so the quick run works anywhere."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
+import io
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
+from bench.report import Section, save_section_data, write_report
+from build.data import IMAGENET_SUBDIR, package_split, read_labels
+from service import paths
 from service.manifest import MANIFEST_NAME, Precision, load_manifest
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS_ROOT = REPO / "bench" / "results"
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 # Derived files (TorchScript, dynamically quantized ONNX) are rebuilt from the artifacts when
 # missing; they live beside the results so one `rm -rf bench/results` cleans everything.
 CACHE_DIR = RESULTS_ROOT / ".cache"
@@ -31,8 +39,17 @@ class BenchConfig:
     def model_dir(self, model: str) -> Path:
         return self.artifacts_dir / model
 
-    def has_model(self, model: str) -> bool:
-        return (self.model_dir(model) / MANIFEST_NAME).is_file()
+    def log(self, name: str) -> Path:
+        """A child process's log file, in the results folder's logs/."""
+        (self.out_dir / "logs").mkdir(exist_ok=True)
+        return self.out_dir / "logs" / f"{name.replace(' ', '_')}.log"
+
+    def built(self, models: Iterable[str], section: Section) -> list[str]:
+        """The models whose artifacts exist; ``section`` says which were skipped."""
+        found = [m for m in models if (self.model_dir(m) / MANIFEST_NAME).is_file()]
+        if missing := [m for m in models if m not in found]:
+            section.add(f"**Skipped, no artifacts in {self.artifacts_dir}:** {', '.join(missing)}.")
+        return found
 
 
 def model_file(model_dir: Path, precision: Precision) -> Path:
@@ -40,48 +57,72 @@ def model_file(model_dir: Path, precision: Precision) -> Path:
     return model_dir / load_manifest(model_dir).files[precision].path
 
 
-def default_data_dir() -> Path:
-    return Path(os.environ.get("IMGCLS_DATA_DIR", REPO.parent / "shared" / "data"))
+def image_paths(data_dir: Path, limit: int | None = None) -> list[Path]:
+    """Labeled JPEGs in file-name order (deterministic), else the package photos (DataError,
+    naming what is missing, when they are absent too)."""
+    folder = data_dir / IMAGENET_SUBDIR
+    if (folder / "labels.csv").is_file():
+        found = [path for path, _ in sorted(read_labels(folder)) if path.is_file()]
+    else:
+        split = package_split()
+        found = [*(image.path for image in split.evaluation), *split.calibration]
+    return found[:limit] if limit else found
 
 
-def add_common_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--quick", action="store_true", help="a short run (< 2 min) that checks the benchmark runs"
+def load_jpegs(data_dir: Path, limit: int | None = None) -> list[bytes]:
+    """The images as the benchmarks send them: JPEG bodies (package photos re-encoded)."""
+    return [
+        path.read_bytes() if path.suffix.lower() in (".jpg", ".jpeg") else _as_jpeg(path)
+        for path in image_paths(data_dir, limit)
+    ]
+
+
+def _as_jpeg(path: Path) -> bytes:
+    with Image.open(path) as image, io.BytesIO() as buffer:
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        return buffer.getvalue()
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes; relative paths are from the working directory."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--quick", action="store_true", help="a short run that checks it runs")
+    p.add_argument("--out", type=Path, help="results folder (default bench/results/<date>)")
+    p.add_argument(
+        "--artifacts",
+        type=Path,
+        default=paths.artifacts_dir(),
+        help=f"built models (env {paths.ARTIFACTS_DIR_ENV}, default {paths.DEFAULT_ARTIFACTS_DIR})",
     )
-    parser.add_argument(
-        "--out", type=Path, default=None, help="results folder (default bench/results/<date>)"
-    )
-    parser.add_argument("--artifacts", type=Path, default=REPO / "model_artifacts")
-    parser.add_argument(
+    p.add_argument(
         "--data-dir",
         type=Path,
-        default=default_data_dir(),
-        help="labeled images (env IMGCLS_DATA_DIR, default ../shared/data)",
+        default=paths.data_dir(),
+        help=f"labeled images (env {paths.DATA_DIR_ENV}, default {paths.DEFAULT_DATA_DIR})",
     )
-
-    parser.add_argument(
+    p.add_argument(
         "--client",
         choices=("raw", "httpx"),
         default="raw",
         help="load-generator client: raw asyncio HTTP/1.1 (~0.4 ms CPU/request here) or httpx "
         "(~2.5 ms): the client shares the server's 2 cores",
     )
-
-
-def default_out_dir() -> Path:
-    return RESULTS_ROOT / dt.datetime.now(dt.UTC).strftime("%Y-%m-%d_%H%M%S")
+    return p
 
 
 def config_from_args(args: argparse.Namespace) -> BenchConfig:
-    out_dir: Path = args.out or default_out_dir()
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d_%H%M%S")
+    out_dir: Path = args.out or RESULTS_ROOT / now
     out_dir.mkdir(parents=True, exist_ok=True)
-    data_dir: Path = args.data_dir
-    if not data_dir.is_absolute():
-        data_dir = (REPO / data_dir).resolve()
     return BenchConfig(
-        quick=args.quick,
-        out_dir=out_dir,
-        artifacts_dir=args.artifacts.resolve(),
-        data_dir=data_dir,
-        client=args.client,
+        args.quick, out_dir, args.artifacts.resolve(), args.data_dir.resolve(), args.client
     )
+
+
+def run_benchmark(run: Callable[[BenchConfig], Section], doc: str | None) -> None:
+    """``python -m bench.<name>``: one benchmark, its data and its report (``doc``: the
+    module's docstring, whose first line describes it)."""
+    cfg = config_from_args(parser((doc or "").split("\n")[0]).parse_args())
+    section = run(cfg)
+    save_section_data(cfg.out_dir, section)
+    print(write_report(cfg.out_dir, [section], cfg.quick))

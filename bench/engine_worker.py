@@ -2,33 +2,32 @@
 time, first inference and peak RSS are its own (a fresh process per engine) while the parent
 still interleaves timing rounds across engines (fair to a machine whose speed drifts).
 
-    python -m bench.engine_worker --model resnet18 --engine ort_int8_static --threads 2 \
-        --fp32-file F --int8-file F --data-dir ../shared/data [--prepare-only]
+    python -m bench.engine_worker      (bench.engines starts it; the commands come on stdin)
 
-Replies: {"event": "ready", ...} once loaded, then one reply per command:
-    {"op": "time", "batch": 1, "runs": 20}                -> {"ms": [...]}
-    {"op": "throughput", "batch": 8, "seconds": 1.0}        -> {"images_per_s": ..., "runs": n}
-    {"op": "rss"}                                          -> {"peak_rss_mb": ..., "rss_mb": ...}
+One reply per command ("files": the model's "fp32" and "int8" ONNX files, as its manifest names
+them; "prepare" builds what the engine loads, untimed, in a throwaway process):
+    {"op": "prepare", "engine": E, "model": M, "files": {...}}  -> {}
+    {"op": "load", "engine": E, "model": M, "files": {...}, "threads": 2, "images": [paths]}
+        -> {"load_s", "first_s", "file_mb", "peak_rss_mb", "rss_mb"}
+    {"op": "time", "batch": 1, "runs": 20}              -> {"ms": [...]}
+    {"op": "throughput", "batch": 8, "seconds": 1.0}    -> {"images_per_s": ..., "runs": n}
+    {"op": "rss"}                                       -> {"peak_rss_mb": ..., "rss_mb": ...}
     {"op": "quit"}
 torch is imported only by the torch engines, so the ORT engines' RSS does not include it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-
-from bench.images import load_samples
 
 Batch = npt.NDArray[np.uint8]
 RunFn = Callable[[Batch], npt.NDArray[np.float32]]
@@ -41,12 +40,7 @@ ENGINES: dict[str, str] = {
     "ort_int8_static": "ORT int8 static QDQ U8S8 (ours), CPU EP",
     "openvino_int8": "ORT + OpenVINO EP, int8 U8S8 (ours)",
 }
-
-
-@dataclass(frozen=True)
-class Loaded:
-    run: RunFn
-    file: Path  # what a deployment ships for this engine (its size is reported)
+TORCH_ENGINES = ("torch_eager", "torchscript")
 
 
 def dynamic_int8_file(fp32: Path) -> Path:
@@ -80,70 +74,76 @@ def ort_session(path: Path, threads: int, openvino: bool) -> RunFn:
     return run
 
 
-def _torch_engine(model: str, threads: int, script: bool) -> Loaded:
+def engine_file(engine: str, model: str, files: dict[str, str]) -> Path:
+    """What a deployment ships for this engine (its size is reported), built when missing."""
+    if engine in TORCH_ENGINES:
+        from bench import torch_models
+
+        if engine == "torchscript":
+            return torch_models.torchscript_file(model)
+        return torch_models.weights_file(model)
+    if engine == "ort_int8_dynamic":
+        return dynamic_int8_file(Path(files["fp32"]))
+    return Path(files["fp32" if engine == "ort_fp32" else "int8"])
+
+
+def load_engine(engine: str, model: str, path: Path, threads: int) -> RunFn:
+    if engine not in TORCH_ENGINES:
+        return ort_session(path, threads, openvino=engine == "openvino_int8")
     import torch
 
     from bench import torch_models
 
     torch.set_num_threads(threads)
+    script = engine == "torchscript"
     net = torch_models.load_torchscript(model) if script else torch_models.load_eager(model)
-    file = torch_models.torchscript_file(model) if script else torch_models.weights_file(model)
 
     def run(batch: Batch) -> npt.NDArray[np.float32]:
         with torch.inference_mode():
             return net(torch.from_numpy(batch)).numpy()  # type: ignore[no-any-return]
 
-    return Loaded(run, file)
-
-
-def load_engine(engine: str, model: str, files: dict[str, Path], threads: int) -> Loaded:
-    """``files``: the model's "fp32" and "int8" ONNX files, as its manifest names them."""
-    if engine in ("torch_eager", "torchscript"):
-        return _torch_engine(model, threads, script=engine == "torchscript")
-    if engine == "ort_int8_dynamic":
-        path = dynamic_int8_file(files["fp32"])
-    else:
-        path = files["fp32" if engine == "ort_fp32" else "int8"]
-    return Loaded(ort_session(path, threads, openvino=engine == "openvino_int8"), path)
-
-
-def prepare(engine: str, model: str, fp32: Path) -> None:
-    """Build the derived file an engine loads (untimed, outside the measured process)."""
-    if engine == "ort_int8_dynamic":
-        dynamic_int8_file(fp32)
-    elif engine in ("torch_eager", "torchscript"):
-        from bench import torch_models
-
-        torch_models.weights_file(model)
-        if engine == "torchscript":
-            torch_models.torchscript_file(model)
-
-
-def _pixels(data_dir: Path, count: int) -> list[npt.NDArray[np.uint8]]:
-    from service.preprocess import PreprocessSpec, preprocess
-
-    return [preprocess(s.jpeg, PreprocessSpec()) for s in load_samples(data_dir, count)]
-
-
-def _rss_mb() -> dict[str, float]:
-    with open("/proc/self/statm") as f:
-        resident_pages = int(f.read().split()[1])
-    return {
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "rss_mb": resident_pages * resource.getpagesize() / 2**20,
-    }
+    return run
 
 
 class Worker:
-    def __init__(self, loaded: Loaded, images: list[npt.NDArray[np.uint8]]) -> None:
-        self.run = loaded.run
-        self.images = images
-        self.cursor = 0
+    """The commands' handlers, one method each (the op's name)."""
+
+    run: RunFn
+    images: list[Batch]
+    cursor = 0
 
     def batch(self, size: int) -> Batch:
         picked = [self.images[(self.cursor + i) % len(self.images)] for i in range(size)]
         self.cursor += size
         return np.stack(picked)
+
+    def prepare(self, engine: str, model: str, files: dict[str, str]) -> dict[str, Any]:
+        engine_file(engine, model, files)
+        return {}
+
+    def load(
+        self, engine: str, model: str, files: dict[str, str], threads: int, images: list[str]
+    ) -> dict[str, Any]:
+        from service.preprocess import PreprocessSpec, preprocess
+
+        self.images = [preprocess(Path(p).read_bytes(), PreprocessSpec()) for p in images]
+        start = time.perf_counter()
+        path = engine_file(engine, model, files)
+        self.run = load_engine(engine, model, path, threads)
+        load_s = time.perf_counter() - start
+        start = time.perf_counter()
+        self.run(self.batch(1))
+        first_s = time.perf_counter() - start
+        file_mb = path.stat().st_size / 1e6
+        return {"load_s": load_s, "first_s": first_s, "file_mb": file_mb, **self.rss()}
+
+    def rss(self) -> dict[str, Any]:
+        with open("/proc/self/statm") as f:
+            resident_pages = int(f.read().split()[1])
+        return {
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_mb": resident_pages * resource.getpagesize() / 2**20,
+        }
 
     def time(self, batch: int, runs: int) -> dict[str, Any]:
         times = []
@@ -161,66 +161,23 @@ class Worker:
         while runs < min_runs or time.perf_counter() - start < seconds:
             self.run(inputs)
             runs += 1
-        elapsed = time.perf_counter() - start
-        return {"images_per_s": runs * batch / elapsed, "runs": runs}
-
-    def handle(self, command: dict[str, Any]) -> dict[str, Any]:
-        op = command["op"]
-        if op == "time":
-            return self.time(int(command["batch"]), int(command["runs"]))
-        if op == "throughput":
-            return self.throughput(int(command["batch"]), float(command["seconds"]))
-        if op == "rss":
-            return _rss_mb()
-        raise ValueError(f"unknown op {op!r}")
+        return {"images_per_s": runs * batch / (time.perf_counter() - start), "runs": runs}
 
 
-def _reply(message: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(message) + "\n")
-    sys.stdout.flush()
+OPS = ("prepare", "load", "time", "throughput", "rss")
 
 
-def serve(args: argparse.Namespace) -> None:
-    images = _pixels(args.data_dir, args.images)
-    start = time.perf_counter()
-    files = {"fp32": args.fp32_file, "int8": args.int8_file}
-    loaded = load_engine(args.engine, args.model, files, args.threads)
-    load_s = time.perf_counter() - start
-    worker = Worker(loaded, images)
-    start = time.perf_counter()
-    worker.run(worker.batch(1))
-    first_s = time.perf_counter() - start
-    _reply(
-        {
-            "event": "ready",
-            "load_s": load_s,
-            "first_s": first_s,
-            "file_mb": loaded.file.stat().st_size / 1e6,
-            **_rss_mb(),
-        }
-    )
+def main() -> None:
+    worker = Worker()
     for line in sys.stdin:
         command = json.loads(line)
-        if command["op"] == "quit":
+        op = command.pop("op")
+        if op == "quit":
             return
-        _reply(worker.handle(command))
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--engine", required=True, choices=list(ENGINES))
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--fp32-file", type=Path, required=True)
-    parser.add_argument("--int8-file", type=Path, required=True)
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--images", type=int, default=32)
-    parser.add_argument("--prepare-only", action="store_true")
-    args = parser.parse_args(argv)
-    if args.prepare_only:
-        prepare(args.engine, args.model, args.fp32_file)
-        return
-    serve(args)
+        if op not in OPS:
+            raise ValueError(f"unknown op {op!r}")
+        sys.stdout.write(json.dumps(getattr(worker, op)(**command)) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

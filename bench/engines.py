@@ -8,18 +8,20 @@ batch 1 to 32; load time, first inference, file size and peak RSS from a fresh p
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from typing import IO, Any
 
 from tqdm import tqdm
 
-from bench.cli import run_benchmark
-from bench.config import BenchConfig, model_file
+from bench.config import BenchConfig, image_paths, model_file, run_benchmark
 from bench.engine_worker import ENGINES
 from bench.plots import bar_plot, line_plot
-from bench.procs import ChildFailed, JsonLineChild
-from bench.progress import bar
-from bench.report import Section, table
-from bench.stats import Summary, fmt, summarize
+from bench.report import Section, Summary, bar, fmt, summarize, table
+from bench.servers import ChildFailed, stop
 
 
 @dataclass(frozen=True)
@@ -36,36 +38,6 @@ FULL = Plan(("resnet18", "efficientnet_lite0"), (1, 2), 200, 10, (1, 2, 4, 8, 16
 QUICK = Plan(("resnet18",), (2,), 10, 2, (1, 8), 0.1)
 
 
-def _worker_cmd(cfg: BenchConfig, model: str, engine: str, threads: int) -> list[str]:
-    return [
-        cfg.python,
-        "-m",
-        "bench.engine_worker",
-        f"--model={model}",
-        f"--engine={engine}",
-        f"--threads={threads}",
-        f"--fp32-file={model_file(cfg.model_dir(model), 'fp32')}",
-        f"--int8-file={model_file(cfg.model_dir(model), 'int8')}",
-        f"--data-dir={cfg.data_dir}",
-    ]
-
-
-def _prepare(cfg: BenchConfig, model: str) -> None:
-    """Derived files (TorchScript, dynamic int8) are built in throwaway processes, so that no
-    measured process carries the memory of building them."""
-    logs = cfg.out_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    for engine in ("torchscript", "ort_int8_dynamic"):
-        child = JsonLineChild(
-            [*_worker_cmd(cfg, model, engine, 1), "--prepare-only"],
-            logs / f"prepare-{model}-{engine}.log",
-        )
-        if child.proc.wait() != 0:
-            child.close()
-            raise ChildFailed(f"preparing {engine} for {model} failed: see {child.log}")
-        child.close()
-
-
 @dataclass
 class EngineResult:
     """One engine at one thread count, from its own process."""
@@ -77,10 +49,46 @@ class EngineResult:
     rss_mb: float
     batch1_ms: Summary = field(default_factory=lambda: summarize([]))
     peak_rss_batch1_mb: float = float("nan")
-    throughput: dict[str, float] = field(default_factory=dict)  # batch size -> images/s
+    throughput: dict[int, float] = field(default_factory=dict)  # batch size -> images/s
 
 
-PerThreads = dict[str, dict[str, EngineResult]]  # thread count -> engine -> result
+PerThreads = dict[int, dict[str, EngineResult]]  # thread count -> engine -> result
+
+
+class Worker:
+    """A bench.engine_worker process: one JSON line answered per JSON line sent."""
+
+    def __init__(self, cfg: BenchConfig, name: str) -> None:
+        self.log = cfg.log(name)
+        self._log_file: IO[str] = self.log.open("w")
+        cmd, pipe = [cfg.python, "-m", "bench.engine_worker"], subprocess.PIPE
+        self.proc = subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=self._log_file, text=True)
+
+    def ask(self, command: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None  # set by Popen(stdin=PIPE), and stdout too
+        assert self.proc.stdout is not None
+        with contextlib.suppress(OSError):  # if it died, readline says so, with its log
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+        if line := self.proc.stdout.readline():
+            return json.loads(line)  # type: ignore[no-any-return]
+        raise ChildFailed(self.log, f"exited with {self.proc.wait()}")
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.proc.stdin.close()
+        stop(self.proc, terminate=False)
+        self._log_file.close()
+
+
+def _model(cfg: BenchConfig, model: str) -> dict[str, Any]:
+    files = {p: str(model_file(cfg.model_dir(model), p)) for p in ("fp32", "int8")}
+    return {"model": model, "files": files}
 
 
 def _measure_threads(
@@ -88,16 +96,13 @@ def _measure_threads(
 ) -> dict[str, EngineResult]:
     """One process per engine, started one after another so their load times do not overlap;
     batch-1 timing in interleaved rounds; throughput by batch size at the top thread count."""
-    logs = cfg.out_dir / "logs"
-    children: dict[str, JsonLineChild] = {}
-    try:
-        results: dict[str, EngineResult] = {}
-        for engine in ENGINES:
-            log = logs / f"{model}-{engine}-{threads}t.log"
-            children[engine] = JsonLineChild(_worker_cmd(cfg, model, engine, threads), log)
-            ready = children[engine].read()
-            ready.pop("event")
-            results[engine] = EngineResult(**ready)
+    images = [str(path) for path in image_paths(cfg.data_dir, 32)]
+    load = {"op": "load", "threads": threads, "images": images, **_model(cfg, model)}
+    with ExitStack() as stack:
+        workers, results = {}, {}
+        for engine in ENGINES:  # each started and loaded before the next one starts
+            workers[engine] = stack.enter_context(Worker(cfg, f"{model}-{engine}-{threads}t"))
+            results[engine] = EngineResult(**workers[engine].ask({**load, "engine": engine}))
         times: dict[str, list[float]] = {engine: [] for engine in ENGINES}
         engines = list(ENGINES)
         for round_no in range(plan.rounds):
@@ -105,92 +110,105 @@ def _measure_threads(
             shift = round_no % len(engines)
             for engine in engines[shift:] + engines[:shift]:
                 command = {"op": "time", "batch": 1, "runs": plan.runs // plan.rounds}
-                times[engine] += children[engine].ask(command)["ms"]
+                times[engine] += workers[engine].ask(command)["ms"]
             progress.update(1)
         for engine, result in results.items():
             result.batch1_ms = summarize(times[engine])
-            result.peak_rss_batch1_mb = children[engine].ask({"op": "rss"})["peak_rss_mb"]
-        if threads == max(plan.threads):
-            for batch in plan.batches:
-                for engine in engines:
-                    command = {"op": "throughput", "batch": batch, "seconds": plan.throughput_s}
-                    reply = children[engine].ask(command)
-                    results[engine].throughput[str(batch)] = reply["images_per_s"]
-                progress.update(1)
+            result.peak_rss_batch1_mb = workers[engine].ask({"op": "rss"})["peak_rss_mb"]
+        for batch in plan.batches if threads == max(plan.threads) else ():
+            for engine in engines:
+                command = {"op": "throughput", "batch": batch, "seconds": plan.throughput_s}
+                results[engine].throughput[batch] = workers[engine].ask(command)["images_per_s"]
+            progress.update(1)
         return results
-    finally:
-        for child in children.values():
-            child.close()
+
+
+def measure(cfg: BenchConfig, plan: Plan, models: list[str]) -> dict[str, PerThreads]:
+    steps = len(models) * (len(plan.threads) * plan.rounds + len(plan.batches))
+    measured = {}
+    with bar(steps, "engines") as progress:
+        for model in models:
+            # Derived files (TorchScript, dynamic int8) are built in throwaway processes, so
+            # that no measured process carries the memory of building them.
+            for engine in ("torchscript", "ort_int8_dynamic"):
+                with Worker(cfg, f"prepare-{model}-{engine}") as worker:
+                    worker.ask({"op": "prepare", "engine": engine, **_model(cfg, model)})
+            per_threads = {t: _measure_threads(cfg, plan, model, t, progress) for t in plan.threads}
+            measured[model] = per_threads
+    return measured
 
 
 def _model_tables(model: str, per_threads: PerThreads) -> list[str]:
-    threads = sorted(per_threads, key=int)
+    threads = sorted(per_threads)
     top = per_threads[threads[-1]]
     headers = ["engine", "file MB", "load s", "first inference ms", "peak RSS MB"]
-    for t in threads:
-        headers += [f"{t} thr p50 ms", f"{t} thr p99 ms"]
+    headers += [f"{t} thr {p} ms" for t in threads for p in ("p50", "p99")]
     headers.append(f"speed-up vs eager ({threads[-1]} thr)")
-    eager = top["torch_eager"].batch1_ms.p50
     rows = []
     for engine, label in ENGINES.items():
         first = top[engine]
         row: list[object] = [label, fmt(first.file_mb), fmt(first.load_s, 2)]
         row += [fmt(first.first_s * 1000), fmt(first.peak_rss_batch1_mb, 0)]
         for t in threads:
-            summary = per_threads[t][engine].batch1_ms
-            row += [fmt(summary.p50, 2), fmt(summary.p99, 2)]
-        rows.append([*row, fmt(eager / first.batch1_ms.p50) + "x"])
+            row += [
+                fmt(per_threads[t][engine].batch1_ms.p50, 2),
+                fmt(per_threads[t][engine].batch1_ms.p99, 2),
+            ]
+        rows.append([*row, fmt(top["torch_eager"].batch1_ms.p50 / first.batch1_ms.p50) + "x"])
     parts = [f"### {model}: batch 1", table(headers, rows)]
     if all(r.throughput for r in top.values()):
         batches = list(top["torch_eager"].throughput)
         rows = [[ENGINES[e], *(fmt(r.throughput[b], 0) for b in batches)] for e, r in top.items()]
-        parts += [
-            f"### {model}: throughput, images/s, {threads[-1]} threads, by batch size",
-            table(["engine", *batches], rows),
-        ]
+        parts.append(f"### {model}: throughput, images/s, {threads[-1]} threads, by batch size")
+        parts.append(table(["engine", *map(str, batches)], rows))
     return parts
 
 
-def _plots(cfg: BenchConfig, model: str, per_threads: PerThreads, section: Section) -> None:
-    threads = max(per_threads, key=int)
+def _plots(cfg: BenchConfig, model: str, per_threads: PerThreads) -> list[str]:
+    threads = max(per_threads)
     top = {ENGINES[e].split(" (")[0]: r for e, r in per_threads[threads].items()}
-    section.plots.append(
-        bar_plot(
-            cfg.out_dir / f"engines_{model}_latency.png",
-            {name: r.batch1_ms.p50 for name, r in top.items()},
-            f"{model}: batch-1 median latency, {threads} threads",
-            "ms",
-        )
-    )
+    latency = {name: r.batch1_ms.p50 for name, r in top.items()}
+    title = f"{model}: batch-1 median latency, {threads} threads"
+    plots = [bar_plot(cfg.out_dir / f"engines_{model}_latency.png", latency, title, "ms")]
     if all(r.throughput for r in top.values()):
-        series = {
-            name: ([int(b) for b in r.throughput], list(r.throughput.values()))
-            for name, r in top.items()
-        }
-        section.plots.append(
-            line_plot(
-                cfg.out_dir / f"engines_{model}_throughput.png",
-                series,
-                f"{model}: throughput by batch size, {threads} threads",
-                "batch size",
-                "images/s",
-                logx=True,
-                logy=True,
-            )
-        )
+        series = {n: ([*r.throughput], [*r.throughput.values()]) for n, r in top.items()}
+        title = f"{model}: throughput by batch size, {threads} threads"
+        path = cfg.out_dir / f"engines_{model}_throughput.png"
+        plots.append(line_plot(path, series, title, "batch size", "images/s", logx=True))
+    return plots
 
 
-def measure(cfg: BenchConfig, plan: Plan, models: list[str]) -> dict[str, PerThreads]:
-    steps = len(models) * (len(plan.threads) * plan.rounds + len(plan.batches))
-    progress = bar(steps, "engines")
-    measured = {}
-    for model in models:
-        _prepare(cfg, model)
-        measured[model] = {
-            str(t): _measure_threads(cfg, plan, model, t, progress) for t in plan.threads
-        }
-    progress.close()
-    return measured
+def writeup_cells(per_threads: PerThreads) -> dict[str, tuple[str, str]]:
+    """The summary's write-up rows for ResNet-18 (bench.run_all); p50 cells show every thread
+    count measured, e.g. '39.6 / 21.9' for 1 / 2 threads."""
+    top = per_threads[max(per_threads)]
+
+    def p50(e: str) -> str:
+        return " / ".join(fmt(per_threads[t][e].batch1_ms.p50) for t in sorted(per_threads))
+
+    def mb(e: str) -> str:
+        return fmt(top[e].file_mb)
+
+    def rss(e: str) -> str:
+        return fmt(top[e].peak_rss_batch1_mb, 0)
+
+    return {
+        "eager": (p50("torch_eager"), ""),
+        "torchscript": (p50("torchscript"), ""),
+        "ort_fp32": (p50("ort_fp32"), ""),
+        "int8": (
+            p50("ort_int8_dynamic"),
+            f"ours: static U8S8 {p50('ort_int8_static')}; on OpenVINO {p50('openvino_int8')}",
+        ),
+        "size": (
+            f"{mb('ort_fp32')} -> {mb('ort_int8_dynamic')}",
+            f"ours (static): {mb('ort_int8_static')}",
+        ),
+        "rss": (
+            f"{rss('torch_eager')} -> {rss('ort_int8_dynamic')}",
+            f"ours, engine alone: {rss('ort_int8_static')}",
+        ),
+    }
 
 
 def run(cfg: BenchConfig) -> Section:
@@ -206,28 +224,18 @@ def run(cfg: BenchConfig) -> Section:
         "engines carry torch). File: what the engine loads (state dict, TorchScript or ONNX). "
         "ResNet-18 has random weights here (speed only)."
     )
-    models = [m for m in plan.models if cfg.has_model(m)]
-    missing = sorted(set(plan.models) - set(models))
-    if missing:
-        section.add(f"**Skipped, no artifacts in {cfg.artifacts_dir}:** {', '.join(missing)}.")
-    measured = measure(cfg, plan, models)
-    section.data = {
-        "plan": asdict(plan),
-        "skipped": missing,
-        "models": {
-            m: {t: {e: asdict(r) for e, r in rs.items()} for t, rs in per.items()}
-            for m, per in measured.items()
-        },
-    }
+    measured = measure(cfg, plan, cfg.built(plan.models, section))
+    section.data = {"plan": asdict(plan), "models": {}}
     for model, per_threads in measured.items():
+        section.data["models"][model] = {
+            t: {e: asdict(r) for e, r in rs.items()} for t, rs in per_threads.items()
+        }
         section.body += _model_tables(model, per_threads)
-        _plots(cfg, model, per_threads, section)
+        section.plots += _plots(cfg, model, per_threads)
+    if "resnet18" in measured:
+        section.writeup = writeup_cells(measured["resnet18"])
     return section
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_benchmark("Engines benchmark (in-process)", run, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run_benchmark(run, __doc__)

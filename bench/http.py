@@ -1,26 +1,39 @@
-"""The service over HTTP: throughput and latency against concurrency (closed loop) and
-against offered rate (open loop), batching on and off, CPU and OpenVINO providers, with the
-service's CPU use and peak RSS; then the issue-3 targets against decode + inference measured
-in-process with the same settings.
+"""The service over HTTP, two benchmarks (sections) on one harness (bench.servers):
 
-    python -m bench.http [--quick] [--out DIR]
+- http, ``python -m bench.http [--quick] [--out DIR]``: throughput and latency against
+  concurrency (closed loop) and against offered rate (open loop), batching on and off, CPU and
+  OpenVINO providers, with the service's CPU use and peak RSS; then the issue-3 targets against
+  decode + inference measured in-process with the same settings.
+- peers, ``python -m bench.peers [--quick] [--out DIR]``: on the same harness, images and run,
+  the service with its defaults, the plain FastAPI + ONNX Runtime peer and the write-up's
+  Flask + TorchScript architecture (bench/peers/), closed loop at concurrency 1 to 64; then the
+  issue-4 targets (ResNet-18): at saturation the service >= 5x the write-up's architecture and
+  >= 2x the plain peer; at concurrency 1 its p50 no worse than the plain peer's. A missed target
+  is reported with how much, and where the service's time goes.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
-from bench.cli import run_benchmark
-from bench.config import BenchConfig, model_file
-from bench.images import load_samples
-from bench.loadgen import CLIENTS, StepResult
-from bench.plots import line_plot
-from bench.progress import bar
-from bench.reference import Reference, decode_inference
-from bench.report import Section, table
-from bench.servers import ServerResult, measure_server, service_spec
-from bench.stats import fmt
-from bench.targets import HTTP, verdict
+import numpy as np
+
+from bench import servers
+from bench.config import BenchConfig, load_jpegs, model_file, run_benchmark
+from bench.loadgen import SENDERS, StepResult
+from bench.report import Section, Summary, bar, fmt, summarize, table
+from bench.servers import Load, ServerResult
+from bench.targets import HTTP, PEERS, verdict
+from service.cpus import available_cpus
+from service.preprocess import PreprocessSpec, preprocess
+from service.providers import PROVIDER_NAMES
+from service.runner import create_session
 from service.settings import Settings
 
 MODEL = "resnet18"  # the issue's targets are stated for ResNet-18
@@ -31,30 +44,65 @@ BATCH: int = Settings.model_fields["max_batch_size"].default
 @dataclass(frozen=True)
 class Plan:
     configs: tuple[tuple[str, int], ...]  # (provider, max batch size); 1 = batching off
-    concurrencies: tuple[int, ...]
-    rate_fractions: tuple[float, ...]  # open-loop offered rates, as fractions of saturation
-    duration_s: float
-    warmup_s: float
-    reference_runs: int
-    reference_s: float
+    load: Load
+    runs: int  # decode + inference in-process (the reference): latency runs, ...
+    seconds: float  # ... and seconds of throughput
 
 
-FULL = Plan(
-    (("cpu", BATCH), ("cpu", 1), ("openvino", BATCH), ("openvino", 1)),
-    (1, 4, 16, 64),
-    (0.5, 0.8, 0.95),
-    4.0,
-    1.5,
-    100,
-    3.0,
-)
-QUICK = Plan((("cpu", BATCH),), (1, 4), (0.5,), 1.0, 0.5, 10, 0.5)
+CONFIGS = (("cpu", BATCH), ("cpu", 1), ("openvino", BATCH), ("openvino", 1))
+FULL = Plan(CONFIGS, Load((1, 4, 16, 64), 4.0, 1.5, (0.5, 0.8, 0.95)), 100, 3.0)
+QUICK = Plan((("cpu", BATCH),), Load((1, 4), 1.0, 0.5, (0.5,)), 10, 0.5)
 
-STEP_HEADERS = [
-    *("server", "load", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server CPU (cores)"),
-    *("server CPU ms/req", "server peak RSS MB", "decode ms", "queue ms", "inference ms"),
-    *("HTTP+client ms", "client CPU ms/req"),
-]
+
+@dataclass(frozen=True)
+class Reference:
+    provider: str
+    threads: int
+    decode_ms: Summary
+    decode_inference_ms: Summary
+    throughput_ips: float
+    # process CPU over the run (a few decodes run ahead of the count: a slight overestimate)
+    cpu_ms_per_image: float
+    batch_size: int
+
+
+def decode_inference(
+    model_path: Path, provider: str, jpegs: Sequence[bytes], runs: int, seconds: float
+) -> Reference:
+    """The in-process yardstick for the HTTP targets: decode + inference with no HTTP, no
+    queue, the service's own preprocessing and session settings (create_session).
+    - latency: one image at a time, decode then run, as a caller at concurrency 1 would see it;
+    - throughput: the pipeline at its best, decode in a pool (one thread per usable CPU) feeding
+      batches of 8 to the session in the main thread (PIL and ORT release the GIL), for a
+      fixed time."""
+    threads, batch_size, spec = available_cpus(), 8, PreprocessSpec()
+    session = create_session(model_path, PROVIDER_NAMES[provider], threads)
+    name = session.get_inputs()[0].name
+    for size in (1, batch_size):  # warm both shapes (OpenVINO compiles per shape)
+        session.run(None, {name: np.zeros((size, 224, 224, 3), np.uint8)})
+    decode_ms, total_ms = [], []
+    for body in itertools.islice(itertools.cycle(jpegs), runs):
+        start = time.perf_counter()
+        pixels = preprocess(body, spec)
+        decoded = time.perf_counter()
+        session.run(None, {name: pixels[None]})
+        decode_ms.append((decoded - start) * 1000)
+        total_ms.append((time.perf_counter() - start) * 1000)
+    done, start, cpu0 = 0, time.perf_counter(), time.process_time()
+    bodies = itertools.cycle(jpegs)
+    with ThreadPoolExecutor(threads) as pool:
+        # Two batches of decodes in flight: the pool works while the session runs.
+        ahead = deque(pool.submit(preprocess, next(bodies), spec) for _ in range(2 * batch_size))
+        while time.perf_counter() - start < seconds:
+            batch = np.stack([ahead.popleft().result() for _ in range(batch_size)])
+            ahead.extend(pool.submit(preprocess, next(bodies), spec) for _ in range(batch_size))
+            session.run(None, {name: batch})
+            done += batch_size
+        elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu0
+    throughput = (done / elapsed, cpu_s * 1000 / done)
+    return Reference(provider, threads, summarize(decode_ms), summarize(total_ms), *throughput, 8)
+
+
 TARGET_HEADERS = [
     "server",
     f"c=1 p50 vs in-process (<= {HTTP['c1_p50_vs_inprocess_max']}x)",
@@ -83,27 +131,6 @@ def breakdown(name: str, step: StepResult) -> str:
     )
 
 
-def step_row(name: str, step: StepResult) -> list[object]:
-    """A table row; the HTTP share is end to end minus the server's own total (Server-Timing)."""
-    phases, latency = step.phases_ms, step.latency_ms
-    http = latency["mean"] - phases["total"] if "total" in phases else float("nan")
-    return [
-        *(name, step.load, fmt(step.throughput_rps)),
-        *(fmt(latency[p]) for p in ("p50", "p90", "p99")),
-        sum(step.errors.values()) + step.dropped,
-        fmt(step.server_cpu_cores, 2),
-        fmt(step.server_cpu_ms_per_request, 1),
-        fmt(step.server_peak_rss_mb, 0),
-        *(fmt(phases.get(k)) for k in ("decode", "queue", "inference")),
-        fmt(http),
-        fmt(step.client_cpu_ms_per_request, 2),
-    ]
-
-
-def steps_table(results: list[ServerResult]) -> str:
-    return table(STEP_HEADERS, [step_row(r.name, s) for r in results for s in r.steps])
-
-
 def target_rows(results: list[ServerResult], refs: dict[str, Reference]) -> list[list[object]]:
     """Issue 3's targets (bench/targets.toml [http]), per configuration."""
     rows: list[list[object]] = []
@@ -130,65 +157,59 @@ def measure(
     cfg: BenchConfig, plan: Plan, jpegs: list[bytes]
 ) -> tuple[dict[str, Reference], list[ServerResult]]:
     providers = sorted({p for p, _ in plan.configs})
-    steps = len(plan.configs) * (len(plan.concurrencies) + len(plan.rate_fractions))
+    steps = len(plan.configs) * (len(plan.load.concurrencies) + len(plan.load.rate_fractions))
     progress = bar(steps + len(providers), "http")
     path = model_file(cfg.model_dir(MODEL), "int8")
     refs = {}
     for provider in providers:
-        refs[provider] = decode_inference(
-            path, provider, jpegs, plan.reference_runs, plan.reference_s
-        )
+        refs[provider] = decode_inference(path, provider, jpegs, plan.runs, plan.seconds)
         progress.update(1)
     results = [
-        measure_server(
-            cfg,
-            service_spec(cfg, MODEL, provider, max_batch),
-            plan.concurrencies,
-            plan.duration_s,
-            plan.warmup_s,
-            progress,
-            plan.rate_fractions,
-        )
-        for provider, max_batch in plan.configs
+        servers.measure_server(cfg, servers.service_spec(cfg, MODEL, p, b), plan.load, progress)
+        for p, b in plan.configs
     ]
     progress.close()
     return refs, results
 
 
+def _reference_table(refs: dict[str, Reference]) -> str:
+    headers = ["provider", "decode p50 ms", "decode + inference p50 ms", "pipeline images/s"]
+    rows = [
+        [p, fmt(r.decode_ms.p50, 2), fmt(r.decode_inference_ms.p50, 2), fmt(r.throughput_ips)]
+        for p, r in refs.items()
+    ]
+    for row, ref in zip(rows, refs.values(), strict=True):
+        row.append(fmt(ref.cpu_ms_per_image))
+    return table([*headers, "pipeline CPU ms/image"], rows)
+
+
 def render(
     cfg: BenchConfig,
     plan: Plan,
-    jpegs: int,
     refs: dict[str, Reference],
     results: list[ServerResult],
     section: Section,
 ) -> None:
-    fractions = ", ".join(f"{f:.0%}" for f in plan.rate_fractions)
+    fractions = ", ".join(f"{f:.0%}" for f in plan.load.rate_fractions)
     section.add(
-        f"Model {MODEL} int8 (U8S8). One load-generator process per step ({CLIENTS[cfg.client]}, "
-        f"{jpegs} real JPEGs cycled, read once); the client runs on the same 2 cores and "
-        f"its CPU per request is shown. Closed loop: {plan.duration_s} s per "
-        f"concurrency; open loop: Poisson arrivals at {fractions} "
+        f"Model {MODEL} int8 (U8S8). One load-generator process per step "
+        f"({SENDERS[cfg.client].about}, {section.data['images']} real JPEGs cycled, read once); "
+        "the client runs on the same 2 cores and its CPU per request is shown. Closed loop: "
+        f"{plan.load.duration_s} s per concurrency; open loop: Poisson arrivals at {fractions} "
         "of the configuration's best closed-loop throughput, latency from the scheduled send "
         "time. Server CPU and RSS: psutil on the server process, sampled every 50 ms. Phases: "
         "means of the service's Server-Timing header; HTTP+client = end-to-end mean minus the "
         "server's total."
     )
-    for r in results:
-        section.add(f"- **{r.name}**: {r.description}; ready in {fmt(r.ready_s, 2)} s")
-    section.add(steps_table(results))
-    section.add("### In-process reference: decode + inference, same settings, no HTTP")
-    headers = ["provider", "decode p50 ms", "decode + inference p50 ms", "pipeline images/s"]
-    rows = [
-        [
-            *(p, fmt(r.decode_ms.p50, 2), fmt(r.decode_inference_ms.p50, 2)),
-            *(fmt(r.throughput_ips), fmt(r.cpu_ms_per_image)),
-        ]
-        for p, r in refs.items()
+    section.body += [
+        f"- **{r.name}**: {r.description}; ready in {fmt(r.ready_s, 2)} s" for r in results
     ]
-    section.add(table([*headers, "pipeline CPU ms/image"], rows))
-    section.add("### Issue 3 targets")
-    section.add(table(TARGET_HEADERS, section.data["targets"]))
+    section.add(servers.steps_table(results))
+    section.add("### In-process reference: decode + inference, same settings, no HTTP")
+    section.add(_reference_table(refs))
+    targets = table(TARGET_HEADERS, section.data["targets"])
+    section.body += ["### Issue 3 targets", targets]
+    section.summary += ["### Issue 3 targets (service vs in-process decode + inference)", targets]
     section.add("### Where the time goes (measured: Server-Timing phases, CPU per request)")
     lines = [breakdown(r.name, s) for r in results for s in (r.at_concurrency(1), r.best()) if s]
     section.add("\n".join(f"- {line}" for line in lines))
@@ -199,46 +220,122 @@ def render(
         "processes on the machine (see the load average at the top)."
     )
     for pct in ("p50", "p99"):
-        series = {
-            r.name: ([s.throughput_rps for s in r.closed], [s.latency_ms[pct] for s in r.closed])
-            for r in results
-        }
-        section.plots.append(
-            line_plot(
-                cfg.out_dir / f"http_latency_vs_throughput_{pct}.png",
-                series,
-                f"Service over HTTP, {MODEL}: {pct} latency vs throughput\n"
-                "(closed loop; points = concurrency 1, 4, 16, 64)",
-                "throughput, req/s",
-                f"{pct} latency, ms",
-                logy=True,
-            )
-        )
+        path = cfg.out_dir / f"http_latency_vs_throughput_{pct}.png"
+        title = f"Service over HTTP, {MODEL}: {pct} latency vs throughput\n"
+        title += "(closed loop; points = concurrency 1, 4, 16, 64)"
+        section.plots.append(servers.latency_plot(path, results, pct, title))
 
 
 def run(cfg: BenchConfig) -> Section:
     plan = QUICK if cfg.quick else FULL
     section = Section("http", "The service over HTTP")
-    if not cfg.has_model(MODEL):
-        section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
+    if not cfg.built([MODEL], section):
         return section
-    jpegs = [s.jpeg for s in load_samples(cfg.data_dir, 64)]
+    jpegs = load_jpegs(cfg.data_dir, 64)
     refs, results = measure(cfg, plan, jpegs)
+    reference = {p: asdict(r) for p, r in refs.items()}
     section.data = {
         "plan": asdict(plan),
         "model": MODEL,
-        "reference": {p: asdict(r) for p, r in refs.items()},
-        "servers": [asdict(r) for r in results],
-        "target_headers": TARGET_HEADERS,
-        "targets": target_rows(results, refs),
+        "images": len(jpegs),
+        "reference": reference,
     }
-    render(cfg, plan, len(jpegs), refs, results, section)
+    section.data |= {"servers": [asdict(r) for r in results], "targets": target_rows(results, refs)}
+    render(cfg, plan, refs, results, section)
     return section
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_benchmark("The service over HTTP", run, argv)
+PEERS_FULL = Load((1, 4, 16, 64), 4.0, 1.5)
+PEERS_QUICK = Load((1,), 1.0, 0.3)
+
+
+def _ratio_row(what: str, service: ServerResult, peer: ServerResult, key: str) -> list[object]:
+    ratio, wanted = service.saturation_rps / peer.saturation_rps, PEERS[key]
+    miss = "" if ratio >= wanted else f" by {wanted / ratio:.2f}x"
+    return [what, f">= {wanted:g}x", f"{ratio:.1f}x", verdict(ratio >= wanted) + miss]
+
+
+def peer_target_rows(results: list[ServerResult]) -> tuple[list[list[object]], bool]:
+    """Issue 4's targets (bench/targets.toml [peers])."""
+    service, plain, writeup = results
+    c1_service, c1_plain = service.c1_p50(), plain.c1_p50()
+    wanted = PEERS["c1_p50_vs_plain_max"]
+    c1_ok = c1_service is not None and c1_plain is not None and c1_service <= wanted * c1_plain
+    miss = "" if c1_ok or not c1_plain or not c1_service else f" by {c1_service - c1_plain:.1f} ms"
+    c1 = f"{fmt(c1_service)} vs {fmt(c1_plain)} ms"
+    rows: list[list[object]] = [
+        _ratio_row(
+            "saturation vs write-up architecture", service, writeup, "saturation_vs_writeup_min"
+        ),
+        _ratio_row("saturation vs plain FastAPI + ORT", service, plain, "saturation_vs_plain_min"),
+        ["c=1 p50 vs plain FastAPI + ORT", f"<= {wanted:.1f}x", c1, verdict(c1_ok) + miss],
+    ]
+    return rows, all(str(row[3]).startswith("PASS") for row in rows)
+
+
+def where_time_goes(results: list[ServerResult]) -> list[str]:
+    """The service at c=1 and at its best throughput, then each peer at its best: the phases
+    and the CPU each request costs, so a missed target shows its cause."""
+    service = results[0]
+    lines = [breakdown(service.name, s) for s in (service.at_concurrency(1), service.best()) if s]
+    return lines + [breakdown(peer.name, peer.best()) for peer in results[1:]]
+
+
+def measure_peers(cfg: BenchConfig, plan: Load) -> list[ServerResult]:
+    servers.prepare_flask(cfg)
+    progress = bar(3 * len(plan.concurrencies), "peers")
+    results = [
+        servers.measure_server(cfg, spec, plan, progress)
+        for spec in (
+            servers.service_spec(cfg, MODEL, "auto", None, name="service (defaults)"),
+            servers.peer_spec(cfg, "fastapi_ort", MODEL),
+            servers.peer_spec(cfg, "flask_torchscript", MODEL),
+        )
+    ]
+    progress.close()
+    return results
+
+
+def render_peers(
+    cfg: BenchConfig, plan: Load, results: list[ServerResult], section: Section
+) -> None:
+    section.add(
+        f"Closed loop, one load-generator process per step ({SENDERS[cfg.client].about}, raw JPEG "
+        f"bodies), {plan.duration_s} s per concurrency. The Flask peer runs on Flask's own "
+        "development server (threaded=True), as the write-up serves it; ResNet-18 weights are "
+        "random (speed only)."
+    )
+    section.add("\n".join(f"- **{r.name}**: {r.description}" for r in results))
+    section.add(servers.steps_table(results))
+    base = results[-1].saturation_rps
+    rows = [
+        [r.name, fmt(r.saturation_rps), f"{r.saturation_rps / base:.1f}x", fmt(r.c1_p50())]
+        for r in results
+    ]
+    section.add(table(["server", "saturation req/s", "x write-up", "c=1 p50 ms"], rows))
+    targets = table(["target", "wanted", "measured", "verdict"], section.data["targets"])
+    section.body += ["### Issue 4 targets", targets]
+    section.summary += ["### Issue 4 targets (service vs peers, same harness and run)", targets]
+    if not section.data["passed"]:
+        section.add("Where the time goes (measured; phases from the service's Server-Timing):")
+        section.add("\n".join(f"- {line}" for line in where_time_goes(results)))
+    title = "ResNet-18 over HTTP: p50 latency vs throughput\n(closed loop; points = concurrency)"
+    path = cfg.out_dir / "peers_latency_vs_throughput.png"
+    section.plots.append(servers.latency_plot(path, results, "p50", title))
+
+
+def run_peers(cfg: BenchConfig) -> Section:
+    plan = PEERS_QUICK if cfg.quick else PEERS_FULL
+    section = Section("peers", "Peers on the same harness (ResNet-18, same images, same run)")
+    if not cfg.built([MODEL], section):
+        return section
+    results = measure_peers(cfg, plan)
+    rows, passed = peer_target_rows(results)
+    section.data = {"plan": asdict(plan), "servers": [asdict(r) for r in results]}
+    section.data |= {"targets": rows, "passed": passed}
+    render_peers(cfg, plan, results, section)
+    return section
 
 
 if __name__ == "__main__":
-    main()
+    run_benchmark(run, __doc__)

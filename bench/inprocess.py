@@ -13,18 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import statistics
 import time
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from bench.cli import run_benchmark
-from bench.config import BenchConfig
-from bench.images import load_samples
-from bench.progress import bar
-from bench.report import Section, table
-from bench.stats import fmt
+from bench.config import BenchConfig, load_jpegs, run_benchmark
+from bench.loadgen import Outcome, closed_loop, measure_step
+from bench.report import Section, bar, fmt, median_of, table
 from service.classifier import Classifier
 from service.metrics import Metrics
 from service.providers import OPENVINO
@@ -54,7 +48,7 @@ class Load:
     images_per_s: float
     p50_ms: float
     p99_ms: float
-    cpu_ms_per_image: float
+    cpu_ms_per_image: float  # the whole process's CPU: the Classifier's and the callers'
     mean_batch: float
 
 
@@ -75,74 +69,57 @@ class ComboResult:
     median: Load  # each figure's median over the rounds
 
 
-async def _closed_loop(
-    classifier: Classifier, images: list[bytes], callers: int, seconds: float
-) -> Load:
-    """``callers`` concurrent callers, each sending the next image as soon as it has an answer."""
-    latencies: list[float] = []
-    batch_sizes: list[int] = []
-    stop_at = time.perf_counter() + seconds
+async def _load(classifier: Classifier, images: list[bytes], callers: int, seconds: float) -> Load:
+    """``callers`` concurrent callers, each sending the next image as soon as it has an answer:
+    the load generator's closed loop, the Classifier called in-process instead of over HTTP."""
 
-    async def caller(offset: int) -> None:
-        for data in itertools.islice(itertools.cycle(images), offset, None):
-            if time.perf_counter() >= stop_at:
-                return
-            begin = time.perf_counter()
-            result = await classifier.classify(data, top_k=5)
-            latencies.append(time.perf_counter() - begin)
-            batch_sizes.append(result.timing.batch_size)
+    async def post(body: bytes, since: float) -> Outcome:
+        batch = (await classifier.classify(body, top_k=5)).timing.batch_size
+        return Outcome((time.perf_counter() - since) * 1000, 200, {"batch": float(batch)})
 
-    cpu_before, wall_before = time.process_time(), time.perf_counter()
-    await asyncio.gather(*(caller(i * 7) for i in range(callers)))
-    cpu_s, wall_s = time.process_time() - cpu_before, time.perf_counter() - wall_before
+    step = await measure_step(closed_loop(post, images, callers, seconds), "closed")
+    latency, cpu_ms = step.latency_ms, step.client_cpu_ms_per_request
     return Load(
-        images_per_s=len(latencies) / wall_s,
-        p50_ms=float(np.percentile(latencies, 50)) * 1e3,
-        p99_ms=float(np.percentile(latencies, 99)) * 1e3,
-        cpu_ms_per_image=cpu_s / len(latencies) * 1e3,
-        mean_batch=float(np.mean(batch_sizes)),
+        step.throughput_rps, latency["p50"], latency["p99"], cpu_ms, step.phases_ms["batch"]
     )
+
+
+async def _start(cfg: BenchConfig, combo: Combo, queue: int) -> tuple[Classifier, float]:
+    """A started Classifier with the combination's settings, and its start time in seconds."""
+    settings = Settings(
+        model_dir=cfg.model_dir(MODEL),
+        provider=combo.provider,
+        decode_workers=combo.workers,
+        intra_op_threads=combo.threads,
+        max_batch_size=combo.max_batch,
+        queue_capacity=queue,
+    )
+    classifier = Classifier(settings, Metrics())
+    begin = time.perf_counter()
+    await classifier.start()
+    return classifier, time.perf_counter() - begin
 
 
 async def measure(cfg: BenchConfig, plan: Plan, images: list[bytes]) -> list[ComboResult]:
     providers = [p for p in plan.providers if p == "cpu" or OPENVINO in available_providers()]
-    combos = [
-        Combo(*c)
-        for c in itertools.product(providers, plan.workers, plan.threads, plan.max_batches)
-    ]
+    product = itertools.product(providers, plan.workers, plan.threads, plan.max_batches)
+    combos = [Combo(*c) for c in product]
     progress = bar(len(combos) + plan.rounds, "inprocess")
     started: dict[Combo, tuple[Classifier, float]] = {}
     for combo in combos:
-        settings = Settings(
-            model_dir=cfg.model_dir(MODEL),
-            provider=combo.provider,
-            decode_workers=combo.workers,
-            intra_op_threads=combo.threads,
-            max_batch_size=combo.max_batch,
-            queue_capacity=max(64, *plan.callers),
-        )
-        classifier = Classifier(settings, Metrics())
-        begin = time.perf_counter()
-        await classifier.start()
-        started[combo] = (classifier, time.perf_counter() - begin)
+        started[combo] = await _start(cfg, combo, max(64, *plan.callers))
         progress.update(1)
     runs: dict[tuple[Combo, int], list[Load]] = {(c, n): [] for c in combos for n in plan.callers}
     for _ in range(plan.rounds):
         for (combo, n), loads in runs.items():
-            loads.append(await _closed_loop(started[combo][0], images, n, plan.seconds))
+            loads.append(await _load(started[combo][0], images, n, plan.seconds))
         progress.update(1)
     progress.close()
     for classifier, _ in started.values():
         await classifier.stop()
     return [
-        ComboResult(
-            combo,
-            n,
-            started[combo][0].meta.provider,
-            started[combo][1],
-            Load(**{k: statistics.median(getattr(x, k) for x in loads) for k in asdict(loads[0])}),
-        )
-        for (combo, n), loads in sorted(runs.items(), key=lambda item: item[0][1])
+        ComboResult(c, n, started[c][0].meta.provider, started[c][1], median_of(loads))
+        for (c, n), loads in sorted(runs.items(), key=lambda item: item[0][1])
     ]
 
 
@@ -168,19 +145,14 @@ def render(plan: Plan, results: list[ComboResult], section: Section) -> None:
 def run(cfg: BenchConfig) -> Section:
     plan = QUICK if cfg.quick else FULL
     section = Section("inprocess", "The Classifier in-process, by settings (no HTTP)")
-    if not cfg.has_model(MODEL):
-        section.add(f"**Skipped: no {MODEL} artifacts in {cfg.artifacts_dir}.**")
+    if not cfg.built([MODEL], section):
         return section
-    images = [sample.jpeg for sample in load_samples(cfg.data_dir, 64)]
+    images = load_jpegs(cfg.data_dir, 64)
     results = asyncio.run(measure(cfg, plan, images))
     section.data = {"plan": asdict(plan), "model": MODEL, "results": [asdict(r) for r in results]}
     render(plan, results, section)
     return section
 
 
-def main(argv: list[str] | None = None) -> None:
-    run_benchmark("The Classifier in-process, by settings", run, argv)
-
-
 if __name__ == "__main__":
-    main()
+    run_benchmark(run, __doc__)

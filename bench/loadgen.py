@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -28,13 +29,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import httpx
 
-from bench.config import default_data_dir
-from bench.images import load_samples
-from bench.stats import fmt, summarize
+from bench.config import load_jpegs
+from bench.report import fmt, summarize, table
+from service import paths
 
 CLASSIFY_PATH = "/v1/classify"
 HEADERS = {"content-type": "image/jpeg"}
@@ -45,6 +45,12 @@ class Outcome:
     latency_ms: float
     status: int | str  # HTTP status, or the exception's type name
     phases_ms: dict[str, float]
+
+    @classmethod
+    def since(cls, since: float, status: int | str, server_timing: str | None = None) -> Outcome:
+        """Timed from ``since`` to now; phases from a Server-Timing header."""
+        latency_ms = (time.perf_counter() - since) * 1000
+        return cls(latency_ms, status, parse_server_timing(server_timing))
 
 
 @dataclass
@@ -80,24 +86,21 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
     phases: dict[str, float] = {}
     for part in (header or "").split(","):
         name, *params = (p.strip() for p in part.split(";"))
-        for param in params:
-            key, _, value = param.partition("=")
+        for key, _, value in (param.partition("=") for param in params):
             if key == "dur" and name:
-                try:
+                with contextlib.suppress(ValueError):
                     phases[name] = float(value)
-                except ValueError:
-                    continue
     return phases
 
 
-class Sender(Protocol):
-    async def post(self, body: bytes, since: float) -> Outcome: ...
-
-    async def aclose(self) -> None: ...
+# Send one body; latency counts from ``since`` (open loop: the scheduled send time).
+Post = Callable[[bytes, float], Awaitable[Outcome]]
 
 
 class HttpxSender:
     """The issue's client: httpx.AsyncClient, HTTP/1.1 keep-alive, one pool of connections."""
+
+    about = "httpx.AsyncClient, HTTP/1.1 keep-alive"
 
     def __init__(self, url: str, connections: int) -> None:
         self.url = url
@@ -105,13 +108,11 @@ class HttpxSender:
         self.client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
 
     async def post(self, body: bytes, since: float) -> Outcome:
-        try:
+        try:  # reads the whole body
             response = await self.client.post(self.url, content=body, headers=HEADERS)
-            await response.aread()
         except httpx.HTTPError as exc:
-            return Outcome((time.perf_counter() - since) * 1000, type(exc).__name__, {})
-        timing = parse_server_timing(response.headers.get("server-timing"))
-        return Outcome((time.perf_counter() - since) * 1000, response.status_code, timing)
+            return Outcome.since(since, type(exc).__name__)
+        return Outcome.since(since, response.status_code, response.headers.get("server-timing"))
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -125,6 +126,8 @@ class RawSender:
     (it shares the server's 2 cores): request heads built once, no header objects, a few
     times less CPU per request than httpx. Reopens connections the server closes (Flask's
     development server answers HTTP/1.0: one connection per request)."""
+
+    about = "a minimal asyncio HTTP/1.1 keep-alive client, a few times cheaper than httpx"
 
     def __init__(self, url: str, connections: int) -> None:
         parts = urllib.parse.urlsplit(url)
@@ -141,10 +144,8 @@ class RawSender:
         await writer.drain()
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
         version, status = head[0].split(" ", 2)[:2]
-        headers = {}
-        for line in head[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
+        fields = (line.partition(":") for line in head[1:])
+        headers = {name.strip().lower(): value.strip() for name, _, value in fields}
         await reader.readexactly(int(headers["content-length"]))
         connection = headers.get("connection", "").lower()
         keep = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
@@ -163,13 +164,13 @@ class RawSender:
                     conn[1].close()
                 if reused:
                     continue
-                return Outcome((time.perf_counter() - since) * 1000, type(exc).__name__, {})
-            latency = (time.perf_counter() - since) * 1000
+                return Outcome.since(since, type(exc).__name__)
+            outcome = Outcome.since(since, status, headers.get("server-timing"))
             if keep:
                 self.idle.append(conn)
             else:
                 conn[1].close()
-            return Outcome(latency, status, parse_server_timing(headers.get("server-timing")))
+            return outcome
         raise AssertionError("unreachable: the second attempt always returns")
 
     async def aclose(self) -> None:
@@ -177,15 +178,11 @@ class RawSender:
             writer.close()
 
 
-SENDERS: dict[str, Callable[[str, int], Sender]] = {"httpx": HttpxSender, "raw": RawSender}
-CLIENTS = {
-    "httpx": "httpx.AsyncClient, HTTP/1.1 keep-alive",
-    "raw": "a minimal asyncio HTTP/1.1 keep-alive client, a few times cheaper than httpx",
-}
+SENDERS: dict[str, type[HttpxSender | RawSender]] = {"httpx": HttpxSender, "raw": RawSender}
 
 
 async def closed_loop(
-    sender: Sender, bodies: Sequence[bytes], concurrency: int, duration_s: float
+    post: Post, bodies: Sequence[bytes], concurrency: int, duration_s: float
 ) -> tuple[list[Outcome], float, int]:
     outcomes: list[Outcome] = []
     start = time.perf_counter()
@@ -195,14 +192,14 @@ async def closed_loop(
         while time.perf_counter() < stop:
             body = bodies[index % len(bodies)]
             index += concurrency
-            outcomes.append(await sender.post(body, time.perf_counter()))
+            outcomes.append(await post(body, time.perf_counter()))
 
     await asyncio.gather(*(user(i) for i in range(concurrency)))
     return outcomes, time.perf_counter() - start, 0
 
 
 async def open_loop(
-    sender: Sender, bodies: Sequence[bytes], rate: float, duration_s: float, max_outstanding: int
+    post: Post, bodies: Sequence[bytes], rate: float, duration_s: float, max_outstanding: int
 ) -> tuple[list[Outcome], float, int]:
     """Poisson arrivals (seeded), each request timed from its scheduled send time."""
     arrivals = random.Random(0)
@@ -211,7 +208,7 @@ async def open_loop(
     in_flight: set[asyncio.Task[None]] = set()
 
     async def send(body: bytes, scheduled: float) -> None:
-        outcomes.append(await sender.post(body, scheduled))
+        outcomes.append(await post(body, scheduled))
 
     start = time.perf_counter()
     scheduled, index = start, 0
@@ -231,21 +228,19 @@ async def open_loop(
     return outcomes, time.perf_counter() - start, dropped
 
 
-def _result(
+async def measure_step(
+    step: Awaitable[tuple[list[Outcome], float, int]],
     mode: str,
-    outcomes: list[Outcome],
-    elapsed_s: float,
-    cpu_s: float,
     concurrency: int | None = None,
     rate: float | None = None,
-    dropped: int = 0,
 ) -> StepResult:
+    """Run one step and sum it up: successful requests' latency and phases, the rest as errors
+    by status, the client's CPU per request sent."""
+    cpu0 = time.process_time()
+    outcomes, elapsed_s, dropped = await step
+    cpu_s = time.process_time() - cpu0
     good = [o for o in outcomes if o.status == 200]
-    errors = Counter(str(o.status) for o in outcomes if o.status != 200)
     phase_names = sorted({name for o in good for name in o.phases_ms})
-    phases = {
-        name: sum(o.phases_ms.get(name, 0.0) for o in good) / len(good) for name in phase_names
-    }
     return StepResult(
         mode=mode,
         concurrency=concurrency,
@@ -253,67 +248,62 @@ def _result(
         duration_s=elapsed_s,
         sent=len(outcomes),
         ok=len(good),
-        errors=dict(errors),
+        errors=dict(Counter(str(o.status) for o in outcomes if o.status != 200)),
         dropped=dropped,
         throughput_rps=len(good) / elapsed_s if elapsed_s else 0.0,
         latency_ms=summarize([o.latency_ms for o in good]).as_dict(),
-        phases_ms=phases,
+        phases_ms={n: sum(o.phases_ms.get(n, 0.0) for o in good) / len(good) for n in phase_names},
         client_cpu_ms_per_request=cpu_s * 1000 / max(1, len(outcomes)),
     )
 
 
-async def _measured(
-    step: Awaitable[tuple[list[Outcome], float, int]], mode: str, **labels: Any
-) -> StepResult:
-    cpu0 = time.process_time()
-    outcomes, elapsed, dropped = await step
-    cpu_s = time.process_time() - cpu0
-    return _result(mode, outcomes, elapsed, cpu_s, dropped=dropped, **labels)
-
-
-async def run_steps(
-    base_url: str,
-    bodies: Sequence[bytes],
-    concurrencies: Sequence[int],
-    rates: Sequence[float],
-    duration_s: float,
-    warmup_s: float,
-    client: str = "httpx",
-    max_outstanding: int = 512,
-) -> list[StepResult]:
-    url = base_url.rstrip("/") + CLASSIFY_PATH
-    sender = SENDERS[client](url, max([max_outstanding if rates else 1, *concurrencies]))
+async def run_steps(args: argparse.Namespace, max_outstanding: int = 512) -> list[StepResult]:
+    """The steps the command line asks for (see main): closed loop at each concurrency, then
+    open loop at each rate, after an unrecorded warm-up."""
+    bodies = load_jpegs(args.data_dir, args.images)
+    concurrencies: list[int] = args.concurrency or ([] if args.rate else [1, 4, 16, 64])
+    url = args.url.rstrip("/") + CLASSIFY_PATH
+    sender = SENDERS[args.client](url, max([max_outstanding if args.rate else 1, *concurrencies]))
     try:
-        if warmup_s > 0:  # not recorded: connections, caches, the server's first batches
-            await closed_loop(sender, bodies, max([4, *concurrencies][:2]), warmup_s)
+        if args.warmup > 0:  # not recorded: connections, caches, the server's first batches
+            await closed_loop(sender.post, bodies, max([4, *concurrencies][:2]), args.warmup)
         results = []
         for c in concurrencies:
-            step = closed_loop(sender, bodies, c, duration_s)
-            results.append(await _measured(step, "closed", concurrency=c))
-        for rate in rates:
-            step = open_loop(sender, bodies, rate, duration_s, max_outstanding)
-            results.append(await _measured(step, "open", rate=rate))
+            step = closed_loop(sender.post, bodies, c, args.duration)
+            results.append(await measure_step(step, "closed", concurrency=c))
+        for rate in args.rate:
+            step = open_loop(sender.post, bodies, rate, args.duration, max_outstanding)
+            results.append(await measure_step(step, "open", rate=rate))
         return results
     finally:
         await sender.aclose()
 
 
-def print_table(results: Sequence[StepResult]) -> None:
-    print(
-        f"{'mode':6} {'conc':>5} {'rate':>7} {'ok':>6} {'err':>5} {'rps':>8} "
-        f"{'p50':>8} {'p90':>8} {'p99':>8}  phases (mean ms)"
-    )
-    for r in results:
-        phases = " ".join(f"{k}={v:.1f}" for k, v in r.phases_ms.items())
-        print(
-            f"{r.mode:6} {r.concurrency or '-':>5} {fmt(r.offered_rate, 0):>7} {r.ok:>6} "
-            f"{sum(r.errors.values()) + r.dropped:>5} {r.throughput_rps:>8.1f} "
-            f"{r.latency_ms['p50']:>8.1f} {r.latency_ms['p90']:>8.1f} {r.latency_ms['p99']:>8.1f}"
-            f"  {phases}"
-        )
+STEP_HEADERS = [
+    *("server", "load", "req/s", "p50 ms", "p90 ms", "p99 ms", "errors", "server CPU (cores)"),
+    *("server CPU ms/req", "server peak RSS MB", "decode ms", "queue ms", "inference ms"),
+    *("HTTP+client ms", "client CPU ms/req"),
+]
 
 
-def main(argv: list[str] | None = None) -> None:
+def step_row(name: str, step: StepResult) -> list[object]:
+    """A table row; the HTTP share is end to end minus the server's own total (Server-Timing)."""
+    phases, latency = step.phases_ms, step.latency_ms
+    http = latency["mean"] - phases["total"] if "total" in phases else float("nan")
+    return [
+        *(name, step.load, fmt(step.throughput_rps)),
+        *(fmt(latency[p]) for p in ("p50", "p90", "p99")),
+        sum(step.errors.values()) + step.dropped,
+        fmt(step.server_cpu_cores, 2),
+        fmt(step.server_cpu_ms_per_request, 1),
+        fmt(step.server_peak_rss_mb, 0),
+        *(fmt(phases.get(k)) for k in ("decode", "queue", "inference")),
+        fmt(http),
+        fmt(step.client_cpu_ms_per_request, 2),
+    ]
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description="HTTP load generator for POST /v1/classify")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--concurrency", type=int, nargs="*", default=[])
@@ -321,33 +311,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per step")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds, not recorded")
     parser.add_argument("--images", type=int, default=64, help="distinct JPEGs to cycle")
-    parser.add_argument(
-        "--data-dir", type=Path, default=default_data_dir(), help="env IMGCLS_DATA_DIR"
-    )
+    parser.add_argument("--data-dir", type=Path, default=paths.data_dir(), help=paths.DATA_DIR_ENV)
     parser.add_argument("--client", choices=sorted(SENDERS), default="httpx")
     parser.add_argument("--json", type=Path, help="write the results here ('-' for stdout)")
-    args = parser.parse_args(argv)
-    if not args.concurrency and not args.rate:
-        args.concurrency = [1, 4, 16, 64]
-    bodies = [s.jpeg for s in load_samples(args.data_dir, args.images)]
-    results = asyncio.run(
-        run_steps(
-            args.url,
-            bodies,
-            args.concurrency,
-            args.rate,
-            args.duration,
-            args.warmup,
-            args.client,
-        )
-    )
-    payload = json.dumps([asdict(r) for r in results], indent=2)
-    if args.json and str(args.json) == "-":
-        sys.stdout.write(payload + "\n")
+    args = parser.parse_args()
+    results = asyncio.run(run_steps(args))
+    payload = json.dumps([asdict(r) for r in results], indent=2) + "\n"
+    if str(args.json) == "-":
+        sys.stdout.write(payload)
         return
     if args.json:
-        args.json.write_text(payload + "\n")
-    print_table(results)
+        args.json.write_text(payload)
+    print(table(STEP_HEADERS, [step_row(args.url, r) for r in results]))
 
 
 if __name__ == "__main__":

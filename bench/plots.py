@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+
+def _save(
+    fig: Figure,
+    ax: Axes,
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    grid: Literal["both", "y"],
+) -> str:
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    ax.grid(True, axis=grid, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path.name
 
 
 def line_plot(
@@ -18,35 +38,20 @@ def line_plot(
     xlabel: str,
     ylabel: str,
     logx: bool = False,
-    logy: bool = False,
 ) -> str:
+    """Lines with markers; y on a log scale, x too (base 2) with ``logx``."""
     fig, ax = plt.subplots(figsize=(8, 5))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=label)
     if logx:
         ax.set_xscale("log", base=2)
-    if logy:
-        ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
+    ax.set_yscale("log")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    return _save(fig, ax, path, title, xlabel, ylabel, "both")
 
 
 def bar_plot(path: Path, values: Mapping[str, float], title: str, ylabel: str) -> str:
     fig, ax = plt.subplots(figsize=(9, 5))
-    names = list(values)
-    ax.bar(range(len(names)), [values[n] for n in names])
-    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-    ax.set_title(title)
-    ax.set_ylabel(ylabel)
-    ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path.name
+    ax.bar(range(len(values)), list(values.values()))
+    ax.set_xticks(range(len(values)), list(values), rotation=30, ha="right", fontsize=8)
+    return _save(fig, ax, path, title, "", ylabel, "y")

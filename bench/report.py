@@ -1,15 +1,80 @@
-"""The report: each benchmark returns a Section (markdown, plots, raw data); report.md strings
-them together under the machine description, and results.json keeps the raw numbers."""
+"""The report: each benchmark returns a Section (markdown, plots, raw data, and what it adds to
+the summary); report.md strings them together under what the numbers were measured on (CPU,
+cores, flags, library versions, date: absolute timings mean nothing without it), and
+results.json keeps the raw numbers. Also the one way every benchmark computes percentiles
+(numpy's linear interpolation) and formats a table cell."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+import platform
+import statistics
+import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from bench.machine import MachineInfo, machine_info
+import numpy as np
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
+
+# The flags that decide which int8/fp32 kernels the engines can use.
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+PACKAGES: tuple[str, ...] = ("onnxruntime-openvino", "onnxruntime", "torch", "torchvision")
+PACKAGES += ("numpy", "pillow", "fastapi", "uvicorn", "httpx", "flask")
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarize(values: Sequence[float]) -> Summary:
+    if not values:
+        return Summary(0, *[float("nan")] * 5)
+    array = np.asarray(values, dtype=np.float64)
+    p50, p90, p99 = (float(p) for p in np.percentile(array, [50, 90, 99]))
+    return Summary(len(values), float(array.mean()), p50, p90, p99, float(array.max()))
+
+
+def median_of(runs: Sequence[D]) -> D:
+    """Each field's median over repeated runs (a dataclass of numbers)."""
+    fields = {k: statistics.median(getattr(run, k) for run in runs) for k in asdict(runs[0])}
+    return type(runs[0])(**fields)
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """Table cells: a dash for missing, fixed decimals otherwise."""
+    if value is None or value != value:  # NaN
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bar(total: int, desc: str) -> tqdm:
+    """A benchmark's progress bar, on stderr so that stdout stays clean."""
+    return tqdm(total=total, desc=desc, file=sys.stderr, unit="step", dynamic_ncols=True)
 
 
 @dataclass
@@ -19,6 +84,10 @@ class Section:
     body: list[str] = field(default_factory=list)  # markdown paragraphs and tables
     plots: list[str] = field(default_factory=list)  # file names inside the results folder
     data: dict[str, Any] = field(default_factory=dict)
+    # For the summary (bench.run_all): cells of the write-up's table by row key (measured here,
+    # how far past it), and markdown blocks such as the targets tables.
+    writeup: dict[str, tuple[str, str]] = field(default_factory=dict)
+    summary: list[str] = field(default_factory=list)
 
     def add(self, text: str) -> None:
         self.body.append(text)
@@ -29,10 +98,68 @@ class Section:
         return "\n\n".join(parts)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
+@dataclass(frozen=True)
+class MachineInfo:
+    date: str
+    cpu: str
+    cores: int
+    usable_cpus: int
+    flags: list[str]
+    memory_gib: float
+    kernel: str
+    load_average_at_start: list[float]
+    versions: dict[str, str]
+
+    def markdown(self) -> str:
+        return "\n".join(
+            [
+                f"- Date: {self.date}",
+                f"- CPU: {self.cpu}, {self.cores} cores ({self.usable_cpus} usable), "
+                f"{self.memory_gib} GiB RAM, kernel {self.kernel}",
+                f"- CPU flags of interest: {', '.join(self.flags) or 'none'}",
+                f"- Load average at start: {self.load_average_at_start} (well above 0 means other "
+                "work shared the cores: treat the figures as provisional)",
+                "- Versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
+            ]
+        )
+
+
+def _cpuinfo_field(name: str) -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return ""
+    found = (v for k, _, v in (line.partition(":") for line in lines) if k.strip() == name)
+    return next(found, "").strip()
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def machine_info() -> MachineInfo:
+    flags = set(_cpuinfo_field("flags").split())
+    return MachineInfo(
+        date=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        cpu=_cpuinfo_field("model name") or platform.processor(),
+        cores=os.cpu_count() or 1,
+        usable_cpus=len(os.sched_getaffinity(0)),
+        flags=[flag for flag in FLAGS if flag in flags],
+        memory_gib=round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        kernel=platform.release(),
+        load_average_at_start=[round(x, 2) for x in os.getloadavg()],
+        versions=_versions(),
+    )
+
+
+def _dump(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def write_report(
@@ -45,12 +172,10 @@ def write_report(
     text = "\n\n".join([title, "## Machine", machine.markdown(), *(s.markdown() for s in sections)])
     report = out_dir / "report.md"
     report.write_text(text + "\n")
-    raw = {"machine": machine.__dict__, "quick": quick, **{s.name: s.data for s in sections}}
-    (out_dir / "results.json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
+    raw = {"machine": asdict(machine), "quick": quick, **{s.name: s.data for s in sections}}
+    _dump(out_dir / "results.json", raw)
     return report
 
 
 def save_section_data(out_dir: Path, section: Section) -> None:
-    (out_dir / f"{section.name}.json").write_text(
-        json.dumps(section.data, indent=2, default=str) + "\n"
-    )
+    _dump(out_dir / f"{section.name}.json", section.data)

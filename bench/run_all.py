@@ -1,4 +1,7 @@
-"""Every benchmark, one results folder, one report (summary first), with a progress bar each.
+"""Every benchmark, one results folder, one report, with a progress bar each. The report opens
+with a summary: the write-up's table beside our measurements of the same rows (cells each
+benchmark puts in its Section.writeup; a dash where its benchmark did not run), how far past it
+we go, then what the benchmarks add for it (the issue targets).
 
     python -m bench.run_all [--quick] [--out DIR] [--only engines,http,...]
 
@@ -8,27 +11,55 @@ Exit status 1 when any benchmark failed (its section says why; the others still 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from bench import accuracy, coldstart, engines, http, inprocess
-from bench.config import BenchConfig, add_common_args, config_from_args
-from bench.machine import machine_info
-from bench.peers import compare
-from bench.report import Section, save_section_data, write_report
-from bench.summary import build_summary
+from bench.config import BenchConfig, config_from_args, parser
+from bench.report import Section, fmt, machine_info, save_section_data, table, write_report
+from bench.targets import WRITEUP as W
 
 BENCHMARKS: dict[str, Callable[[BenchConfig], Section]] = {
     "engines": engines.run,
     "accuracy": accuracy.run,
     "inprocess": inprocess.run,
     "http": http.run,
-    "peers": compare.run,
+    "peers": http.run_peers,
     "coldstart": coldstart.run,
 }
+
+
+# Row key (as benchmarks fill Section.writeup) -> (row, the write-up's figure).
+ROWS = {
+    "eager": ("PyTorch eager, ms", fmt(W["eager_ms"])),
+    "torchscript": ("TorchScript, ms", fmt(W["torchscript_ms"])),
+    "ort_fp32": ("ONNX Runtime fp32, ms", fmt(W["ort_fp32_ms"])),
+    "int8": ("int8 (write-up: dynamic quantization), ms", fmt(W["int8_ms"])),
+    "size": ("model size fp32 -> int8, MB", f"{W['size_fp32_mb']} -> {W['size_int8_mb']}"),
+    "rss": (
+        "memory (peak RSS) eager -> int8, MB",
+        f"{W['rss_before_mb']:.0f} -> {W['rss_after_mb']:.0f}",
+    ),
+    "first": (
+        "first request: cold -> preloaded, ms",
+        f"~{W['cold_first_ms']:.0f} -> ~{W['warm_first_ms']:.0f}",
+    ),
+}
+
+
+def build_summary(sections: Sequence[Section]) -> Section:
+    cells = {key: cell for s in sections for key, cell in s.writeup.items()}
+    rows = [[row, figure, *cells.get(key, ("-", ""))] for key, (row, figure) in ROWS.items()]
+    section = Section("summary", "Summary")
+    section.add(
+        "### The write-up's table, reproduced here (ResNet-18 batch 1, median ms; "
+        "'a / b' = 1 / 2 threads)"
+    )
+    section.add(table(["row", "write-up", "measured here (same recipe)", "past it"], rows))
+    section.body += [block for s in sections for block in s.summary]
+    return section
 
 
 def run_one(cfg: BenchConfig, name: str) -> tuple[Section, bool]:
@@ -46,24 +77,21 @@ def run_one(cfg: BenchConfig, name: str) -> tuple[Section, bool]:
     return section, ok
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="All benchmarks, one report")
-    add_common_args(parser)
-    parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+def main() -> int:
+    args_parser = parser("All benchmarks, one report")
+    args_parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
+    args = args_parser.parse_args()
     names = [n for n in args.only.split(",") if n]
-    unknown = set(names) - set(BENCHMARKS)
-    if unknown:
-        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    if unknown := set(names) - set(BENCHMARKS):
+        args_parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    cfg = config_from_args(args)
     machine = machine_info()  # the load average BEFORE we add our own
     started = time.monotonic()
     results = [run_one(cfg, name) for name in names]
     sections = [section for section, _ in results]
-    summary = build_summary({s.name: s.data for s in sections})
+    summary = build_summary(sections)
     summary.add(f"_total: {time.monotonic() - started:.0f} s_")
-    report = write_report(cfg.out_dir, [summary, *sections], cfg.quick, machine)
-    print(report)
+    print(write_report(cfg.out_dir, [summary, *sections], cfg.quick, machine))
     return 0 if all(ok for _, ok in results) else 1
 
 

@@ -1,21 +1,55 @@
-"""The servers the HTTP benchmarks compare, and how one is measured: start it, wait for
-readiness, run the load generator in a SEPARATE process per step (the client must not share
-the server's interpreter), and sample the server's CPU and RSS meanwhile."""
+"""The servers the HTTP benchmarks compare, and how one is measured: start it in its own
+process and wait for readiness (a bounded poll), run the load generator in a SEPARATE process per
+step (the client must not share the server's interpreter), and sample the server's CPU and RSS
+meanwhile with psutil."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import socket
 import subprocess
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import httpx
+import psutil  # type: ignore[import-untyped]
 from tqdm import tqdm
 
 from bench.config import BenchConfig, model_file
-from bench.loadgen import StepResult
-from bench.procs import Server, UsageSampler, free_port, start_server
+from bench.loadgen import STEP_HEADERS, StepResult, step_row
+from bench.plots import line_plot
+from bench.report import table
 from service.manifest import load_manifest
+
+
+class ChildFailed(RuntimeError):
+    """A child process died or did not become ready in time; the message carries its log tail."""
+
+    def __init__(self, log: Path, what: str) -> None:
+        try:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        except OSError:
+            tail = ""
+        super().__init__(f"{log.stem} {what}:\n{tail}")
+
+
+def stop(proc: subprocess.Popen[Any], terminate: bool = True, timeout_s: float = 15) -> None:
+    """SIGTERM (unless it was told to quit another way), then SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        if terminate:
+            proc.terminate()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass(frozen=True)
@@ -23,7 +57,7 @@ class ServerSpec:
     name: str  # short label used in tables and plots
     description: str
     module: str  # python -m <module>
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str]
     args: tuple[str, ...] = ()
 
 
@@ -31,98 +65,111 @@ def service_spec(
     cfg: BenchConfig, model: str, provider: str, max_batch: int | None, name: str | None = None
 ) -> ServerSpec:
     """The service; ``max_batch`` None keeps the service's default, 1 turns batching off."""
-    env = {
-        "IMGCLS_MODEL_DIR": str(cfg.model_dir(model)),
-        "IMGCLS_PROVIDER": provider,
-        "IMGCLS_LOG_LEVEL": "warning",  # an access-log line per request would cost CPU
-    }
-    if max_batch is None:
-        batching = "default batching"
-    else:
+    env = {"IMGCLS_MODEL_DIR": str(cfg.model_dir(model)), "IMGCLS_PROVIDER": provider}
+    env["IMGCLS_LOG_LEVEL"] = "warning"  # an access-log line per request would cost CPU
+    batching = "default batching"
+    if max_batch is not None:
         env["IMGCLS_MAX_BATCH_SIZE"] = str(max_batch)
         batching = f"batching on (max {max_batch})" if max_batch > 1 else "batching off"
-    return ServerSpec(
-        name=name or f"service {provider} {'nobatch' if max_batch == 1 else 'batch'}",
-        description=f"imgcls service, {model} int8, provider {provider}, {batching}",
-        module="service",
-        env=env,
-    )
+    name = name or f"service {provider} {'nobatch' if max_batch == 1 else 'batch'}"
+    description = f"imgcls service, {model} int8, provider {provider}, {batching}"
+    return ServerSpec(name, description, "service", env)
+
+
+PEERS = {
+    "flask_torchscript": "the write-up's architecture: Flask dev server (threaded), "
+    "TorchScript resnet18 preloaded and warmed up, torchvision transforms",
+    "flask_torchscript lazy": "the write-up's 'before': Flask + TorchScript loading the model on "
+    "the first request, no warm-up",
+    "fastapi_ort": "plain FastAPI + ONNX Runtime, same int8 file, CPU provider, default "
+    "session options, no batching, decode in the handler",
+}
 
 
 def peer_spec(
     cfg: BenchConfig, peer: str, model: str = "resnet18", lazy: bool = False
 ) -> ServerSpec:
-    descriptions = {
-        "flask_torchscript": "the write-up's architecture: Flask dev server (threaded), "
-        "TorchScript resnet18 preloaded and warmed up, torchvision transforms",
-        "fastapi_ort": "plain FastAPI + ONNX Runtime, same int8 file, CPU provider, default "
-        "session options, no batching, decode in the handler",
-    }
     model_dir = cfg.model_dir(model)
-    args: tuple[str, ...] = (
-        f"--model={model}",
-        f"--labels={model_dir / load_manifest(model_dir).labels}",
-    )
-    if peer == "fastapi_ort":
-        args += (f"--model-file={model_file(model_dir, 'int8')}",)
-    if lazy:
-        return ServerSpec(
-            name=peer.replace("_", " + ") + " lazy",
-            description="the write-up's 'before': Flask + TorchScript loading the model on the "
-            "first request, no warm-up",
-            module=f"bench.peers.{peer}",
-            args=(*args, "--lazy"),
-        )
-    return ServerSpec(peer.replace("_", " + "), descriptions[peer], f"bench.peers.{peer}", {}, args)
+    args = [f"--model={model}", f"--labels={model_dir / load_manifest(model_dir).labels}"]
+    args += [f"--model-file={model_file(model_dir, 'int8')}"] if peer == "fastapi_ort" else []
+    key = peer + (" lazy" if lazy else "")
+    args += ["--lazy"] if lazy else []
+    return ServerSpec(key.replace("_", " + "), PEERS[key], f"bench.peers.{peer}", {}, tuple(args))
+
+
+def prepare_flask(cfg: BenchConfig) -> None:
+    """Build the TorchScript file before the Flask peer starts, as a deployment would ship it."""
+    code = "from bench.torch_models import torchscript_file as f; f('resnet18', uint8_front=False)"
+    subprocess.run([cfg.python, "-c", code], check=True, capture_output=True)
+
+
+@dataclass(frozen=True)
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    ready_s: float  # from just before the process was spawned to its first 200 from /readyz
 
 
 @contextmanager
 def running(cfg: BenchConfig, spec: ServerSpec) -> Iterator[Server]:
-    port = free_port()
+    with socket.socket() as sock:  # a free port
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
     cmd = [cfg.python, "-m", spec.module, *spec.args]
-    env = {**spec.env, "IMGCLS_PORT": str(port), "IMGCLS_HOST": "127.0.0.1"}
-    if spec.module != "service":
-        cmd.append(f"--port={port}")
-    logs = cfg.out_dir / "logs"
-    logs.mkdir(exist_ok=True)
-    server = start_server(spec.name, cmd, port, logs / f"{spec.name.replace(' ', '_')}.log", env)
+    cmd += [] if spec.module == "service" else [f"--port={port}"]
+    env = {**os.environ, **spec.env, "IMGCLS_PORT": str(port), "IMGCLS_HOST": "127.0.0.1"}
+    log = cfg.log(spec.name)
+    with log.open("wb") as log_file:
+        started = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     try:
-        yield server
+        url = f"http://127.0.0.1:{port}"
+        yield Server(proc, url, _wait_ready(proc, url, log, started))
     finally:
-        server.stop()
+        stop(proc)
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, started: float) -> float:
+    """Poll /readyz every 10 ms until it answers 200, at most 120 s; the seconds since
+    ``started``."""
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < started + 120:
+            if proc.poll() is not None:
+                raise ChildFailed(log, f"exited with {proc.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if client.get(url + "/readyz").status_code == 200:
+                    return time.monotonic() - started
+            time.sleep(0.01)
+    raise ChildFailed(log, "was not ready within 120 s")
+
+
+@dataclass(frozen=True)
+class Load:
+    """How a server is loaded: closed loop at each concurrency (warm-up before the first), then
+    open loop at each fraction of the best closed-loop throughput."""
+
+    concurrencies: tuple[int, ...]
+    duration_s: float  # per step
+    warmup_s: float
+    rate_fractions: tuple[float, ...] = ()
 
 
 def load_step(
-    cfg: BenchConfig,
-    server: Server,
-    concurrency: int | None = None,
-    rate: float | None = None,
-    duration_s: float = 5.0,
-    warmup_s: float = 0.0,
+    cfg: BenchConfig, server: Server, duration_s: float, arg: str, warmup_s: float = 0.0
 ) -> StepResult:
-    """One load step from a fresh client process; the loadgen result plus the server's CPU use
-    (cores) and peak RSS over the step."""
-    cmd = [
-        cfg.python,
-        "-m",
-        "bench.loadgen",
-        f"--url={server.url}",
-        f"--duration={duration_s}",
-        f"--warmup={warmup_s}",
-        f"--data-dir={cfg.data_dir}",
-        f"--client={cfg.client}",
-        "--json=-",
-    ]
-    cmd += [f"--concurrency={concurrency}"] if concurrency else [f"--rate={rate}"]
+    """One load step (``arg``: --concurrency=N or --rate=R) from a fresh client process; the
+    loadgen result plus the server's CPU use (cores) and peak RSS over the step."""
+    cmd = [cfg.python, "-m", "bench.loadgen", f"--url={server.url}", f"--duration={duration_s}"]
+    cmd += [f"--warmup={warmup_s}", f"--data-dir={cfg.data_dir}", f"--client={cfg.client}"]
     with UsageSampler(server.proc.pid) as sampler:
-        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+        done = subprocess.run(
+            [*cmd, arg, "--json=-"], capture_output=True, text=True, check=False, timeout=600
+        )
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
     (step,) = json.loads(done.stdout)
-    result = StepResult(**step)
-    result.server_cpu_cores = sampler.usage.cpu_cores
-    result.server_peak_rss_mb = sampler.usage.peak_rss_mb
-    return result
+    usage = {"server_cpu_cores": sampler.cpu_cores, "server_peak_rss_mb": sampler.peak_rss_mb}
+    return StepResult(**{**step, **usage})
 
 
 @dataclass(frozen=True)
@@ -137,8 +184,7 @@ class ServerResult:
         return next((s for s in self.steps if s.concurrency == concurrency), None)
 
     def c1_p50(self) -> float | None:
-        step = self.at_concurrency(1)
-        return step.latency_ms["p50"] if step else None
+        return step.latency_ms["p50"] if (step := self.at_concurrency(1)) else None
 
     @property
     def closed(self) -> list[StepResult]:
@@ -148,25 +194,77 @@ class ServerResult:
         return max(self.closed, key=lambda s: s.throughput_rps)
 
 
-def measure_server(
-    cfg: BenchConfig,
-    spec: ServerSpec,
-    concurrencies: Sequence[int],
-    duration_s: float,
-    warmup_s: float,
-    progress: tqdm,
-    rate_fractions: Sequence[float] = (),
-) -> ServerResult:
-    """Closed loop at each concurrency (warm-up before the first), then open loop at each
-    fraction of the best closed-loop throughput."""
+def measure_server(cfg: BenchConfig, spec: ServerSpec, load: Load, progress: tqdm) -> ServerResult:
     with running(cfg, spec) as server:
         steps = []
-        for index, concurrency in enumerate(concurrencies):
-            warm = warmup_s if index == 0 else 0.0
-            steps.append(load_step(cfg, server, concurrency, None, duration_s, warm))
+        for index, users in enumerate(load.concurrencies):
+            warm = load.warmup_s if index == 0 else 0.0
+            steps.append(load_step(cfg, server, load.duration_s, f"--concurrency={users}", warm))
             progress.update(1)
         capacity = max((s.throughput_rps for s in steps), default=0.0)
-        for fraction in rate_fractions:
-            steps.append(load_step(cfg, server, None, max(1.0, capacity * fraction), duration_s))
+        for fraction in load.rate_fractions:
+            rate = max(1.0, capacity * fraction)
+            steps.append(load_step(cfg, server, load.duration_s, f"--rate={rate}"))
             progress.update(1)
     return ServerResult(spec.name, spec.description, server.ready_s, steps, capacity)
+
+
+def steps_table(results: list[ServerResult]) -> str:
+    return table(STEP_HEADERS, [step_row(r.name, s) for r in results for s in r.steps])
+
+
+def latency_plot(path: Path, results: list[ServerResult], pct: str, title: str) -> str:
+    """Latency against throughput, one line per server over its closed-loop steps."""
+    series = {
+        r.name: ([s.throughput_rps for s in r.closed], [s.latency_ms[pct] for s in r.closed])
+        for r in results
+    }
+    return line_plot(path, series, title, "throughput, req/s", f"{pct} latency, ms")
+
+
+class UsageSampler:
+    """A process tree's CPU time (user + system, children included) between enter and exit, and
+    its peak RSS, sampled every 50 ms in a thread."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05) -> None:
+        self.process = psutil.Process(pid)
+        self.interval_s = interval_s
+        self.cpu_s = self.wall_s = self.peak_rss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    @property
+    def cpu_cores(self) -> float:
+        """Average cores busy: 2.0 means both cores of this machine were fully used."""
+        return self.cpu_s / self.wall_s if self.wall_s else float("nan")
+
+    def _sum(self, measure: Callable[[Any], float]) -> float:
+        total = 0.0
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for proc in [self.process, *self.process.children(recursive=True)]:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    total += measure(proc)
+        return total
+
+    def _cpu(self) -> float:
+        return self._sum(lambda p: sum(p.cpu_times()[:2]))  # user + system
+
+    def _sample_rss(self) -> None:
+        rss_mb = self._sum(lambda p: p.memory_info().rss) / 2**20
+        self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._sample_rss()
+
+    def __enter__(self) -> UsageSampler:
+        self._cpu0, self._t0 = self._cpu(), time.monotonic()
+        self._sample_rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.cpu_s = self._cpu() - self._cpu0
+        self.wall_s = time.monotonic() - self._t0

@@ -1,3 +1,24 @@
 """Peer services on the same harness: the write-up's architecture (flask_torchscript) and a
 plain FastAPI + ONNX Runtime service (fastapi_ort). ``python -m bench.peers`` compares them
-with the service."""
+with the service. Both serve GET /readyz and POST /v1/classify (a raw image body, or a
+multipart "file") and answer the top 3 as JSON, with the options and answer shape below."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def parser(doc: str | None, port: int) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
+    p.add_argument("--port", type=int, default=port)
+    p.add_argument("--model", default="resnet18")
+    p.add_argument("--labels", type=Path, required=True, help="the manifest's labels file")
+    return p
+
+
+def answer(model: str, labels: list[str], scores: Sequence[float], top: Sequence[int]) -> object:
+    pairs = zip(scores, top, strict=True)
+    predictions = [{"label": labels[i], "class_index": i, "score": s} for s, i in pairs]
+    return {"model": model, "predictions": predictions}

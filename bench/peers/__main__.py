@@ -1,3 +1,4 @@
-from bench.peers.compare import main
+from bench import http
+from bench.config import run_benchmark
 
-main()
+run_benchmark(http.run_peers, "Peers on the same harness")

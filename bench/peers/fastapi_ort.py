@@ -8,7 +8,6 @@ It uses the service's preprocessing, so both decode the very same pixels.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from bench.peers import answer, parser
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.preprocess import PreprocessSpec, preprocess
 
@@ -45,25 +45,16 @@ def create_app(session: ort.InferenceSession, labels: list[str], name: str) -> F
         logits = session.run(None, {input_name: pixels[None]})[0][0].astype(np.float64)
         probabilities = np.exp(logits - logits.max())
         probabilities /= probabilities.sum()
-        top = np.argsort(-probabilities)[:3]
-        return {
-            "model": name,
-            "predictions": [
-                {"label": labels[i], "class_index": int(i), "score": float(probabilities[i])}
-                for i in top
-            ],
-        }
+        top = np.argsort(-probabilities)[:3].tolist()
+        return answer(name, labels, probabilities[top].tolist(), top)
 
     return app
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, default=8002)
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--labels", type=Path, required=True, help="the manifest's labels file")
-    parser.add_argument("--model-file", type=Path, required=True, help="the manifest's int8 file")
-    args = parser.parse_args()
+    args_parser = parser(__doc__, 8002)
+    args_parser.add_argument("--model-file", type=Path, required=True, help="the manifest's int8")
+    args = args_parser.parse_args()
     labels = args.labels.read_text().splitlines()
     session = ort.InferenceSession(str(args.model_file), providers=["CPUExecutionProvider"])
     app = create_app(session, labels, args.model)

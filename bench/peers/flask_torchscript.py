@@ -10,19 +10,19 @@ torchvision transforms, top-3. Nothing here is tuned: it is the baseline.
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from flask import Flask, Response, jsonify, request
 from PIL import Image
 from torchvision import transforms
 
-from bench.torch_models import IMAGENET_MEAN, IMAGENET_STD, load_torchscript
+from bench.peers import answer, parser
+from bench.torch_models import load_torchscript
+from build.catalog import IMAGENET_MEAN, IMAGENET_STD
 
 TRANSFORM = transforms.Compose(
     [
@@ -76,23 +76,16 @@ def create_app(model: Model, labels: list[str], name: str) -> Flask:
             return jsonify(error="not an image"), 400
         with torch.inference_mode():
             probabilities = model(TRANSFORM(image).unsqueeze(0))[0].softmax(0)
-        scores, indices = probabilities.topk(3)
-        predictions = [
-            {"label": labels[i], "class_index": i, "score": s}
-            for s, i in zip(scores.tolist(), indices.tolist(), strict=True)
-        ]
-        return jsonify(model=name, predictions=predictions)
+        scores, top = probabilities.topk(3)
+        return jsonify(answer(name, labels, scores.tolist(), top.tolist()))
 
     return app
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--labels", type=Path, required=True, help="the manifest's labels file")
-    parser.add_argument("--lazy", action="store_true", help="load on the first request")
-    args = parser.parse_args()
+    args_parser = parser(__doc__, 8001)
+    args_parser.add_argument("--lazy", action="store_true", help="load on the first request")
+    args = args_parser.parse_args()
     labels = args.labels.read_text().splitlines()
     model = lazy(args.model) if args.lazy else preloaded(args.model)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no access log: it costs CPU
