@@ -116,6 +116,7 @@ async def _start_grpc(
 async def drain(app: FastAPI, timeout_s: float) -> None:
     """Graceful stop, first half: refuse new work and turn readiness 503 at once, then wait (at
     most ``timeout_s``) until every admitted request has its answer."""
+    app.state.draining = True  # responses now carry Connection: close (RequestMiddleware)
     classifier: Classifier | None = getattr(app.state, "classifier", None)
     if classifier is None:
         return

@@ -2,7 +2,8 @@
 disconnect message the routes listen for). For every HTTP request it:
 
 - gives it a request id (a valid incoming X-Request-ID, else a new one) for logs and the reply,
-- adds ``X-Request-ID`` and ``Server-Timing`` headers to the response,
+- adds ``X-Request-ID`` and ``Server-Timing`` headers to the response, and ``Connection:
+  close`` once the server drains,
 - counts it in Prometheus by route TEMPLATE (``/v1/classify``, never the raw path: bounded),
 - writes one access-log line, and
 - turns any exception nothing else handled into a logged traceback and a JSON 500: the caller
@@ -93,6 +94,10 @@ class RequestMiddleware:
                 headers["X-Request-ID"] = exchange.request_id
                 total = time.perf_counter() - exchange.started
                 headers.append("Server-Timing", server_timing(get_timing(scope), total))
+                if getattr(scope["app"].state, "draining", False):
+                    # Tell keep-alive clients to reconnect (elsewhere) instead of reusing a
+                    # connection that will close once the drain ends (service/__main__.py).
+                    headers["Connection"] = "close"
             await send(message)
 
         try:
