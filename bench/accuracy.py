@@ -10,24 +10,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
-import numpy.typing as npt
-
 from bench.config import BenchConfig, model_file, run_benchmark
-from bench.engine_worker import dynamic_int8_file, ort_session
+from bench.engine_worker import dynamic_int8_file
 from bench.report import Section, bar, fmt, table
 from build.data import DataSplit, choose_split, load_pixels
+from build.evaluate import accuracy, agreement, predict
+from build.sessions import Provider, session
 from service.manifest import load_manifest
 from service.preprocess import PreprocessSpec
 
 MODELS = ("efficientnet_lite0", "resnet18")
-VARIANTS = {
-    "fp32": "ORT fp32 (reference)",
-    "int8_dynamic": "ORT int8 dynamic (the write-up's recipe)",
-    "int8_static": "ORT int8 static U8S8 (ours), CPU EP",
-    "int8_openvino": "ours on the OpenVINO EP",
+# variant -> label, the file it runs (fp32, int8 or int8_dynamic), provider
+VARIANTS: dict[str, tuple[str, str, Provider]] = {
+    "fp32": ("ORT fp32 (reference)", "fp32", "cpu"),
+    "int8_dynamic": ("ORT int8 dynamic (the write-up's recipe)", "int8_dynamic", "cpu"),
+    "int8_static": ("ORT int8 static U8S8 (ours), CPU EP", "int8", "cpu"),
+    "int8_openvino": ("ours on the OpenVINO EP", "int8", "openvino"),
 }
-BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -45,43 +44,26 @@ class ModelAccuracy:
     variants: dict[str, Scores]
 
 
-def _scores(
-    logits: npt.NDArray[np.float32], accept: list[frozenset[int]], fp32_top1: npt.NDArray[np.intp]
-) -> tuple[float, float, float]:
-    """top-1 %, top-5 % and % of top-1 equal to fp32's."""
-    order = np.argsort(-logits, axis=1)[:, :5]
-    top1 = [int(row[0]) in ok for row, ok in zip(order, accept, strict=True)]
-    top5 = [bool(set(row.tolist()) & ok) for row, ok in zip(order, accept, strict=True)]
-    return (
-        100 * float(np.mean(top1)),
-        100 * float(np.mean(top5)),
-        100 * float(np.mean(order[:, 0] == fp32_top1)),
-    )
-
-
 def evaluate_model(
     cfg: BenchConfig, model: str, split: DataSplit, limit: int | None
 ) -> ModelAccuracy:
+    """Every variant on the same pixels, scored as the build scores fp32 and int8
+    (build.evaluate), with 2 intra-op threads."""
     model_dir = cfg.model_dir(model)
     manifest = load_manifest(model_dir)
     images = split.evaluation[:limit] if limit else split.evaluation
     spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)
     pixels = load_pixels(tuple(image.path for image in images), spec, model)
-    fp32, int8 = model_file(model_dir, "fp32"), model_file(model_dir, "int8")
-    files = {"fp32": fp32, "int8_dynamic": dynamic_int8_file(fp32), "int8_static": int8}
-    files["int8_openvino"] = int8
-    logits = {}
-    for variant, path in files.items():
-        run = ort_session(path, 2, openvino=variant == "int8_openvino")
-        logits[variant] = np.concatenate(
-            [run(pixels[i : i + BATCH]) for i in range(0, len(pixels), BATCH)]
-        )
-    fp32_top1 = np.argmax(logits["fp32"], axis=1)
     accept = [image.accept for image in images]
-    variants = {
-        v: Scores(path.stat().st_size / 1e6, *_scores(logits[v], accept, fp32_top1))
-        for v, path in files.items()
-    }
+    fp32 = model_file(model_dir, "fp32")
+    files = {"fp32": fp32, "int8": model_file(model_dir, "int8")}
+    files["int8_dynamic"] = dynamic_int8_file(fp32)
+    logits, variants = {}, {}
+    for variant, (_, file, provider) in VARIANTS.items():
+        logits[variant] = predict(session(files[file], provider, 2), pixels, variant)
+        top = accuracy(logits[variant], accept)
+        agrees = agreement(logits["fp32"], logits[variant])
+        variants[variant] = Scores(files[file].stat().st_size / 1e6, top.top1, top.top5, agrees)
     return ModelAccuracy(len(images), manifest.model.untrained, variants)
 
 
@@ -112,7 +94,7 @@ def run(cfg: BenchConfig) -> Section:
             *(fmt(x) for x in asdict(result.variants[variant]).values()),
         ]
         for model, result in results.items()
-        for variant, label in VARIANTS.items()
+        for variant, (label, _, _) in VARIANTS.items()
     ]
     headers = ["model", "variant", "file MB", "top-1 %", "top-5 %", "top-1 agrees with fp32 %"]
     section.add(table(headers, rows))

@@ -10,7 +10,7 @@ import argparse
 import datetime as dt
 import io
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +44,7 @@ class BenchConfig:
         (self.out_dir / "logs").mkdir(exist_ok=True)
         return self.out_dir / "logs" / f"{name.replace(' ', '_')}.log"
 
-    def built(self, models: Iterable[str], section: Section) -> list[str]:
+    def built(self, models: Sequence[str], section: Section) -> list[str]:
         """The models whose artifacts exist; ``section`` says which were skipped."""
         found = [m for m in models if (self.model_dir(m) / MANIFEST_NAME).is_file()]
         if missing := [m for m in models if m not in found]:

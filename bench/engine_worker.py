@@ -60,20 +60,6 @@ def dynamic_int8_file(fp32: Path) -> Path:
     return path
 
 
-def ort_session(path: Path, threads: int, openvino: bool) -> RunFn:
-    # The server's own session factory: the engines table measures what the service runs.
-    from service.providers import CPU, OPENVINO
-    from service.runner import create_session
-
-    session = create_session(path, OPENVINO if openvino else CPU, threads)
-    input_name = session.get_inputs()[0].name
-
-    def run(batch: Batch) -> npt.NDArray[np.float32]:
-        return session.run(None, {input_name: batch})[0]  # type: ignore[no-any-return]
-
-    return run
-
-
 def engine_file(engine: str, model: str, files: dict[str, str]) -> Path:
     """What a deployment ships for this engine (its size is reported), built when missing."""
     if engine in TORCH_ENGINES:
@@ -89,7 +75,11 @@ def engine_file(engine: str, model: str, files: dict[str, str]) -> Path:
 
 def load_engine(engine: str, model: str, path: Path, threads: int) -> RunFn:
     if engine not in TORCH_ENGINES:
-        return ort_session(path, threads, openvino=engine == "openvino_int8")
+        # The server's own session factory: the engines table measures what the service runs.
+        from build import sessions
+
+        sess = sessions.session(path, "openvino" if engine == "openvino_int8" else "cpu", threads)
+        return lambda batch: sessions.run(sess, batch)
     import torch
 
     from bench import torch_models

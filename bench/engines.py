@@ -19,8 +19,7 @@ from tqdm import tqdm
 
 from bench.config import BenchConfig, image_paths, model_file, run_benchmark
 from bench.engine_worker import ENGINES
-from bench.plots import bar_plot, line_plot
-from bench.report import Section, Summary, bar, fmt, summarize, table
+from bench.report import Section, Summary, bar, bar_plot, fmt, line_plot, summarize, table
 from bench.servers import ChildFailed, stop
 
 
@@ -174,7 +173,7 @@ def _plots(cfg: BenchConfig, model: str, per_threads: PerThreads) -> list[str]:
         series = {n: ([*r.throughput], [*r.throughput.values()]) for n, r in top.items()}
         title = f"{model}: throughput by batch size, {threads} threads"
         path = cfg.out_dir / f"engines_{model}_throughput.png"
-        plots.append(line_plot(path, series, title, "batch size", "images/s", logx=True))
+        plots.append(line_plot(path, series, (title, "batch size", "images/s"), logx=True))
     return plots
 
 

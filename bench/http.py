@@ -27,9 +27,8 @@ import numpy as np
 from bench import servers
 from bench.config import BenchConfig, load_jpegs, model_file, run_benchmark
 from bench.loadgen import SENDERS, StepResult
-from bench.report import Section, Summary, bar, fmt, summarize, table
+from bench.report import TARGETS, Section, Summary, bar, fmt, summarize, table, verdict
 from bench.servers import Load, ServerResult
-from bench.targets import HTTP, PEERS, verdict
 from service.cpus import available_cpus
 from service.preprocess import PreprocessSpec, preprocess
 from service.providers import PROVIDER_NAMES
@@ -37,6 +36,7 @@ from service.runner import create_session
 from service.settings import Settings
 
 MODEL = "resnet18"  # the targets are stated for ResNet-18
+HTTP, PEERS = TARGETS["http"], TARGETS["peers"]
 # "Batching on" is the service's own default, so the table measures what ships.
 BATCH: int = Settings.model_fields["max_batch_size"].default
 

@@ -251,7 +251,7 @@ async def measure_step(
         errors=dict(Counter(str(o.status) for o in outcomes if o.status != 200)),
         dropped=dropped,
         throughput_rps=len(good) / elapsed_s if elapsed_s else 0.0,
-        latency_ms=summarize([o.latency_ms for o in good]).as_dict(),
+        latency_ms=asdict(summarize([o.latency_ms for o in good])),
         phases_ms={n: sum(o.phases_ms.get(n, 0.0) for o in good) / len(good) for n in phase_names},
         client_cpu_ms_per_request=cpu_s * 1000 / max(1, len(outcomes)),
     )

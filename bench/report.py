@@ -1,28 +1,33 @@
-"""The report: each benchmark returns a Section (markdown, plots, raw data, and what it adds to
-the summary); report.md strings them together under what the numbers were measured on (CPU,
+"""The report: each benchmark returns a Section (markdown, PNG plots, raw data, and what it adds
+to the summary); report.md strings them together under what the numbers were measured on (CPU,
 cores, flags, library versions, date: absolute timings mean nothing without it), and
 results.json keeps the raw numbers. Also the one way every benchmark computes percentiles
-(numpy's linear interpolation) and formats a table cell."""
+(numpy's linear interpolation), formats a table cell, draws a plot (matplotlib, Agg backend,
+imported when first drawn) and reads the targets and the write-up's figures (targets.toml)."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import statistics
 import sys
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 from tqdm import tqdm
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 D = TypeVar("D", bound="DataclassInstance")
 
@@ -30,6 +35,13 @@ D = TypeVar("D", bound="DataclassInstance")
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 PACKAGES: tuple[str, ...] = ("onnxruntime-openvino", "onnxruntime", "torch", "torchvision")
 PACKAGES += ("numpy", "pillow", "fastapi", "uvicorn", "httpx", "flask")
+TARGETS: dict[str, dict[str, float]] = tomllib.loads(
+    (Path(__file__).parent / "targets.toml").read_text()
+)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +52,6 @@ class Summary:
     p90: float
     p99: float
     max: float
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 def summarize(values: Sequence[float]) -> Summary:
@@ -70,6 +79,53 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on a server
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=size)
+
+
+def _save(
+    fig: Figure, ax: Axes, path: Path, labels: tuple[str, str, str], grid: Literal["both", "y"]
+) -> str:
+    """``labels``: title, x and y; the file name, for Section.plots."""
+    ax.set(title=labels[0], xlabel=labels[1], ylabel=labels[2])
+    ax.grid(True, axis=grid, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt  # loaded by _figure
+
+    plt.close(fig)
+    return path.name
+
+
+def line_plot(
+    path: Path,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    labels: tuple[str, str, str],
+    logx: bool = False,
+) -> str:
+    """Lines with markers; y on a log scale, x too (base 2) with ``logx``."""
+    fig, ax = _figure((8, 5))
+    for label, (xs, ys) in series.items():
+        ax.plot(xs, ys, marker="o", label=label)
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    return _save(fig, ax, path, labels, "both")
+
+
+def bar_plot(path: Path, values: Mapping[str, float], title: str, ylabel: str) -> str:
+    fig, ax = _figure((9, 5))
+    ax.bar(range(len(values)), list(values.values()))
+    ax.set_xticks(range(len(values)), list(values), rotation=30, ha="right", fontsize=8)
+    return _save(fig, ax, path, (title, "", ylabel), "y")
 
 
 def bar(total: int, desc: str) -> tqdm:
@@ -136,10 +192,8 @@ def _cpuinfo_field(name: str) -> str:
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for package in PACKAGES:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
     return found
 
 

@@ -18,8 +18,7 @@ from collections.abc import Callable, Sequence
 
 from bench import accuracy, coldstart, engines, http, inprocess
 from bench.config import BenchConfig, config_from_args, parser
-from bench.report import Section, fmt, machine_info, save_section_data, table, write_report
-from bench.targets import WRITEUP as W
+from bench.report import TARGETS, Section, fmt, machine_info, save_section_data, table, write_report
 
 BENCHMARKS: dict[str, Callable[[BenchConfig], Section]] = {
     "engines": engines.run,
@@ -31,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], Section]] = {
 }
 
 
+W = TARGETS["writeup"]
 # Row key (as benchmarks fill Section.writeup) -> (row, the write-up's figure).
 ROWS = {
     "eager": ("PyTorch eager, ms", fmt(W["eager_ms"])),

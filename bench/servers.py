@@ -24,8 +24,7 @@ from tqdm import tqdm
 
 from bench.config import BenchConfig, model_file
 from bench.loadgen import STEP_HEADERS, StepResult, step_row
-from bench.plots import line_plot
-from bench.report import table
+from bench.report import line_plot, table
 from service.manifest import load_manifest
 
 
@@ -219,7 +218,7 @@ def latency_plot(path: Path, results: list[ServerResult], pct: str, title: str) 
         r.name: ([s.throughput_rps for s in r.closed], [s.latency_ms[pct] for s in r.closed])
         for r in results
     }
-    return line_plot(path, series, title, "throughput, req/s", f"{pct} latency, ms")
+    return line_plot(path, series, (title, "throughput, req/s", f"{pct} latency, ms"))
 
 
 class UsageSampler:
@@ -249,17 +248,15 @@ class UsageSampler:
     def _cpu(self) -> float:
         return self._sum(lambda p: sum(p.cpu_times()[:2]))  # user + system
 
-    def _sample_rss(self) -> None:
-        rss_mb = self._sum(lambda p: p.memory_info().rss) / 2**20
-        self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
-
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self._sample_rss()
+        while True:
+            rss_mb = self._sum(lambda p: p.memory_info().rss) / 2**20
+            self.peak_rss_mb = max(self.peak_rss_mb, rss_mb)
+            if self._stop.wait(self.interval_s):
+                return
 
     def __enter__(self) -> UsageSampler:
         self._cpu0, self._t0 = self._cpu(), time.monotonic()
-        self._sample_rss()
         self._thread.start()
         return self
 
