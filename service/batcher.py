@@ -30,7 +30,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from service.errors import DeadlineExceeded, Draining, ImgclsError, InferenceFailed, Overloaded
+from service.errors import (
+    DeadlineExceeded,
+    Draining,
+    ImgclsError,
+    InferenceFailed,
+    NotReady,
+    Overloaded,
+)
 from service.logs import request_id_var
 from service.metrics import Metrics
 
@@ -42,6 +49,11 @@ RunBatch = Callable[[list[P]], Sequence[R]]
 
 # Weight of the newest batch in the drain-rate average: about the last 10 batches count.
 _EWMA_ALPHA = 0.2
+
+
+# Why a batcher can no longer serve (fault()): fixed, public strings (readiness, liveness).
+LOOP_ENDED = "failed: the batcher stopped"
+INFERENCE_STALLED = "failed: inference stalled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +120,7 @@ class MicroBatcher(Generic[P, R]):
         self._arrived = asyncio.Event()  # set whenever an item is appended
         self._closed = False
         self._task: asyncio.Task[None] | None = None
+        self._batch_started: float | None = None  # monotonic start of the running batch
         # One thread, for the life of the batcher: ORT sessions are not meant to be driven
         # from several threads at once, and one thread keeps the CPU budget predictable.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgcls-inference")
@@ -119,10 +132,32 @@ class MicroBatcher(Generic[P, R]):
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="batcher")
+            self._task.add_done_callback(self._ended)
 
     @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    def fault(self, stall_limit_s: float) -> str | None:
+        """Why this batcher can no longer serve, or None: its loop has ended without stop(),
+        or its inference thread has been inside one batch for more than ``stall_limit_s``
+        (a hung runtime never returns, and a thread cannot be killed: only a restart helps).
+        Fixed strings, for readiness and liveness."""
+        if self._task is not None and self._task.done() and not self._closed:
+            return LOOP_ENDED
+        started = self._batch_started
+        if started is not None and time.monotonic() - started > stall_limit_s:
+            return INFERENCE_STALLED
+        return None
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The loop ended. After stop() that is the plan; otherwise it is a bug, and nobody
+        would ever run what is queued: answer those callers now rather than at their deadline."""
+        if self._closed:
+            return
+        log.critical("the batcher loop ended unexpectedly; failing %d queued", len(self._queue))
+        while self._queue:
+            _fail(self._queue.popleft(), InferenceFailed("the inference loop has stopped"))
 
     async def stop(self) -> None:
         """Refuse new items, fail what is still queued (Draining), end the loop, join the thread.
@@ -147,8 +182,10 @@ class MicroBatcher(Generic[P, R]):
         """Queue ``payload`` and wait for its output until ``deadline`` (time.monotonic()).
         Raises Overloaded, Draining, DeadlineExceeded or the batch's InferenceFailed. If the
         caller is cancelled, the item leaves the queue at once and is never run."""
-        if self._closed or not self.alive:
+        if self._closed:
             raise Draining("the batcher is stopped")
+        if not self.alive:  # readiness and liveness say so too: the pod is being replaced
+            raise NotReady("the inference loop has stopped", retry_after_s=1)
         if len(self._queue) >= self._capacity:
             raise Overloaded(
                 f"the queue is full ({self._capacity} images)",
@@ -237,6 +274,7 @@ class MicroBatcher(Generic[P, R]):
             self._metrics.queue_wait.observe(started - item.enqueued_at)
         payloads = [item.payload for item in items]
         loop = asyncio.get_running_loop()
+        self._batch_started = started
         try:
             outputs = await loop.run_in_executor(self._executor, self._run_batch, payloads)
             _check_outputs(outputs, len(items))
@@ -250,6 +288,8 @@ class MicroBatcher(Generic[P, R]):
             for item in items:
                 _fail(item, error)
             return
+        finally:
+            self._batch_started = None
         inference_s = time.monotonic() - started
         self._observe(len(items), inference_s)
         for item, output in zip(items, outputs, strict=True):

@@ -171,7 +171,15 @@ class Classifier:
             "provider": meta.provider,
             "queue_depth": serving.batcher.depth,
         }
-        return life.readiness(details, batcher_alive=serving.batcher.alive)
+        return life.readiness(details, fault=self._fault(serving))
+
+    def liveness(self) -> str | None:
+        """Why this process should be restarted, or None. Only a fault a restart cures: a
+        loading, busy or draining process is alive (restarting it would only lose work)."""
+        return None if self._serving is None else self._fault(self._serving)
+
+    def _fault(self, serving: _Serving) -> str | None:
+        return serving.batcher.fault(self._settings.inference_stall_s)
 
     async def classify(
         self, data: bytes, *, top_k: int, content_type: str | None = None

@@ -48,7 +48,6 @@ _REASONS: dict[State, str] = {
     State.STOPPED: "stopped",
     State.FAILED: "model failed to load",
 }
-BATCHER_STOPPED = "failed: the batcher stopped"
 _STARTING = (State.LOADING, State.WARMING_UP)
 _SHUTTING_DOWN = (State.DRAINING, State.STOPPED)
 
@@ -57,7 +56,7 @@ _SHUTTING_DOWN = (State.DRAINING, State.STOPPED)
 class Readiness:
     ready: bool
     # None when ready; else loading | warming_up | draining | stopped | model failed to load |
-    # failed: the batcher stopped.
+    # failed: the batcher stopped | failed: inference stalled.
     reason: str | None
     details: dict[str, object]  # JSON-able
 
@@ -128,15 +127,15 @@ class Lifecycle:
 
     # -- state -------------------------------------------------------------------------------
 
-    def reason(self, *, batcher_alive: bool = True) -> str | None:
-        """Why traffic should not come here, or None. A dead batcher is never expected, but
-        readiness must not lie about it."""
+    def reason(self, *, fault: str | None = None) -> str | None:
+        """Why traffic should not come here, or None. ``fault``: the batcher's (a dead loop or
+        a stalled inference thread), never expected, but readiness must not lie about it."""
         if self._state is State.READY:
-            return None if batcher_alive else BATCHER_STOPPED
+            return fault
         return _REASONS[self._state]
 
-    def readiness(self, details: dict[str, object], *, batcher_alive: bool = True) -> Readiness:
-        reason = self.reason(batcher_alive=batcher_alive)
+    def readiness(self, details: dict[str, object], *, fault: str | None = None) -> Readiness:
+        reason = self.reason(fault=fault)
         return Readiness(ready=reason is None, reason=reason, details=details)
 
     # -- admission ---------------------------------------------------------------------------

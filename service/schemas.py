@@ -99,4 +99,6 @@ class ReadinessResponse(_Wire):
 
 
 class LivenessResponse(_Wire):
-    status: str
+    status: str  # ok | failed
+    # When failed: "failed: the batcher stopped" | "failed: inference stalled".
+    reason: str | None = None

@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_batch_wait_s: float = Field(default=0.0, ge=0.0)
     queue_capacity: PositiveInt = 64
     request_timeout_s: PositiveFloat = 10.0
+    # A batch running longer than this means a hung runtime: readiness and liveness fail so the
+    # orchestrator restarts the process (batches take milliseconds; warm-up is not counted).
+    inference_stall_s: PositiveFloat = 30.0
 
     # Input
     decode_workers: PositiveInt = Field(default_factory=available_cpus)

@@ -1,6 +1,8 @@
-"""Probes. Liveness asks only "does the event loop answer?" (a constant 200: restarting a
-process that is busy or draining would only lose work). Readiness asks "should traffic come
-here?": model loaded, warmed, batcher alive, not draining; 503 with the reason otherwise."""
+"""Probes. Liveness asks "would a restart help?": 503 only when the event loop answers but the
+inference path is broken for good (the batcher's loop ended, or a batch has hung longer than
+IMGCLS_INFERENCE_STALL_S); a process that is loading, busy or draining is alive, since
+restarting it would only lose work. Readiness asks "should traffic come here?": model loaded,
+warmed, batcher healthy, not draining; 503 with the reason otherwise."""
 
 from __future__ import annotations
 
@@ -13,9 +15,18 @@ from service.schemas import LivenessResponse, ReadinessResponse
 router = APIRouter(tags=["probes"])
 
 
-@router.get("/livez", response_model=LivenessResponse)
-async def livez() -> LivenessResponse:
-    return LivenessResponse(status="ok")
+@router.get("/livez", response_model=LivenessResponse, responses={503: {"model": LivenessResponse}})
+async def livez(request: Request) -> JSONResponse:
+    fault = liveness_fault(request)
+    body = LivenessResponse(status="ok" if fault is None else "failed", reason=fault)
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=200 if fault is None else 503
+    )
+
+
+def liveness_fault(request: Request) -> str | None:
+    classifier: Classifier | None = getattr(request.app.state, "classifier", None)
+    return None if classifier is None else classifier.liveness()
 
 
 @router.get(

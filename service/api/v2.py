@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from service.api.context import get_request_id, set_timing
 from service.api.deps import ClassifierDep, SettingsDep
 from service.api.disconnect import unless_disconnected
+from service.api.health import liveness_fault
 from service.api.uploads import read_body
 from service.classifier import Classifier
 from service.errors import ImgclsError, UnsupportedMediaType
@@ -105,9 +106,10 @@ async def server_metadata() -> ServerMetadataResponse:
     )
 
 
-@router.get("/health/live", response_model=LiveResponse)
-async def live() -> LiveResponse:
-    return LiveResponse(live=True)  # as /livez: the event loop answers
+@router.get("/health/live", response_model=LiveResponse, responses={503: {"model": LiveResponse}})
+async def live(request: Request) -> JSONResponse:
+    alive = liveness_fault(request) is None  # as /livez
+    return JSONResponse(LiveResponse(live=alive).model_dump(), status_code=200 if alive else 503)
 
 
 @router.get(

@@ -97,7 +97,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         self._metrics = metrics
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
-        return pb.ServerLiveResponse(live=True)  # as /livez
+        return pb.ServerLiveResponse(live=self._plane.liveness() is None)  # as /livez
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
         return pb.ServerReadyResponse(ready=self._plane.readiness().ready)

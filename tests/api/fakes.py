@@ -88,6 +88,9 @@ class FakeClassifier:
     def readiness(self) -> Readiness:
         return self.lifecycle.readiness({"in_flight": self.in_flight})
 
+    def liveness(self) -> str | None:
+        return None
+
     @property
     def meta(self) -> ModelMeta:
         if self.lifecycle.state is State.LOADING:

@@ -18,7 +18,7 @@ from tests.unit.tiny import write_tiny_artifacts
 pytestmark = pytest.mark.anyio
 
 
-async def test_livez_is_constant() -> None:
+async def test_livez_is_200_while_the_model_loads() -> None:
     async with serve(Settings(), fake_factory(hold_start=True), wait_started=False) as served:
         response = await served.client.get("/livez")
         assert (response.status_code, response.json()) == (200, {"status": "ok"})

@@ -54,7 +54,7 @@ def test_readiness_carries_the_reason_and_the_callers_details() -> None:
     life.ready(retry_after_s=lambda n: 1)
     assert life.readiness({}).ready is True
     # Ready but the batcher is dead: readiness must not lie.
-    dead = life.readiness({}, batcher_alive=False)
+    dead = life.readiness({}, fault="failed: the batcher stopped")
     assert (dead.ready, dead.reason) == (False, "failed: the batcher stopped")
 
 
