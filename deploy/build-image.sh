@@ -16,7 +16,8 @@
 #   deploy/build-image.sh --host-setup-only    only the host set-up below (used by .ci/run)
 #
 # Host set-up it does (as root, each step only when needed, so running it again changes nothing):
-#   apt-get install podman runc mmdebstrap (+ CNI dnsname for compose);  /etc/containers/containers.conf with runtime=runc
+#   apt-get install podman runc mmdebstrap (+ CNI dnsname for compose,
+#   catatonit for pods);  /etc/containers/containers.conf with runtime=runc
 #   and container ulimits the kernel allows (crun fails here: "cgroups in hybrid mode").
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,13 +35,15 @@ install_tools() {
   for tool in podman runc mmdebstrap; do command -v "$tool" >/dev/null || missing+=("$tool"); done
   # Container names as DNS names on compose networks (podman 4.3 with CNI needs this plugin).
   [ -e /usr/lib/cni/dnsname ] || missing+=(golang-github-containernetworking-plugin-dnsname)
+  # Pods (`podman kube play`) need a pause image, which podman builds locally from catatonit.
+  command -v catatonit >/dev/null || missing+=(catatonit)
   [ ${#missing[@]} = 0 ] && return
   [ "$(id -u)" = 0 ] || { say "missing ${missing[*]}: run as root or install them"; exit 1; }
   say "installing ${missing[*]} (apt)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     podman runc mmdebstrap uidmap slirp4netns fuse-overlayfs \
-    golang-github-containernetworking-plugin-dnsname >/dev/null
+    golang-github-containernetworking-plugin-dnsname catatonit >/dev/null
 }
 
 configure_podman() {
