@@ -72,14 +72,12 @@ def run(cfg: BenchConfig) -> Section:
     split = choose_split(cfg.data_dir, required=False)
     limit = 40 if cfg.quick else None
     models = cfg.built(MODELS, section)
-    progress = bar(len(models), "accuracy")
-    results = {}
-    for model in models:
-        results[model] = evaluate_model(cfg, model, split, limit)
-        progress.update(1)
-    progress.close()
-    section.data = {"dataset": split.dataset, "small": split.small}
-    section.data["models"] = {m: asdict(r) for m, r in results.items()}
+    with bar(len(models), "accuracy") as progress:
+        results = {}
+        for model in models:
+            results[model] = evaluate_model(cfg, model, split, limit)
+            progress.update(1)
+    section.data = {"dataset": split.dataset, "small": split.small, "models": results}
     section.add(
         f"Evaluation images: {split.dataset}"
         + (f", first {limit} only (quick mode)" if limit else "")

@@ -8,7 +8,7 @@ request ~900 ms, ~60 ms with preloading.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import httpx
 
@@ -52,13 +52,12 @@ def measure(cfg: BenchConfig, servers: list[ServerSpec], repeats: int) -> dict[s
     if any(s.module.endswith("flask_torchscript") for s in servers):
         prepare_flask(cfg)
     body = load_jpegs(cfg.data_dir, 1)[0]
-    progress = bar(len(servers) * repeats, "coldstart")
-    results: dict[str, list[Start]] = {}
-    for spec in servers:
-        for _ in range(repeats):
-            results.setdefault(spec.name, []).append(start_once(cfg, spec, body))
-            progress.update(1)
-    progress.close()
+    results: dict[str, list[Start]] = {spec.name: [] for spec in servers}
+    with bar(len(servers) * repeats, "coldstart") as progress:
+        for spec in servers:
+            for _ in range(repeats):
+                results[spec.name].append(start_once(cfg, spec, body))
+                progress.update(1)
     return results
 
 
@@ -69,20 +68,15 @@ def run(cfg: BenchConfig) -> Section:
     repeats, servers = 1 if cfg.quick else 3, specs(cfg, cfg.quick)
     runs = measure(cfg, servers, repeats)
     median = {name: median_of(starts) for name, starts in runs.items()}
-    section.data = {"repeats": repeats, "servers": {}}
-    for s in servers:
-        starts = [asdict(start) for start in runs[s.name]]
-        section.data["servers"][s.name] = {"description": s.description, "runs": starts}
-        section.data["servers"][s.name] |= asdict(median[s.name])
+    section.data = {"repeats": repeats, "runs": runs, "median": median}
     section.add(
         f"Median of {repeats} start(s) each. Ready: from just before the process is spawned to "
         "the first 200 from its readiness probe (polled every 10 ms; imports included). First "
         "request: the first POST after ready, on a new connection; second: the next one."
     )
     rows = [[n, fmt(m.ready_s, 2), fmt(m.first_ms), fmt(m.second_ms)] for n, m in median.items()]
-    section.add(
-        table(["server", "start to ready s", "first request ms", "second request ms"], rows)
-    )
+    headers = ["server", "start to ready s", "first request ms", "second request ms"]
+    section.add(table(headers, rows))
     section.add("\n".join(f"- **{s.name}**: {s.description}" for s in servers))
     first = {name: fmt(m.first_ms) for name, m in median.items()}
     lazy, warm = first.get("flask + torchscript lazy", "-"), first.get("flask + torchscript", "-")

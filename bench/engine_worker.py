@@ -1,20 +1,11 @@
-"""One engine in its own process, driven over stdin/stdout with JSON lines, so that its load
-time, first inference and peak RSS are its own (a fresh process per engine) while the parent
-still interleaves timing rounds across engines (fair to a machine whose speed drifts).
-
-    python -m bench.engine_worker      (bench.engines starts it; the commands come on stdin)
-
-One reply per command ("files": the model's "fp32" and "int8" ONNX files, as its manifest names
-them; "prepare" builds what the engine loads, untimed, in a throwaway process):
-    {"op": "prepare", "engine": E, "model": M, "files": {...}}  -> {}
-    {"op": "load", "engine": E, "model": M, "files": {...}, "threads": 2, "images": [paths]}
-        -> {"load_s", "first_s", "file_mb", "peak_rss_mb", "rss_mb"}
-    {"op": "time", "batch": 1, "runs": 20}              -> {"ms": [...]}
-    {"op": "throughput", "batch": 8, "seconds": 1.0}    -> {"images_per_s": ..., "runs": n}
-    {"op": "rss"}                                       -> {"peak_rss_mb": ..., "rss_mb": ...}
-    {"op": "quit"}
-torch is imported only by the torch engines, so the ORT engines' RSS does not include it.
-"""
+"""One engine in its own process (``python -m bench.engine_worker``, started by bench.engines),
+driven over stdin/stdout with JSON lines, so that its load time, first inference and peak RSS
+are its own (a fresh process per engine) while the parent still interleaves timing rounds across
+engines (fair to a machine whose speed drifts). Each command names a Worker method and carries
+its arguments; one JSON reply each: prepare (builds the files the engine loads, untimed, in a
+throwaway process), load (-> load_s, first_s, file_mb, peak_rss_mb, rss_mb), time (-> ms),
+throughput (-> images_per_s, runs), rss; then quit. torch is imported only by the torch
+engines, so the ORT engines' RSS does not include it."""
 
 from __future__ import annotations
 
@@ -63,11 +54,9 @@ def dynamic_int8_file(fp32: Path) -> Path:
 def engine_file(engine: str, model: str, files: dict[str, str]) -> Path:
     """What a deployment ships for this engine (its size is reported), built when missing."""
     if engine in TORCH_ENGINES:
-        from bench import torch_models
+        from bench.torch_models import torchscript_file, weights_file
 
-        if engine == "torchscript":
-            return torch_models.torchscript_file(model)
-        return torch_models.weights_file(model)
+        return torchscript_file(model) if engine == "torchscript" else weights_file(model)
     if engine == "ort_int8_dynamic":
         return dynamic_int8_file(Path(files["fp32"]))
     return Path(files["fp32" if engine == "ort_fp32" else "int8"])
@@ -96,7 +85,8 @@ def load_engine(engine: str, model: str, path: Path, threads: int) -> RunFn:
 
 
 class Worker:
-    """The commands' handlers, one method each (the op's name)."""
+    """The commands' handlers, one method each, named by the command's "op", e.g.
+    {"op": "time", "batch": 1, "runs": 20} -> {"ms": [...]}."""
 
     run: RunFn
     images: list[Batch]
@@ -128,12 +118,10 @@ class Worker:
         return {"load_s": load_s, "first_s": first_s, "file_mb": file_mb, **self.rss()}
 
     def rss(self) -> dict[str, Any]:
-        with open("/proc/self/statm") as f:
-            resident_pages = int(f.read().split()[1])
-        return {
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_mb": resident_pages * resource.getpagesize() / 2**20,
-        }
+        pages = int(Path("/proc/self/statm").read_text().split()[1])  # resident
+        rss_mb = pages * resource.getpagesize() / 2**20
+        peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {"peak_rss_mb": peak_rss_mb, "rss_mb": rss_mb}
 
     def time(self, batch: int, runs: int) -> dict[str, Any]:
         times = []
@@ -166,8 +154,7 @@ def main() -> None:
             return
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}")
-        sys.stdout.write(json.dumps(getattr(worker, op)(**command)) + "\n")
-        sys.stdout.flush()
+        print(json.dumps(getattr(worker, op)(**command)), flush=True)
 
 
 if __name__ == "__main__":

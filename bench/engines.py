@@ -12,7 +12,7 @@ import contextlib
 import json
 import subprocess
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from tqdm import tqdm
@@ -54,7 +54,7 @@ class EngineResult:
 PerThreads = dict[int, dict[str, EngineResult]]  # thread count -> engine -> result
 
 
-class Worker:
+class Worker(contextlib.AbstractContextManager["Worker"]):
     """A bench.engine_worker process: one JSON line answered per JSON line sent."""
 
     def __init__(self, cfg: BenchConfig, name: str) -> None:
@@ -73,9 +73,6 @@ class Worker:
             return json.loads(line)  # type: ignore[no-any-return]
         raise ChildFailed(self.log, f"exited with {self.proc.wait()}")
 
-    def __enter__(self) -> Worker:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
@@ -90,7 +87,7 @@ def _model(cfg: BenchConfig, model: str) -> dict[str, Any]:
     return {"model": model, "files": files}
 
 
-def _measure_threads(
+def _measure(
     cfg: BenchConfig, plan: Plan, model: str, threads: int, progress: tqdm
 ) -> dict[str, EngineResult]:
     """One process per engine, started one after another so their load times do not overlap;
@@ -132,8 +129,7 @@ def measure(cfg: BenchConfig, plan: Plan, models: list[str]) -> dict[str, PerThr
             for engine in ("torchscript", "ort_int8_dynamic"):
                 with Worker(cfg, f"prepare-{model}-{engine}") as worker:
                     worker.ask({"op": "prepare", "engine": engine, **_model(cfg, model)})
-            per_threads = {t: _measure_threads(cfg, plan, model, t, progress) for t in plan.threads}
-            measured[model] = per_threads
+            measured[model] = {t: _measure(cfg, plan, model, t, progress) for t in plan.threads}
     return measured
 
 
@@ -149,10 +145,8 @@ def _model_tables(model: str, per_threads: PerThreads) -> list[str]:
         row: list[object] = [label, fmt(first.file_mb), fmt(first.load_s, 2)]
         row += [fmt(first.first_s * 1000), fmt(first.peak_rss_batch1_mb, 0)]
         for t in threads:
-            row += [
-                fmt(per_threads[t][engine].batch1_ms.p50, 2),
-                fmt(per_threads[t][engine].batch1_ms.p99, 2),
-            ]
+            ms = per_threads[t][engine].batch1_ms
+            row += [fmt(ms.p50, 2), fmt(ms.p99, 2)]
         rows.append([*row, fmt(top["torch_eager"].batch1_ms.p50 / first.batch1_ms.p50) + "x"])
     parts = [f"### {model}: batch 1", table(headers, rows)]
     if all(r.throughput for r in top.values()):
@@ -191,22 +185,15 @@ def writeup_cells(per_threads: PerThreads) -> dict[str, tuple[str, str]]:
     def rss(e: str) -> str:
         return fmt(top[e].peak_rss_batch1_mb, 0)
 
+    dynamic, static = "ort_int8_dynamic", "ort_int8_static"
+    ours = f"ours: static U8S8 {p50(static)}; on OpenVINO {p50('openvino_int8')}"
     return {
         "eager": (p50("torch_eager"), ""),
         "torchscript": (p50("torchscript"), ""),
         "ort_fp32": (p50("ort_fp32"), ""),
-        "int8": (
-            p50("ort_int8_dynamic"),
-            f"ours: static U8S8 {p50('ort_int8_static')}; on OpenVINO {p50('openvino_int8')}",
-        ),
-        "size": (
-            f"{mb('ort_fp32')} -> {mb('ort_int8_dynamic')}",
-            f"ours (static): {mb('ort_int8_static')}",
-        ),
-        "rss": (
-            f"{rss('torch_eager')} -> {rss('ort_int8_dynamic')}",
-            f"ours, engine alone: {rss('ort_int8_static')}",
-        ),
+        "int8": (p50(dynamic), ours),
+        "size": (f"{mb('ort_fp32')} -> {mb(dynamic)}", f"ours (static): {mb(static)}"),
+        "rss": (f"{rss('torch_eager')} -> {rss(dynamic)}", f"ours, engine alone: {rss(static)}"),
     }
 
 
@@ -224,11 +211,8 @@ def run(cfg: BenchConfig) -> Section:
         "ResNet-18 has random weights here (speed only)."
     )
     measured = measure(cfg, plan, cfg.built(plan.models, section))
-    section.data = {"plan": asdict(plan), "models": {}}
+    section.data = {"plan": plan, "models": measured}
     for model, per_threads in measured.items():
-        section.data["models"][model] = {
-            t: {e: asdict(r) for e, r in rs.items()} for t, rs in per_threads.items()
-        }
         section.body += _model_tables(model, per_threads)
         section.plots += _plots(cfg, model, per_threads)
     if "resnet18" in measured:

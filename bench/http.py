@@ -7,9 +7,8 @@
 - peers, ``python -m bench.peers [--quick] [--out DIR]``: on the same harness, images and run,
   the service with its defaults, the plain FastAPI + ONNX Runtime peer and the write-up's
   Flask + TorchScript architecture (bench/peers/), closed loop at concurrency 1 to 64; then the
-  issue-4 targets (ResNet-18): at saturation the service >= 5x the write-up's architecture and
-  >= 2x the plain peer; at concurrency 1 its p50 no worse than the plain peer's. A missed target
-  is reported with how much, and where the service's time goes.
+  issue-4 targets (ResNet-18 saturation and c=1 p50 against the peers, bench/targets.toml); a
+  missed target is reported with how much, and where the service's time goes.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +28,28 @@ from bench.config import BenchConfig, load_jpegs, model_file, run_benchmark
 from bench.loadgen import SENDERS, StepResult
 from bench.report import TARGETS, Section, Summary, bar, fmt, summarize, table, verdict
 from bench.servers import Load, ServerResult
+from build import sessions
+from build.sessions import Provider
 from service.cpus import available_cpus
 from service.preprocess import PreprocessSpec, preprocess
-from service.providers import PROVIDER_NAMES
-from service.runner import create_session
 from service.settings import Settings
 
 MODEL = "resnet18"  # the issue's targets are stated for ResNet-18
 HTTP, PEERS = TARGETS["http"], TARGETS["peers"]
 # "Batching on" is the service's own default, so the table measures what ships.
 BATCH: int = Settings.model_fields["max_batch_size"].default
+PROVIDERS: tuple[Provider, ...] = ("cpu", "openvino")
 
 
 @dataclass(frozen=True)
 class Plan:
-    configs: tuple[tuple[str, int], ...]  # (provider, max batch size); 1 = batching off
+    configs: tuple[tuple[Provider, int], ...]  # (provider, max batch size); 1 = batching off
     load: Load
     runs: int  # decode + inference in-process (the reference): latency runs, ...
     seconds: float  # ... and seconds of throughput
 
 
-CONFIGS = (("cpu", BATCH), ("cpu", 1), ("openvino", BATCH), ("openvino", 1))
+CONFIGS = tuple(itertools.product(PROVIDERS, (BATCH, 1)))
 FULL = Plan(CONFIGS, Load((1, 4, 16, 64), 4.0, 1.5, (0.5, 0.8, 0.95)), 100, 3.0)
 QUICK = Plan((("cpu", BATCH),), Load((1, 4), 1.0, 0.5, (0.5,)), 10, 0.5)
 
@@ -65,27 +65,33 @@ class Reference:
     cpu_ms_per_image: float
     batch_size: int
 
+    def row(self) -> list[object]:
+        ms = (fmt(self.decode_ms.p50, 2), fmt(self.decode_inference_ms.p50, 2))
+        return [self.provider, *ms, fmt(self.throughput_ips), fmt(self.cpu_ms_per_image)]
+
+
+Refs = dict[str, Reference]  # by provider
+
 
 def decode_inference(
-    model_path: Path, provider: str, jpegs: Sequence[bytes], runs: int, seconds: float
+    model_path: Path, provider: Provider, jpegs: Sequence[bytes], runs: int, seconds: float
 ) -> Reference:
     """The in-process yardstick for the HTTP targets: decode + inference with no HTTP, no
-    queue, the service's own preprocessing and session settings (create_session).
+    queue, the service's own preprocessing and session settings (through build.sessions).
     - latency: one image at a time, decode then run, as a caller at concurrency 1 would see it;
     - throughput: the pipeline at its best, decode in a pool (one thread per usable CPU) feeding
       batches of 8 to the session in the main thread (PIL and ORT release the GIL), for a
       fixed time."""
     threads, batch_size, spec = available_cpus(), 8, PreprocessSpec()
-    session = create_session(model_path, PROVIDER_NAMES[provider], threads)
-    name = session.get_inputs()[0].name
+    sess = sessions.session(model_path, provider, threads)
     for size in (1, batch_size):  # warm both shapes (OpenVINO compiles per shape)
-        session.run(None, {name: np.zeros((size, 224, 224, 3), np.uint8)})
+        sessions.run(sess, np.zeros((size, 224, 224, 3), np.uint8))
     decode_ms, total_ms = [], []
     for body in itertools.islice(itertools.cycle(jpegs), runs):
         start = time.perf_counter()
         pixels = preprocess(body, spec)
         decoded = time.perf_counter()
-        session.run(None, {name: pixels[None]})
+        sessions.run(sess, pixels[None])
         decode_ms.append((decoded - start) * 1000)
         total_ms.append((time.perf_counter() - start) * 1000)
     done, start, cpu0 = 0, time.perf_counter(), time.process_time()
@@ -96,7 +102,7 @@ def decode_inference(
         while time.perf_counter() - start < seconds:
             batch = np.stack([ahead.popleft().result() for _ in range(batch_size)])
             ahead.extend(pool.submit(preprocess, next(bodies), spec) for _ in range(batch_size))
-            session.run(None, {name: batch})
+            sessions.run(sess, batch)
             done += batch_size
         elapsed, cpu_s = time.perf_counter() - start, time.process_time() - cpu0
     throughput = (done / elapsed, cpu_s * 1000 / done)
@@ -131,64 +137,37 @@ def breakdown(name: str, step: StepResult) -> str:
     )
 
 
-def target_rows(results: list[ServerResult], refs: dict[str, Reference]) -> list[list[object]]:
-    """Issue 3's targets (bench/targets.toml [http]), per configuration."""
-    rows: list[list[object]] = []
-    for result in results:
-        ref = refs[result.name.split()[1]]
-        p50, ref_p50 = result.c1_p50() or float("nan"), ref.decode_inference_ms.p50
-        sat_ratio = result.saturation_rps / ref.throughput_ips
-        rss = max(s.server_peak_rss_mb for s in result.steps)
-        rows.append(
-            [
-                result.name,
-                f"{fmt(p50)} vs {fmt(ref_p50)} = {fmt(p50 / ref_p50, 2)}x "
-                + verdict(p50 <= HTTP["c1_p50_vs_inprocess_max"] * ref_p50),
-                f"{fmt(result.saturation_rps)} vs {fmt(ref.throughput_ips)} = {sat_ratio:.0%} "
-                + verdict(sat_ratio >= HTTP["saturation_vs_inprocess_min"]),
-                f"{fmt(rss, 0)} MB " + verdict(rss <= HTTP["peak_rss_mb_max"]),
-                f"{fmt(result.ready_s, 2)} s " + verdict(result.ready_s <= HTTP["ready_s_max"]),
-            ]
-        )
-    return rows
+def target_row(result: ServerResult, ref: Reference) -> list[object]:
+    """Issue 3's targets (bench/targets.toml [http]) for one configuration."""
+    p50, ref_p50 = result.c1_p50() or float("nan"), ref.decode_inference_ms.p50
+    saturation = result.saturation_rps / ref.throughput_ips
+    rss, ready_s = max(s.server_peak_rss_mb for s in result.steps), result.ready_s
+    c1 = f"{fmt(p50)} vs {fmt(ref_p50)} = {fmt(p50 / ref_p50, 2)}x "
+    sat = f"{fmt(result.saturation_rps)} vs {fmt(ref.throughput_ips)} = {saturation:.0%} "
+    return [
+        result.name,
+        c1 + verdict(p50 <= HTTP["c1_p50_vs_inprocess_max"] * ref_p50),
+        sat + verdict(saturation >= HTTP["saturation_vs_inprocess_min"]),
+        f"{fmt(rss, 0)} MB " + verdict(rss <= HTTP["peak_rss_mb_max"]),
+        f"{fmt(ready_s, 2)} s " + verdict(ready_s <= HTTP["ready_s_max"]),
+    ]
 
 
-def measure(
-    cfg: BenchConfig, plan: Plan, jpegs: list[bytes]
-) -> tuple[dict[str, Reference], list[ServerResult]]:
+def measure(cfg: BenchConfig, plan: Plan, jpegs: list[bytes]) -> tuple[Refs, list[ServerResult]]:
     providers = sorted({p for p, _ in plan.configs})
     steps = len(plan.configs) * (len(plan.load.concurrencies) + len(plan.load.rate_fractions))
-    progress = bar(steps + len(providers), "http")
     path = model_file(cfg.model_dir(MODEL), "int8")
-    refs = {}
-    for provider in providers:
-        refs[provider] = decode_inference(path, provider, jpegs, plan.runs, plan.seconds)
-        progress.update(1)
-    results = [
-        servers.measure_server(cfg, servers.service_spec(cfg, MODEL, p, b), plan.load, progress)
-        for p, b in plan.configs
-    ]
-    progress.close()
-    return refs, results
-
-
-def _reference_table(refs: dict[str, Reference]) -> str:
-    headers = ["provider", "decode p50 ms", "decode + inference p50 ms", "pipeline images/s"]
-    rows = [
-        [p, fmt(r.decode_ms.p50, 2), fmt(r.decode_inference_ms.p50, 2), fmt(r.throughput_ips)]
-        for p, r in refs.items()
-    ]
-    for row, ref in zip(rows, refs.values(), strict=True):
-        row.append(fmt(ref.cpu_ms_per_image))
-    return table([*headers, "pipeline CPU ms/image"], rows)
+    refs: Refs = {}
+    with bar(steps + len(providers), "http") as progress:
+        for provider in providers:
+            refs[provider] = decode_inference(path, provider, jpegs, plan.runs, plan.seconds)
+            progress.update(1)
+        specs = [servers.service_spec(cfg, MODEL, p, b) for p, b in plan.configs]
+        return refs, [servers.measure_server(cfg, s, plan.load, progress) for s in specs]
 
 
 def render(
-    cfg: BenchConfig,
-    plan: Plan,
-    refs: dict[str, Reference],
-    results: list[ServerResult],
-    section: Section,
+    cfg: BenchConfig, plan: Plan, refs: Refs, results: list[ServerResult], section: Section
 ) -> None:
     fractions = ", ".join(f"{f:.0%}" for f in plan.load.rate_fractions)
     section.add(
@@ -206,7 +185,8 @@ def render(
     ]
     section.add(servers.steps_table(results))
     section.add("### In-process reference: decode + inference, same settings, no HTTP")
-    section.add(_reference_table(refs))
+    headers = ["provider", "decode p50 ms", "decode + inference p50 ms", "pipeline images/s"]
+    section.add(table([*headers, "pipeline CPU ms/image"], [r.row() for r in refs.values()]))
     targets = table(TARGET_HEADERS, section.data["targets"])
     section.body += ["### Issue 3 targets", targets]
     section.summary += ["### Issue 3 targets (service vs in-process decode + inference)", targets]
@@ -233,14 +213,9 @@ def run(cfg: BenchConfig) -> Section:
         return section
     jpegs = load_jpegs(cfg.data_dir, 64)
     refs, results = measure(cfg, plan, jpegs)
-    reference = {p: asdict(r) for p, r in refs.items()}
-    section.data = {
-        "plan": asdict(plan),
-        "model": MODEL,
-        "images": len(jpegs),
-        "reference": reference,
-    }
-    section.data |= {"servers": [asdict(r) for r in results], "targets": target_rows(results, refs)}
+    targets = [target_row(r, refs[r.name.split()[1]]) for r in results]  # "service cpu batch"
+    section.data = {"plan": plan, "model": MODEL, "images": len(jpegs), "reference": refs}
+    section.data |= {"servers": results, "targets": targets}
     render(cfg, plan, refs, results, section)
     return section
 
@@ -273,27 +248,15 @@ def peer_target_rows(results: list[ServerResult]) -> tuple[list[list[object]], b
     return rows, all(str(row[3]).startswith("PASS") for row in rows)
 
 
-def where_time_goes(results: list[ServerResult]) -> list[str]:
-    """The service at c=1 and at its best throughput, then each peer at its best: the phases
-    and the CPU each request costs, so a missed target shows its cause."""
-    service = results[0]
-    lines = [breakdown(service.name, s) for s in (service.at_concurrency(1), service.best()) if s]
-    return lines + [breakdown(peer.name, peer.best()) for peer in results[1:]]
-
-
 def measure_peers(cfg: BenchConfig, plan: Load) -> list[ServerResult]:
     servers.prepare_flask(cfg)
-    progress = bar(3 * len(plan.concurrencies), "peers")
-    results = [
-        servers.measure_server(cfg, spec, plan, progress)
-        for spec in (
-            servers.service_spec(cfg, MODEL, "auto", None, name="service (defaults)"),
-            servers.peer_spec(cfg, "fastapi_ort", MODEL),
-            servers.peer_spec(cfg, "flask_torchscript", MODEL),
-        )
+    specs = [
+        servers.service_spec(cfg, MODEL, "auto", None, name="service (defaults)"),
+        servers.peer_spec(cfg, "fastapi_ort", MODEL),
+        servers.peer_spec(cfg, "flask_torchscript", MODEL),
     ]
-    progress.close()
-    return results
+    with bar(len(specs) * len(plan.concurrencies), "peers") as progress:
+        return [servers.measure_server(cfg, spec, plan, progress) for spec in specs]
 
 
 def render_peers(
@@ -316,9 +279,11 @@ def render_peers(
     targets = table(["target", "wanted", "measured", "verdict"], section.data["targets"])
     section.body += ["### Issue 4 targets", targets]
     section.summary += ["### Issue 4 targets (service vs peers, same harness and run)", targets]
-    if not section.data["passed"]:
+    if not section.data["passed"]:  # the service at c=1 and at its best, each peer at its best
         section.add("Where the time goes (measured; phases from the service's Server-Timing):")
-        section.add("\n".join(f"- {line}" for line in where_time_goes(results)))
+        service, steps = results[0], [(r, r.best()) for r in results]
+        steps.insert(0, (service, service.at_concurrency(1) or service.best()))
+        section.add("\n".join(f"- {breakdown(r.name, s)}" for r, s in steps))
     title = "ResNet-18 over HTTP: p50 latency vs throughput\n(closed loop; points = concurrency)"
     path = cfg.out_dir / "peers_latency_vs_throughput.png"
     section.plots.append(servers.latency_plot(path, results, "p50", title))
@@ -331,7 +296,7 @@ def run_peers(cfg: BenchConfig) -> Section:
         return section
     results = measure_peers(cfg, plan)
     rows, passed = peer_target_rows(results)
-    section.data = {"plan": asdict(plan), "servers": [asdict(r) for r in results]}
+    section.data = {"plan": plan, "servers": results}
     section.data |= {"targets": rows, "passed": passed}
     render_peers(cfg, plan, results, section)
     return section

@@ -19,10 +19,9 @@ from dataclasses import asdict, dataclass
 from bench.config import BenchConfig, load_jpegs, run_benchmark
 from bench.loadgen import Outcome, closed_loop, measure_step
 from bench.report import Section, bar, fmt, median_of, table
+from build.sessions import available_providers
 from service.classifier import Classifier
 from service.metrics import Metrics
-from service.providers import OPENVINO
-from service.runner import available_providers
 from service.settings import Settings
 
 MODEL = "resnet18"
@@ -54,10 +53,12 @@ class Load:
 
 @dataclass(frozen=True)
 class Combo:
+    """The settings that vary, named as in service.settings.Settings."""
+
     provider: str
-    workers: int
-    threads: int
-    max_batch: int
+    decode_workers: int
+    intra_op_threads: int
+    max_batch_size: int
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,7 @@ async def _load(classifier: Classifier, images: list[bytes], callers: int, secon
 
 async def _start(cfg: BenchConfig, combo: Combo, queue: int) -> tuple[Classifier, float]:
     """A started Classifier with the combination's settings, and its start time in seconds."""
-    settings = Settings(
-        model_dir=cfg.model_dir(MODEL),
-        provider=combo.provider,
-        decode_workers=combo.workers,
-        intra_op_threads=combo.threads,
-        max_batch_size=combo.max_batch,
-        queue_capacity=queue,
-    )
+    settings = Settings(model_dir=cfg.model_dir(MODEL), queue_capacity=queue, **asdict(combo))
     classifier = Classifier(settings, Metrics())
     begin = time.perf_counter()
     await classifier.start()
@@ -101,20 +95,19 @@ async def _start(cfg: BenchConfig, combo: Combo, queue: int) -> tuple[Classifier
 
 
 async def measure(cfg: BenchConfig, plan: Plan, images: list[bytes]) -> list[ComboResult]:
-    providers = [p for p in plan.providers if p == "cpu" or OPENVINO in available_providers()]
+    providers = [p for p in plan.providers if p in available_providers()]
     product = itertools.product(providers, plan.workers, plan.threads, plan.max_batches)
     combos = [Combo(*c) for c in product]
-    progress = bar(len(combos) + plan.rounds, "inprocess")
     started: dict[Combo, tuple[Classifier, float]] = {}
-    for combo in combos:
-        started[combo] = await _start(cfg, combo, max(64, *plan.callers))
-        progress.update(1)
     runs: dict[tuple[Combo, int], list[Load]] = {(c, n): [] for c in combos for n in plan.callers}
-    for _ in range(plan.rounds):
-        for (combo, n), loads in runs.items():
-            loads.append(await _load(started[combo][0], images, n, plan.seconds))
-        progress.update(1)
-    progress.close()
+    with bar(len(combos) + plan.rounds, "inprocess") as progress:
+        for combo in combos:
+            started[combo] = await _start(cfg, combo, max(64, *plan.callers))
+            progress.update(1)
+        for _ in range(plan.rounds):
+            for (combo, n), loads in runs.items():
+                loads.append(await _load(started[combo][0], images, n, plan.seconds))
+            progress.update(1)
     for classifier, _ in started.values():
         await classifier.stop()
     return [
@@ -133,7 +126,8 @@ def render(plan: Plan, results: list[ComboResult], section: Section) -> None:
     headers += ["img/s", "p50 ms", "p99 ms", "CPU ms/img", "mean batch", "ready s"]
     rows = [
         [
-            *(r.callers, r.served_by, r.combo.workers, r.combo.threads, r.combo.max_batch),
+            *(r.callers, r.served_by, r.combo.decode_workers, r.combo.intra_op_threads),
+            r.combo.max_batch_size,
             *(fmt(r.median.images_per_s, 0), fmt(r.median.p50_ms), fmt(r.median.p99_ms)),
             *(fmt(r.median.cpu_ms_per_image), fmt(r.median.mean_batch), fmt(r.ready_s, 2)),
         ]
@@ -149,7 +143,7 @@ def run(cfg: BenchConfig) -> Section:
         return section
     images = load_jpegs(cfg.data_dir, 64)
     results = asyncio.run(measure(cfg, plan, images))
-    section.data = {"plan": asdict(plan), "model": MODEL, "results": [asdict(r) for r in results]}
+    section.data = {"plan": plan, "model": MODEL, "results": results}
     render(plan, results, section)
     return section
 

@@ -1,18 +1,13 @@
-"""The load generator: asyncio clients posting real JPEGs to POST /v1/classify.
-
-Closed loop (N concurrent users, each sends its next request when the last one returns) gives
-throughput and latency against concurrency; open loop (Poisson arrivals at a fixed offered
-rate, latency counted from each request's SCHEDULED send time so a slow server cannot hide its
-queue) gives latency against offered load.
+"""The load generator: asyncio clients posting real JPEGs to POST /v1/classify. Closed loop (N
+concurrent users, each sends its next request when the last one returns) gives throughput and
+latency against concurrency; open loop (Poisson arrivals at a fixed offered rate, latency
+counted from each request's SCHEDULED send time so a slow server cannot hide its queue) gives
+latency against offered load. The client costs CPU too: on a 2-core box it competes with the
+server, so every step reports the client's own CPU per request. Two clients (--client): httpx
+(~2.5 ms CPU per request here) and raw (~0.4 ms), which the benchmarks use by default.
 
     python -m bench.loadgen --url http://127.0.0.1:8000 --concurrency 1 4 16 64 --duration 10
     python -m bench.loadgen --url http://127.0.0.1:8000 --rate 50 100 200 --json out.json
-
-The client costs CPU too: on a 2-core box it competes with the server, so every step reports
-the client's own CPU per request. Two clients (--client): httpx (AsyncClient, HTTP/1.1
-keep-alive; measured here ~2.5 ms CPU per request) and raw (a minimal HTTP/1.1 client on
-asyncio streams, ~0.4 ms per request), which the benchmarks use by default so that the server
-keeps the CPU.
 """
 
 from __future__ import annotations
@@ -95,6 +90,7 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 
 # Send one body; latency counts from ``since`` (open loop: the scheduled send time).
 Post = Callable[[bytes, float], Awaitable[Outcome]]
+Step = tuple[list[Outcome], float, int]  # a step's outcomes, seconds taken, arrivals dropped
 
 
 class HttpxSender:
@@ -181,9 +177,8 @@ class RawSender:
 SENDERS: dict[str, type[HttpxSender | RawSender]] = {"httpx": HttpxSender, "raw": RawSender}
 
 
-async def closed_loop(
-    post: Post, bodies: Sequence[bytes], concurrency: int, duration_s: float
-) -> tuple[list[Outcome], float, int]:
+async def closed_loop(post: Post, bodies: Sequence[bytes], users: int, duration_s: float) -> Step:
+    """``users`` concurrent users, each sending its next body when its last one is answered."""
     outcomes: list[Outcome] = []
     start = time.perf_counter()
     stop = start + duration_s
@@ -191,16 +186,16 @@ async def closed_loop(
     async def user(index: int) -> None:
         while time.perf_counter() < stop:
             body = bodies[index % len(bodies)]
-            index += concurrency
+            index += users
             outcomes.append(await post(body, time.perf_counter()))
 
-    await asyncio.gather(*(user(i) for i in range(concurrency)))
+    await asyncio.gather(*(user(i) for i in range(users)))
     return outcomes, time.perf_counter() - start, 0
 
 
 async def open_loop(
     post: Post, bodies: Sequence[bytes], rate: float, duration_s: float, max_outstanding: int
-) -> tuple[list[Outcome], float, int]:
+) -> Step:
     """Poisson arrivals (seeded), each request timed from its scheduled send time."""
     arrivals = random.Random(0)
     outcomes: list[Outcome] = []
@@ -229,10 +224,7 @@ async def open_loop(
 
 
 async def measure_step(
-    step: Awaitable[tuple[list[Outcome], float, int]],
-    mode: str,
-    concurrency: int | None = None,
-    rate: float | None = None,
+    step: Awaitable[Step], mode: str, concurrency: int | None = None, rate: float | None = None
 ) -> StepResult:
     """Run one step and sum it up: successful requests' latency and phases, the rest as errors
     by status, the client's CPU per request sent."""

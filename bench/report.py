@@ -2,8 +2,8 @@
 to the summary); report.md strings them together under what the numbers were measured on (CPU,
 cores, flags, library versions, date: absolute timings mean nothing without it), and
 results.json keeps the raw numbers. Also the one way every benchmark computes percentiles
-(numpy's linear interpolation), formats a table cell, draws a plot (matplotlib, Agg backend,
-imported when first drawn) and reads the targets and the write-up's figures (targets.toml)."""
+(numpy's linear interpolation), formats a table cell, draws a plot (matplotlib's Figure, imported
+when first drawn) and reads the targets and the write-up's figures (targets.toml)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import statistics
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -35,9 +35,7 @@ D = TypeVar("D", bound="DataclassInstance")
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 PACKAGES: tuple[str, ...] = ("onnxruntime-openvino", "onnxruntime", "torch", "torchvision")
 PACKAGES += ("numpy", "pillow", "fastapi", "uvicorn", "httpx", "flask")
-TARGETS: dict[str, dict[str, float]] = tomllib.loads(
-    (Path(__file__).parent / "targets.toml").read_text()
-)
+TARGETS = tomllib.loads((Path(__file__).parent / "targets.toml").read_text())
 
 
 def verdict(ok: bool) -> str:
@@ -82,12 +80,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: no display, nothing global to close
 
-    matplotlib.use("Agg")  # no display on a server
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=size)
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
 
 
 def _save(
@@ -98,9 +94,6 @@ def _save(
     ax.grid(True, axis=grid, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    import matplotlib.pyplot as plt  # loaded by _figure
-
-    plt.close(fig)
     return path.name
 
 
@@ -139,7 +132,7 @@ class Section:
     title: str
     body: list[str] = field(default_factory=list)  # markdown paragraphs and tables
     plots: list[str] = field(default_factory=list)  # file names inside the results folder
-    data: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # raw numbers; dataclasses welcome
     # For the summary (bench.run_all): cells of the write-up's table by row key (measured here,
     # how far past it), and markdown blocks such as the targets tables.
     writeup: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -213,20 +206,24 @@ def machine_info() -> MachineInfo:
 
 
 def _dump(path: Path, data: object) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    """JSON for what the encoder does not know: a dataclass as its dict, the rest as text."""
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else str(value)
 
 
 def write_report(
     out_dir: Path, sections: Sequence[Section], quick: bool, machine: MachineInfo | None = None
 ) -> Path:
     machine = machine or machine_info()
-    title = "# imgcls benchmark report" + (
-        " (QUICK MODE: checks only, not figures)" if quick else ""
-    )
-    text = "\n\n".join([title, "## Machine", machine.markdown(), *(s.markdown() for s in sections)])
+    mode = " (QUICK MODE: checks only, not figures)" if quick else ""
+    parts = [f"# imgcls benchmark report{mode}", "## Machine", machine.markdown()]
+    text = "\n\n".join([*parts, *(s.markdown() for s in sections)])
     report = out_dir / "report.md"
     report.write_text(text + "\n")
-    raw = {"machine": asdict(machine), "quick": quick, **{s.name: s.data for s in sections}}
+    raw = {"machine": machine, "quick": quick, **{s.name: s.data for s in sections}}
     _dump(out_dir / "results.json", raw)
     return report
 

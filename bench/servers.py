@@ -129,8 +129,7 @@ def running(cfg: BenchConfig, spec: ServerSpec) -> Iterator[Server]:
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, started: float) -> float:
-    """Poll /readyz every 10 ms until it answers 200, at most 120 s; the seconds since
-    ``started``."""
+    """Poll /readyz every 10 ms until it answers 200 (120 s at most); seconds since ``started``."""
     with httpx.Client(timeout=1.0) as client:
         while time.monotonic() < started + 120:
             if proc.poll() is not None:
@@ -158,12 +157,11 @@ def load_step(
 ) -> StepResult:
     """One load step (``arg``: --concurrency=N or --rate=R) from a fresh client process; the
     loadgen result plus the server's CPU use (cores) and peak RSS over the step."""
-    cmd = [cfg.python, "-m", "bench.loadgen", f"--url={server.url}", f"--duration={duration_s}"]
-    cmd += [f"--warmup={warmup_s}", f"--data-dir={cfg.data_dir}", f"--client={cfg.client}"]
+    cmd = [cfg.python, "-m", "bench.loadgen", "--json=-", f"--url={server.url}", arg]
+    cmd += [f"--duration={duration_s}", f"--warmup={warmup_s}", f"--data-dir={cfg.data_dir}"]
+    cmd.append(f"--client={cfg.client}")
     with UsageSampler(server.proc.pid) as sampler:
-        done = subprocess.run(
-            [*cmd, arg, "--json=-"], capture_output=True, text=True, check=False, timeout=600
-        )
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
     (step,) = json.loads(done.stdout)

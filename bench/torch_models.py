@@ -33,8 +33,7 @@ def load_eager(model: str) -> UInt8Classifier:
     """Build the architecture and load its weights file, as a plain PyTorch deployment does."""
     entry = get(model)
     net = entry.make_net()
-    set_swish = getattr(net, "set_swish", None)  # EfficientNet-Lite's
-    if set_swish is not None:
+    if (set_swish := getattr(net, "set_swish", None)) is not None:  # EfficientNet-Lite's
         set_swish(memory_efficient=False)  # the memory-efficient swish cannot be traced
     load_state(net, weights_file(model))
     return UInt8Classifier(net, entry.mean, entry.std).eval()

@@ -22,19 +22,20 @@ from torchvision import transforms
 
 from bench.peers import answer, parser
 from bench.torch_models import load_torchscript
-from build.catalog import IMAGENET_MEAN, IMAGENET_STD
-
-TRANSFORM = transforms.Compose(
-    [
-        transforms.Resize(256),
-        transforms.CenterCrop(224),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ]
-)
-
+from build.catalog import get
 
 Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+def transform(model: str) -> Callable[[Image.Image], torch.Tensor]:
+    """torchvision transforms with the model's resize, crop and mean/std (build.catalog)."""
+    entry = get(model)
+    spec, t = entry.preprocess, transforms
+    steps = [t.Resize(spec.resize_size), t.CenterCrop(spec.crop_size), t.ToTensor()]
+    to_tensor: Callable[[Image.Image], torch.Tensor] = t.Compose(
+        [*steps, t.Normalize(entry.mean, entry.std)]
+    )
+    return to_tensor
 
 
 def preloaded(model_name: str) -> Model:
@@ -60,7 +61,7 @@ def lazy(model_name: str) -> Model:
 
 
 def create_app(model: Model, labels: list[str], name: str) -> Flask:
-    app = Flask(__name__)
+    app, to_tensor = Flask(__name__), transform(name)
 
     @app.get("/readyz")
     def ready() -> Response:
@@ -75,7 +76,7 @@ def create_app(model: Model, labels: list[str], name: str) -> Flask:
         except OSError:
             return jsonify(error="not an image"), 400
         with torch.inference_mode():
-            probabilities = model(TRANSFORM(image).unsqueeze(0))[0].softmax(0)
+            probabilities = model(to_tensor(image).unsqueeze(0))[0].softmax(0)
         scores, top = probabilities.topk(3)
         return jsonify(answer(name, labels, scores.tolist(), top.tolist()))
 
