@@ -157,6 +157,11 @@ class Classifier:
             raise NotReady(f"the model is not loaded ({state})", retry_after_s=1)
         return self._serving.loaded
 
+    def check_admission(self) -> None:
+        """Refuse now (Draining, NotReady, Overloaded) if a call would be refused: for callers
+        that can avoid work before calling, such as reading an upload."""
+        self._lifecycle.check_admission()
+
     def readiness(self) -> Readiness:
         life, serving = self._lifecycle, self._serving
         details: dict[str, object] = {"state": life.state.value, "in_flight": life.in_flight}

@@ -146,7 +146,7 @@ class Lifecycle:
         cancelled). A plain, not an async, context manager: the check and the count happen with
         no await between them, so no other task can be admitted in the gap and overshoot the
         capacity."""
-        self._check_admission()
+        self.check_admission()
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -156,7 +156,10 @@ class Lifecycle:
             if self._in_flight == 0:
                 self._idle.set()
 
-    def _check_admission(self) -> None:
+    def check_admission(self) -> None:
+        """Raise what admit() would raise now, counting nothing. The HTTP layer asks before it
+        reads a body: under overload a refusal then costs no upload read, no parsing and no
+        queueing behind the uploads of requests that will be refused too."""
         if self._state in _SHUTTING_DOWN:
             raise Draining("the server is shutting down", retry_after_s=1)
         if self._state is not State.READY:

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from service.api.context import get_request_id
 from service.api.disconnect import ClientDisconnected
-from service.errors import ImgclsError
+from service.errors import ImgclsError, Unavailable
 from service.metrics import Metrics
 from service.schemas import ErrorBody, ErrorDetail
 
@@ -47,9 +47,12 @@ async def _imgcls_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ImgclsError)  # registered for this class only
     _metrics(request).rejections.labels(reason=exc.code).inc()
     message = exc.message
-    if exc.status >= 500:
+    if exc.status >= 500 and not isinstance(exc, Unavailable):
         # The log line carries the request id (logs.request_id_var); the traceback was logged
-        # once where the failure was caught (the batcher, the classifier).
+        # once where the failure was caught (the batcher, the classifier). A 503 (overloaded,
+        # draining, not ready) is not logged beyond the access line: under overload that would
+        # be a line per refusal, costing the loop time the admitted requests need; the
+        # rejections metric counts them by reason.
         log.warning("%s: %s", exc.code, exc.message)
     if exc.status == 500:
         message = f"{exc.public_message}; see server logs for request {get_request_id(request)}"

@@ -91,6 +91,9 @@ class FakeClassifier:
     def liveness(self) -> str | None:
         return None
 
+    def check_admission(self) -> None:
+        self.lifecycle.check_admission()
+
     @property
     def meta(self) -> ModelMeta:
         if self.lifecycle.state is State.LOADING:

@@ -3,10 +3,11 @@ errors the model cannot be made to raise on demand (503, 504, 500) come from a f
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,33 @@ async def test_500_inference_error_text_is_logged_once_never_shown(
     # ...and none of it reaches the caller.
     for leak in (ort_text, "ONNXRuntimeError", type(ort_error).__name__, "Traceback"):
         assert leak not in response.text
+
+
+@pytest.mark.parametrize("route", ["/v1/classify", "/v1/classify/batch", "/v2/models/fake/infer"])
+async def test_overload_is_refused_before_the_body_is_read(route: str) -> None:
+    """Under overload a refusal must cost no upload read: the 503 comes back while the body has
+    not been pulled at all (the generator below counts what the server consumed)."""
+    settings = Settings(queue_capacity=1)
+    async with serve(settings, fake_factory(hold=True)) as served:
+        held = asyncio.create_task(
+            served.client.post(
+                "/v1/classify", content=b"img", headers={"Content-Type": "image/png"}
+            )
+        )
+        await served.classifier.wait_admitted(1)
+        pulled = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            nonlocal pulled
+            for _ in range(8):
+                pulled += 1
+                yield b"x" * 65536
+
+        refused = await served.client.post(
+            route, content=body(), headers={"Content-Type": "image/png"}
+        )
+        served.classifier.release.set()
+        assert (await held).status_code == 200
+    assert refused.status_code == 503
+    assert refused.headers["Retry-After"] == "1"
+    assert pulled <= 1  # the transport may buffer the first chunk; the server read none
