@@ -31,6 +31,7 @@ SECTIONS = (
     "## Peers on the same harness",
     "### Issue 4 targets",
     "## Cold start",
+    "## Soak and chaos: mixed valid and hostile traffic",
 )
 PLOTS = (
     "engines_resnet18_latency.png",
@@ -38,6 +39,7 @@ PLOTS = (
     "http_latency_vs_throughput_p50.png",
     "http_latency_vs_throughput_p99.png",
     "peers_latency_vs_throughput.png",
+    "soak_rss.png",
 )
 
 
@@ -67,7 +69,7 @@ def test_quick_mode_runs_every_benchmark(
     done, _ = quick_run
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stdout.strip().endswith("report.md")
-    for name in ("engines", "accuracy", "inprocess", "http", "peers", "coldstart"):
+    for name in ("engines", "accuracy", "inprocess", "http", "peers", "coldstart", "soak"):
         assert f"{name}: done" in done.stderr
 
 
