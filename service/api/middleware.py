@@ -107,7 +107,9 @@ class RequestMiddleware:
             if exchange.response_started:
                 raise  # too late for a clean answer: let the server drop the connection
             response = error_response(
-                500, "internal", f"internal error; request id {exchange.request_id}"
+                500,
+                "internal",
+                f"internal error; see server logs for request {exchange.request_id}",
             )
             self.metrics.rejections.labels(reason="internal").inc()
             await response(scope, receive, send_with_headers)
