@@ -101,6 +101,7 @@ class MicroBatcher(Generic[P, R]):
         metrics: Metrics,
         initial_rate_per_s: float = 100.0,
         batch_sizes: Sequence[int] | None = None,
+        thread_initializer: Callable[[], None] | None = None,
     ) -> None:
         """``batch_sizes``: the only sizes run (the warmed ones); a batch takes the largest that
         fits what is queued, the rest waits for the next batch. None: every size 1..max."""
@@ -123,7 +124,9 @@ class MicroBatcher(Generic[P, R]):
         self._batch_started: float | None = None  # monotonic start of the running batch
         # One thread, for the life of the batcher: ORT sessions are not meant to be driven
         # from several threads at once, and one thread keeps the CPU budget predictable.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imgcls-inference")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="imgcls-inference", initializer=thread_initializer
+        )
         metrics.queue_depth.set_function(lambda: len(self._queue))
         metrics.oldest_queued_age.set_function(self._oldest_age_s)
 

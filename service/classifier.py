@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 import numpy as np
@@ -38,6 +39,7 @@ from service.loading import LoadedModel, ModelMeta, describe, find_model_dir, lo
 from service.metrics import Metrics
 from service.postprocess import Logits, Prediction, top_k
 from service.preprocess import Pixels, PreprocessSpec, check_media_type, preprocess
+from service.priority import lower_thread_priority
 from service.runner import Runner
 from service.settings import Settings
 
@@ -128,6 +130,7 @@ class Classifier:
             # Until real batches are measured, assume warm-up speed at the largest batch.
             initial_rate_per_s=largest / runner.warmup_latency_s[largest],
             batch_sizes=sorted(runner.warmup_latency_s),
+            thread_initializer=partial(lower_thread_priority, s.worker_nice),
         )
 
     def begin_drain(self) -> None:
@@ -264,7 +267,11 @@ class _DecodePool:
     decode metric and bounded by the request's deadline."""
 
     def __init__(self, spec: PreprocessSpec, settings: Settings, metrics: Metrics) -> None:
-        self.pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="imgcls-decode")
+        self.pool = ThreadPoolExecutor(
+            settings.decode_workers,
+            thread_name_prefix="imgcls-decode",
+            initializer=partial(lower_thread_priority, settings.worker_nice),
+        )
         self._spec = spec
         self._max_pixels = settings.max_image_pixels
         self._budget = PixelBudget(settings.decode_budget_pixels)

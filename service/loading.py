@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from service.manifest import (
@@ -20,6 +22,7 @@ from service.manifest import (
 )
 from service.metrics import Metrics
 from service.preprocess import PreprocessSpec
+from service.priority import lower_thread_priority
 from service.providers import SHORT_NAMES
 from service.runner import ProviderChoice, Runner, batch_sizes_for, load_runner, warmup_images
 from service.settings import Settings
@@ -74,7 +77,13 @@ async def load_model(
     model_path = await asyncio.to_thread(verified_model_path, model_dir, manifest, s.precision)
     labels = load_labels(model_dir, manifest)
     warming_up()
-    runner, choice = await asyncio.to_thread(_warm_runner, s, model_path, manifest)
+    # In a thread of the workers' priority: ONNX Runtime's intra-op threads, created with the
+    # session, inherit it (service/priority.py).
+    with ThreadPoolExecutor(
+        1, "imgcls-load", partial(lower_thread_priority, s.worker_nice)
+    ) as pool:
+        loop = asyncio.get_running_loop()
+        runner, choice = await loop.run_in_executor(pool, _warm_runner, s, model_path, manifest)
     spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)
     return LoadedModel(_meta(s, manifest, model_dir, runner, choice), labels, spec, runner)
 

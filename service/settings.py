@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     # orchestrator restarts the process (batches take milliseconds; warm-up is not counted).
     inference_stall_s: PositiveFloat = 30.0
 
+    # Decode workers and inference threads run this much nicer than the event loop (service/
+    # priority.py): the loop answers, and refuses, at once however busy the workers are.
+    worker_nice: int = Field(default=5, ge=0, le=19)
+
     # Input
     decode_workers: PositiveInt = Field(default_factory=available_cpus)
     max_upload_bytes: PositiveInt = 20 * 1024 * 1024
