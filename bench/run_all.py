@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from bench import accuracy, coldstart, engines, http, inprocess, soak
+from bench import accuracy, coldstart, engines, http, inprocess, overload, soak
 from bench.config import BenchConfig, config_from_args, parser
 from bench.report import TARGETS, Section, fmt, machine_info, save_section_data, table, write_report
 
@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], Section]] = {
     "http": http.run,
     "peers": http.run_peers,
     "coldstart": coldstart.run,
+    "overload": overload.run,
     "soak": soak.run,
 }
 
