@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 # nginx's convention for "client closed the request": nobody receives it, the access log shows it.
 CLIENT_CLOSED_REQUEST = 499
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def openapi_errors(model: type[BaseModel], texts: Mapping[int, str]) -> dict[int | str, Any]:
+    """The ``responses=`` of a route's OpenAPI entry: each status with its error body model."""
+    return {status: {"model": model, "description": text} for status, text in texts.items()}
 
 
 def error_response(

@@ -4,13 +4,14 @@ failing alone) and /v1/model. Thin: read the upload, call the classifier, shape 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
 from service.api.context import get_request_id, set_timing, slowest
 from service.api.deps import ClassifierDep, MetricsDep, SettingsDep
 from service.api.disconnect import unless_disconnected
+from service.api.errors import openapi_errors
 from service.api.uploads import Upload, read_many, read_one
 from service.classifier import Classification, Classifier, ModelMeta, Timing
 from service.errors import ImageTooLarge, ImgclsError, Unavailable
@@ -29,17 +30,17 @@ router = APIRouter(prefix="/v1", tags=["v1"])
 
 TopK = Annotated[int, Query(ge=1, le=1000, description="How many classes to return, best first.")]
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
+_ERRORS = openapi_errors(
+    ErrorBody,
+    {
         400: "undecodable or corrupt image",
         413: "body or image (bytes or pixels) over the limit",
         415: "unsupported Content-Type or image format",
         422: "invalid parameter",
         503: "overloaded (Retry-After), not ready, or draining",
         504: "the request timed out",
-    }.items()
-}
+    },
+)
 _IMAGE_BODY = {
     "requestBody": {
         "content": {

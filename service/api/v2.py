@@ -18,6 +18,7 @@ from fastapi.routing import APIRoute
 from service.api.context import get_request_id, set_timing
 from service.api.deps import ClassifierDep, SettingsDep
 from service.api.disconnect import unless_disconnected
+from service.api.errors import openapi_errors
 from service.api.health import liveness_fault
 from service.api.uploads import read_body
 from service.classifier import Classifier
@@ -74,16 +75,16 @@ router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"], route_cl
 
 Model = Annotated[str, Path(description="The model's name, as GET /v2/models/{name} lists.")]
 Version = Annotated[str, Path(description="The model's version, as its metadata lists.")]
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse, "description": text}
-    for status, text in {
+_ERRORS = openapi_errors(
+    ErrorResponse,
+    {
         400: "malformed request: shape, datatype, data, binary sizes, base64, image count",
         404: "unknown model or version",
         413: "body or image (bytes or pixels) over the limit",
         503: "overloaded (Retry-After), not ready, or draining",
         504: "the request timed out (its parameters.timeout, or the server's)",
-    }.items()
-}
+    },
+)
 _INFER_BODY = {
     "requestBody": {
         "content": {
