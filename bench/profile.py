@@ -1,0 +1,516 @@
+"""Where the server's CPU goes per request, under load (issue 10).
+
+Starts one server per variant (each a ``python -m service`` with a few uvicorn/logging knobs
+forced from outside, see ``serve``), keeps them all up, and runs closed-loop load windows
+against them in interleaved rounds (A B C, A B C, ...) so a noisy neighbour hits every variant
+alike. For each window it reads the server's CPU time PER THREAD from /proc: the event loop
+(MainThread: HTTP parsing, routing, pydantic, JSON, logging, metrics), the decode workers, and
+inference (the imgcls-inference thread plus the runtime's own native worker threads). With
+``--py-spy`` it also samples the event loop of the first variant for one window and splits its
+share by what the stack is doing, and writes a flame graph.
+
+    python -m bench.profile --model-dir model_artifacts/resnet18 \\
+        --variant base:http=h11,loop=asyncio --variant std:http=httptools,loop=uvloop \\
+        --rounds 5 --window 8 --concurrency 16 --py-spy
+
+Numbers are CPU milliseconds per successful request (thread CPU time / requests): they do
+not depend on the share of the cores the server got, unlike req/s. The client runs in this
+process and shares the machine: its CPU per request is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import io
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import typing
+import urllib.request
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from starlette.requests import Request
+
+from service import paths
+
+CLASSIFY = "/v1/classify"
+_TICKS = os.sysconf("SC_CLK_TCK")
+_BOUNDARY = "imgclsbench7f3a"
+
+
+# ---------------------------------------------------------------- the server side (a variant)
+
+
+def _name_os_threads() -> None:
+    """Give every Python thread its name in /proc (comm), so the profiler can tell the decode
+    workers from the inference thread. Python 3.11 leaves them all called "python"."""
+    libc = ctypes.CDLL(None)
+    original = threading.Thread._bootstrap_inner  # type: ignore[attr-defined]
+
+    def named(self: threading.Thread) -> None:
+        libc.prctl(15, self.name[:15].encode())  # PR_SET_NAME, this thread only
+        original(self)
+
+    threading.Thread._bootstrap_inner = named  # type: ignore[attr-defined]
+
+
+def _async_dependencies() -> None:
+    """The service's dependencies (service.api.deps) as ``async def``: FastAPI runs a plain
+    ``def`` dependency in a worker thread, one thread hop per dependency per request."""
+    from service.api import deps
+
+    for alias in (deps.ClassifierDep, deps.SettingsDep, deps.MetricsDep):
+        marker = typing.get_args(alias)[1]
+        sync = marker.dependency
+
+        async def direct(request: Request, sync: Any = sync) -> Any:
+            return sync(request)
+
+        object.__setattr__(marker, "dependency", direct)
+
+
+def _spinning() -> None:
+    """ONNX Runtime's intra-op workers spin between runs (its default; service/runner.py turns
+    it off): the sparse-load mitigation that bench/lowrate.py prices."""
+    from service import runner
+
+    plain = runner.session_options
+
+    def spinning(intra_op_threads: int) -> Any:
+        options = plain(intra_op_threads)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        return options
+
+    runner.session_options = spinning
+
+
+def serve(knobs: dict[str, str]) -> None:
+    """``python -m bench.profile --serve k=v,...``: the service with uvicorn's ``http`` and
+    ``loop`` forced, and optionally: the access log off (``access_log=off``), the routes'
+    dependencies async (``async_deps=1``), ORT spinning (``spin=1``), Pillow decoding every
+    JPEG (``decode=pillow``)."""
+    import uvicorn
+
+    if knobs.get("async_deps") == "1":  # before the routes are declared (service.api.v1)
+        _async_dependencies()
+    from service.__main__ import main
+
+    _name_os_threads()
+    init = uvicorn.Config.__init__
+
+    def forced(self: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
+        for key in ("http", "loop"):
+            if key in knobs:
+                kwargs[key] = knobs[key]
+        init(self, *args, **kwargs)
+
+    uvicorn.Config.__init__ = forced  # type: ignore[method-assign]
+    if knobs.get("spin") == "1":
+        _spinning()
+    if knobs.get("decode") == "pillow":  # the decode path before simplejpeg
+        from service import preprocess
+
+        preprocess.turbo_size = lambda *args: None
+    if knobs.get("access_log") == "off":
+        import logging
+
+        from service.logs import ACCESS_LOGGER
+
+        logging.getLogger(ACCESS_LOGGER).disabled = True
+    main()
+
+
+# ---------------------------------------------------------------- per-thread CPU from /proc
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds by thread kind: loop (MainThread), decode, inference (the Python thread
+    and the runtime's native workers), other (Python threads we did not name)."""
+    main_tid = str(pid)
+    totals: dict[str, float] = defaultdict(float)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended
+        comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _TICKS  # utime + stime
+        totals[_kind(tid == main_tid, comm)] += cpu
+    return dict(totals)
+
+
+def _kind(is_main: bool, comm: str) -> str:
+    if is_main:
+        return "loop"
+    if comm.startswith("imgcls-decode"):
+        return "decode"
+    if comm.startswith(("asyncio", "ThreadPool", "Thread-", "AnyIO", "uvloop", "libuv")):
+        return "other"  # e.g. FastAPI running a sync dependency in anyio's worker threads
+    # imgcls-inference, ORT's intra-op pool and OpenVINO's (TBB) workers: none is Python but ours.
+    return "inference"
+
+
+# ---------------------------------------------------------------- the client
+
+
+@dataclass
+class Window:
+    variant: str
+    round: int
+    seconds: float
+    ok: int
+    errors: int
+    latencies_ms: list[float] = field(repr=False)
+    cpu_ms_per_req: dict[str, float]
+    client_cpu_ms_per_req: float
+
+    @property
+    def rps(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+def request_bytes(host: str, port: int, jpeg: bytes, multipart: bool) -> bytes:
+    if multipart:
+        body = (
+            (
+                f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+            ).encode()
+            + jpeg
+            + f"\r\n--{_BOUNDARY}--\r\n".encode()
+        )
+        kind = f"multipart/form-data; boundary={_BOUNDARY}"
+    else:
+        body, kind = jpeg, "image/jpeg"
+    head = (
+        f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {kind}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _exchange(
+    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
+) -> tuple[int, bool]:
+    reader, writer = conn
+    writer.write(request)
+    await writer.drain()
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    status = int(head[0].split(" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
+    await reader.readexactly(int(headers["content-length"]))
+    return status, headers.get("connection", "").lower() != "close"
+
+
+async def closed_loop(
+    port: int, requests: Sequence[bytes], concurrency: int, seconds: float
+) -> tuple[list[float], int, float]:
+    """(latencies of 200s in ms, errors, elapsed s): each user posts its next image when the
+    last one is answered, over its own keep-alive connection."""
+    latencies: list[float] = []
+    errors = 0
+    stop = time.perf_counter() + seconds
+
+    async def user(index: int) -> None:
+        nonlocal errors
+        conn = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while time.perf_counter() < stop:
+                start = time.perf_counter()
+                status, keep = await _exchange(conn, requests[index % len(requests)])
+                index += concurrency
+                if status == 200:
+                    latencies.append((time.perf_counter() - start) * 1e3)
+                else:
+                    errors += 1
+                if not keep:
+                    conn[1].close()
+                    conn = await asyncio.open_connection("127.0.0.1", port)
+        finally:
+            conn[1].close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(user(i) for i in range(concurrency)))
+    return latencies, errors, time.perf_counter() - started
+
+
+# ---------------------------------------------------------------- running the variants
+
+
+@dataclass
+class Variant:
+    name: str
+    knobs: dict[str, str]
+    env: dict[str, str]
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def parse_variant(text: str) -> Variant:
+    """``name:k=v,k=v``: uvicorn knobs (http, loop, access_log) or IMGCLS_*/other env vars."""
+    name, _, spec = text.partition(":")
+    knobs: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        (env if key.isupper() else knobs)[key] = value
+    return Variant(name, knobs, env)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def started(variants: list[Variant], model_dir: Path, log_dir: Path) -> Iterator[None]:
+    try:
+        for v in variants:
+            v.port = _free_port()
+            knobs = ",".join(f"{k}={val}" for k, val in v.knobs.items())
+            env = os.environ | {
+                "IMGCLS_MODEL_DIR": str(model_dir),
+                "IMGCLS_PORT": str(v.port),
+                "IMGCLS_LOG_LEVEL": "info",
+                **v.env,
+            }
+            with open(log_dir / f"server-{v.name}.log", "wb") as log:
+                v.proc = subprocess.Popen(
+                    [sys.executable, "-m", "bench.profile", "--serve", knobs],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            _wait_ready(v)
+        yield
+    finally:
+        for v in variants:
+            if v.proc is not None:
+                v.proc.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    v.proc.wait(30)
+
+
+def _wait_ready(v: Variant, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert v.proc is not None
+        if v.proc.poll() is not None:
+            raise RuntimeError(f"server {v.name} exited with {v.proc.returncode}")
+        url = f"http://127.0.0.1:{v.port}/readyz"
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"server {v.name} not ready in {timeout_s} s")
+
+
+def measure(
+    v: Variant, requests: Sequence[bytes], concurrency: int, seconds: float, rnd: int
+) -> Window:
+    assert v.proc is not None
+    before = thread_cpu_s(v.proc.pid)
+    client0 = time.process_time()
+    latencies, errors, elapsed = asyncio.run(closed_loop(v.port, requests, concurrency, seconds))
+    client = time.process_time() - client0
+    after = thread_cpu_s(v.proc.pid)
+    ok = max(1, len(latencies))
+    per_req = {k: (after.get(k, 0.0) - before.get(k, 0.0)) * 1e3 / ok for k in after}
+    per_req["total"] = sum(per_req.values())
+    return Window(
+        v.name, rnd, elapsed, len(latencies), errors, latencies, per_req, client * 1e3 / ok
+    )
+
+
+# ---------------------------------------------------------------- py-spy: the event loop's split
+
+# First match wins, searched from the innermost frame outwards: the most specific work first.
+CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
+    ("logging (access log, JSON formatter)", ("logging/", "pythonjsonlogger")),
+    ("metrics (prometheus_client)", ("prometheus_client",)),
+    (
+        "JSON + pydantic (response)",
+        (
+            "json/",
+            "orjson",
+            "pydantic",
+            "jsonable_encoder",
+            "serialize_response",
+            "_prepare_response_content",
+        ),
+    ),
+    ("request body + multipart", ("multipart", "formparsers", "uploads.py")),
+    ("HTTP parsing + writing (server protocol)", ("h11", "httptools", "uvicorn/protocols")),
+    ("asyncio/uvloop scheduling + sockets", ("asyncio/", "uvloop", "selectors")),
+    ("FastAPI/Starlette routing + deps", ("fastapi/", "starlette/")),
+    ("service (routes, classifier, batcher, middleware)", ("service/",)),
+]
+
+
+def categorise(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for name, needles in CATEGORIES:
+            if any(n in frame for n in needles):
+                return name
+    return "other"
+
+
+def py_spy(pid: int, seconds: float, out: Path) -> tuple[Path, Path]:
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    raw, svg = out.with_suffix(".txt"), out.with_suffix(".svg")
+    common = ["--pid", str(pid), "--duration", str(int(seconds)), "--nonblocking", "--threads"]
+    procs = [
+        subprocess.Popen(
+            [exe, "record", *common, "--rate", "200", "--gil", "--format", "raw", "-o", str(raw)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [exe, "record", *common, "--rate", "50", "-o", str(svg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        ),
+    ]
+    del procs  # they end on their own after --duration
+    return raw, svg
+
+
+def loop_split(raw: Path) -> dict[str, float]:
+    """Share of the MainThread's samples by category: recorded with --gil, so a sample is the
+    loop running Python (or C called from it) while holding the GIL, not waiting for it."""
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "MainThread" not in stack.split(";", 1)[0]:
+            continue
+        counts[categorise(stack)] += int(n)
+    total = sum(counts.values()) or 1
+    return {k: v / total for k, v in counts.most_common()}
+
+
+# ---------------------------------------------------------------- main
+
+
+def jpegs_of_size(folder: Path, size: tuple[int, int], limit: int) -> list[bytes]:
+    out = []
+    for path in sorted(folder.glob("*.JPEG")):
+        with Image.open(path) as im:
+            if im.size == size and im.mode == "RGB":
+                out.append(path.read_bytes())
+        if len(out) == limit:
+            break
+    return out
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def summary(windows: list[Window]) -> dict[str, Any]:
+    lat = [x for w in windows for x in w.latencies_ms]
+    kinds = sorted({k for w in windows for k in w.cpu_ms_per_req})
+    return {
+        "rps_median": statistics.median(w.rps for w in windows),
+        "p50_ms": pct(lat, 0.5),
+        "p99_ms": pct(lat, 0.99),
+        "errors": sum(w.errors for w in windows),
+        "cpu_ms_per_req_median": {
+            k: statistics.median(w.cpu_ms_per_req.get(k, 0.0) for w in windows) for k in kinds
+        },
+        "client_cpu_ms_per_req": statistics.median(w.client_cpu_ms_per_req for w in windows),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--serve", help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", type=Path, default=Path("model_artifacts/resnet18"))
+    p.add_argument("--variant", action="append", default=[], help="name:k=v,... (repeat)")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--window", type=float, default=8.0, help="seconds of load per window")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--multipart", action="store_true", help="send multipart uploads")
+    p.add_argument("--images", type=int, default=64)
+    p.add_argument("--py-spy", action="store_true", help="profile the first variant's loop")
+    p.add_argument("--out", type=Path, default=Path("bench/results/profile"))
+    args = p.parse_args()
+    if args.serve is not None:
+        serve(dict(kv.split("=", 1) for kv in filter(None, args.serve.split(","))))
+        return
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    args.out.mkdir(parents=True, exist_ok=True)
+    variants = [parse_variant(t) for t in args.variant] or [parse_variant("default:")]
+    folder = paths.data_dir() / "imagenet-sample-images"
+    jpegs = jpegs_of_size(folder, (500, 375), args.images)
+    requests = [request_bytes("127.0.0.1", 0, j, args.multipart) for j in jpegs]
+    print(f"{len(jpegs)} JPEGs of 500x375; uptime: {os.getloadavg()}", flush=True)
+    windows: list[Window] = []
+    spy: dict[str, Any] = {}
+    with started(variants, args.model_dir, args.out):
+        for v in variants:  # warm-up, not recorded
+            measure(v, requests, args.concurrency, 2.0, -1)
+        for rnd in range(args.rounds):
+            for v in variants:
+                if args.py_spy and rnd == 0 and v is variants[0]:
+                    assert v.proc is not None
+                    raw, svg = py_spy(v.proc.pid, args.window, args.out / f"flame-{v.name}")
+                    time.sleep(0.5)  # py-spy attaches
+                w = measure(v, requests, args.concurrency, args.window, rnd)
+                windows.append(w)
+                print(
+                    f"round {rnd} {v.name}: {w.rps:.1f} req/s, cpu/req "
+                    + ", ".join(f"{k} {x:.2f}" for k, x in sorted(w.cpu_ms_per_req.items())),
+                    flush=True,
+                )
+                if args.py_spy and rnd == 0 and v is variants[0]:
+                    time.sleep(2.0)
+                    spy = {"raw": str(raw), "svg": str(svg), "loop_split": loop_split(raw)}
+    result = {
+        "load_average_end": os.getloadavg(),
+        "concurrency": args.concurrency,
+        "multipart": args.multipart,
+        "model_dir": str(args.model_dir),
+        "variants": {
+            v.name: {
+                "knobs": v.knobs,
+                "env": v.env,
+                **summary([w for w in windows if w.variant == v.name]),
+            }
+            for v in variants
+        },
+        "py_spy": spy,
+        "windows": [asdict(w) | {"latencies_ms": None} for w in windows],
+    }
+    (args.out / "profile.json").write_text(json.dumps(result, indent=2) + "\n")
+    buf = io.StringIO()
+    json.dump({k: result[k] for k in ("variants", "py_spy", "load_average_end")}, buf, indent=2)
+    print(buf.getvalue())
+
+
+if __name__ == "__main__":
+    main()
