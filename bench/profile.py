@@ -6,8 +6,9 @@ against them in interleaved rounds (A B C, A B C, ...) so a noisy neighbour hits
 alike. For each window it reads the server's CPU time PER THREAD from /proc: the event loop
 (MainThread: HTTP parsing, routing, pydantic, JSON, logging, metrics), the decode workers, and
 inference (the imgcls-inference thread plus the runtime's own native worker threads). With
-``--py-spy`` it also samples the event loop of the first variant for one window and splits its
-share by what the stack is doing, and writes a flame graph.
+``--py-spy`` it also samples each variant for its round-0 window (left out of the medians:
+py-spy costs CPU too), splits the event loop's share by what the stack is doing, and writes a
+flame graph of all threads.
 
     python -m bench.profile --model-dir model_artifacts/resnet18 \\
         --variant base:http=h11,loop=asyncio --variant std:http=httptools,loop=uvloop \\
@@ -101,8 +102,7 @@ def _spinning() -> None:
 def serve(knobs: dict[str, str]) -> None:
     """``python -m bench.profile --serve k=v,...``: the service with uvicorn's ``http`` and
     ``loop`` forced, and optionally: the access log off (``access_log=off``), the routes'
-    dependencies async (``async_deps=1``), ORT spinning (``spin=1``), Pillow decoding every
-    JPEG (``decode=pillow``)."""
+    dependencies async (``async_deps=1``), ORT spinning (``spin=1``)."""
     import uvicorn
 
     if knobs.get("async_deps") == "1":  # before the routes are declared (service.api.v1)
@@ -121,10 +121,6 @@ def serve(knobs: dict[str, str]) -> None:
     uvicorn.Config.__init__ = forced  # type: ignore[method-assign]
     if knobs.get("spin") == "1":
         _spinning()
-    if knobs.get("decode") == "pillow":  # the decode path before simplejpeg
-        from service import preprocess
-
-        preprocess.turbo_size = lambda *args: None
     if knobs.get("access_log") == "off":
         import logging
 
@@ -453,7 +449,7 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--multipart", action="store_true", help="send multipart uploads")
     p.add_argument("--images", type=int, default=64)
-    p.add_argument("--py-spy", action="store_true", help="profile the first variant's loop")
+    p.add_argument("--py-spy", action="store_true", help="profile each variant's round 0")
     p.add_argument("--out", type=Path, default=Path("bench/results/profile"))
     args = p.parse_args()
     if args.serve is not None:
@@ -476,20 +472,19 @@ def run(args: argparse.Namespace) -> None:
             measure(v, requests, args.concurrency, 2.0, -1)
         for rnd in range(args.rounds):
             for v in variants:
-                if args.py_spy and rnd == 0 and v is variants[0]:
+                profiled = args.py_spy and rnd == 0  # round 0 only: py-spy costs CPU too
+                if profiled:
                     assert v.proc is not None
                     raw, svg = py_spy(v.proc.pid, args.window, args.out / f"flame-{v.name}")
                     time.sleep(0.5)  # py-spy attaches
                 w = measure(v, requests, args.concurrency, args.window, rnd)
-                windows.append(w)
-                print(
-                    f"round {rnd} {v.name}: {w.rps:.1f} req/s, cpu/req "
-                    + ", ".join(f"{k} {x:.2f}" for k, x in sorted(w.cpu_ms_per_req.items())),
-                    flush=True,
-                )
-                if args.py_spy and rnd == 0 and v is variants[0]:
+                if not profiled:
+                    windows.append(w)
+                cpu = ", ".join(f"{k} {x:.2f}" for k, x in sorted(w.cpu_ms_per_req.items()))
+                print(f"round {rnd} {v.name}: {w.rps:.1f} req/s, cpu/req {cpu}", flush=True)
+                if profiled:
                     time.sleep(2.0)
-                    spy = {"raw": str(raw), "svg": str(svg), "loop_split": loop_split(raw)}
+                    spy[v.name] = {"raw": str(raw), "svg": str(svg), "loop_split": loop_split(raw)}
     result = {
         "load_average_end": os.getloadavg(),
         "concurrency": args.concurrency,
