@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from bench import accuracy, coldstart, engines, http, inprocess, overload, soak
+from bench import accuracy, coldstart, engines, http, inprocess, overload, soak, v2
 from bench.config import BenchConfig, config_from_args, parser
 from bench.report import TARGETS, Section, fmt, machine_info, save_section_data, table, write_report
 
@@ -29,6 +29,7 @@ BENCHMARKS: dict[str, Callable[[BenchConfig], Section]] = {
     "coldstart": coldstart.run,
     "overload": overload.run,
     "soak": soak.run,
+    "v2": v2.run,
 }
 
 

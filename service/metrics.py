@@ -47,6 +47,20 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # gRPC (service/oip/grpc_server.py): every call, by method and status code name
+        self.grpc_requests = Counter(
+            "imgcls_grpc_requests_total",
+            "gRPC calls by method (ModelInfer, ...) and status code name (OK, NOT_FOUND, ...).",
+            ["method", "code"],
+            registry=r,
+        )
+        self.grpc_request_duration = Histogram(
+            "imgcls_grpc_request_duration_seconds",
+            "Time from a gRPC call's handler start to its answer, by method.",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.rejections = Counter(
             "imgcls_rejections_total",
             "Images refused or failed, by reason (the error code: bad_image, overloaded, ...).",

@@ -36,6 +36,7 @@ SECTIONS = (
     "## Overload: open loop at 4x capacity",
     "### Issue 7 targets",
     "## Soak and chaos: mixed valid and hostile traffic",
+    "## Open Inference Protocol v2: 8 images per request at saturation",
 )
 PLOTS = (
     "engines_resnet18_latency.png",
@@ -44,6 +45,7 @@ PLOTS = (
     "http_latency_vs_throughput_p99.png",
     "peers_latency_vs_throughput.png",
     "soak_rss.png",
+    "v2_throughput.png",
 )
 
 
