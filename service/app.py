@@ -17,11 +17,14 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import health, page, prometheus, v1, v2
+from service.api import health, prometheus, v1, v2
+from service.api.auth import BearerAuth, Tokens, needs_token
 from service.api.docs import install_docs
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
+from service.api.page import install_page
 from service.classifier import Classifier
 from service.metrics import Metrics
 from service.settings import Settings
@@ -73,9 +76,22 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    # Outermost last: RequestMiddleware -> CORS -> BearerAuth -> routes. CORS answers a
+    # browser's preflight before auth is asked; a 401 is still logged and counted.
+    if (tokens := Tokens.from_settings(settings)) is not None:
+        app.add_middleware(BearerAuth, tokens=tokens, needs=needs_token(settings), metrics=metrics)
+    if origins := [o.strip() for o in settings.cors_origins.split(",") if o.strip()]:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+        )
     app.add_middleware(RequestMiddleware, metrics=metrics)
-    for module in (v1, v2, health, prometheus, page):
+    for module in (v1, v2, health, prometheus):
         app.include_router(module.router)
+    install_page(app)
     install_docs(app)
     return app
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, PositiveInt
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service import paths
@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     http_limit_concurrency: PositiveInt | None = 1024  # open connections+tasks, then plain 503
     http_backlog: PositiveInt = 2048  # listen() backlog: connections waiting for accept()
     http_keep_alive_s: PositiveFloat = 5.0  # idle keep-alive connections are closed after this
+
+    # Security (README: Security). No tokens: no authentication.
+    api_tokens: SecretStr | None = None  # comma-separated bearer tokens; never logged
+    api_tokens_file: Path | None = None  # one token per line, re-read when it changes
+    auth_probes: bool = False  # require the token on /livez, /readyz, /v2/health/*
+    auth_metrics: bool = False  # require the token on /metrics
+    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
 
     # Process
     drain_timeout_s: float = Field(default=20.0, ge=0.0)

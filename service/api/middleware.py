@@ -94,6 +94,8 @@ class RequestMiddleware:
                 headers["X-Request-ID"] = exchange.request_id
                 total = time.perf_counter() - exchange.started
                 headers.append("Server-Timing", server_timing(get_timing(scope), total))
+                # Every body is JSON, text or a declared image type: never let a browser guess.
+                headers["X-Content-Type-Options"] = "nosniff"
                 if getattr(scope["app"].state, "draining", False):
                     # Tell keep-alive clients to reconnect (elsewhere) instead of reusing a
                     # connection that will close once the drain ends (service/__main__.py).

@@ -159,9 +159,14 @@ async def test_openapi_schema_lists_the_api() -> None:
 async def test_upload_page_is_self_contained() -> None:
     async with serve(Settings(), fake_factory()) as served:
         response = await served.client.get("/")
+        script = await served.client.get("/static/page.js")
+        style = await served.client.get("/static/page.css")
     assert response.status_code == 200
     assert response.headers["Content-Type"] == "text/html; charset=utf-8"
     page = response.text
     assert 'id="untrained"' in page
-    assert "/v1/classify?top_k=3" in page
-    assert "://" not in page  # no CDN, no external asset: it must work offline
+    assert '<script src="/static/page.js" defer></script>' in page
+    assert "/v1/classify?top_k=3" in script.text
+    assert style.headers["Content-Type"].startswith("text/css")
+    for text in (page, script.text, style.text):  # no CDN, no external asset: works offline
+        assert "://" not in text

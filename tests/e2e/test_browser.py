@@ -167,3 +167,32 @@ def test_untrained_model_shows_the_banner(
         model = browser.execute_async_script(WAIT_FOR_MODEL)
     assert model["model"].startswith("model: resnet18 ")
     assert model["banner"] == "block"
+
+
+def test_with_tokens_the_page_asks_for_one_then_classifies(
+    browser: webdriver.Chrome,
+    tmp_path: Path,
+    trained_model_dir: Path,
+    photos: dict[str, Any],
+    photo_paths: dict[str, Path],
+) -> None:
+    """IMGCLS_API_TOKENS set: the page (under its Content-Security-Policy, scripts from the
+    service only) shows the token form on the API's 401, then works with the token."""
+    with run_service(tmp_path, trained_model_dir, IMGCLS_API_TOKENS="s3cret") as server:
+        browser.get(server.url + "/")
+        asked = browser.execute_async_script(WAIT_FOR_MODEL)
+        form = browser.find_element(By.CSS_SELECTOR, "#auth")
+        shown = form.is_displayed()
+        browser.find_element(By.CSS_SELECTOR, "#token").send_keys("s3cret")
+        # Reset before submitting, so the wait below sees the reload's answer whenever it comes.
+        browser.execute_script('document.getElementById("model").textContent = "loading..."')
+        form.submit()
+        model = browser.execute_async_script(WAIT_FOR_MODEL)
+        browser.find_element(By.CSS_SELECTOR, "#file").send_keys(str(photo_paths["chelsea.png"]))
+        page = browser.execute_async_script(WAIT_FOR_ANSWER)
+        browser.execute_script("sessionStorage.clear()")  # the next test starts signed out
+    assert asked["model"] == "model: sign in below"
+    assert shown
+    assert model["model"].startswith("model: efficientnet_lite0 ")
+    assert page["state"] == "done", page["error"]
+    assert page["rows"][0]["classIndex"] in photos["chelsea.png"]["accept"]
