@@ -22,6 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service.api import health, prometheus, v1, v2
 from service.api.auth import BearerAuth, Tokens, needs_token
 from service.api.docs import install_docs
+from service.api.door import AdmissionDoor
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.api.page import install_page
@@ -76,8 +77,10 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
-    # Outermost last: RequestMiddleware -> CORS -> BearerAuth -> routes. CORS answers a
-    # browser's preflight before auth is asked; a 401 is still logged and counted.
+    # Outermost last: RequestMiddleware -> CORS -> BearerAuth -> AdmissionDoor -> routes.
+    # CORS answers a browser's preflight before auth is asked; a 401 is still logged and
+    # counted; only an authenticated caller learns that the service is overloaded.
+    app.add_middleware(AdmissionDoor, metrics=metrics)
     if (tokens := Tokens.from_settings(settings)) is not None:
         app.add_middleware(BearerAuth, tokens=tokens, needs=needs_token(settings), metrics=metrics)
     if origins := [o.strip() for o in settings.cors_origins.split(",") if o.strip()]:

@@ -67,7 +67,6 @@ _IMAGE_BODY = {
 async def classify(
     request: Request, classifier: ClassifierDep, settings: SettingsDep, top_k: TopK = 5
 ) -> ClassifyResponse:
-    classifier.check_admission()  # under overload, refuse before reading the upload
     upload = await read_one(request, settings)
     work = classifier.classify(upload.data, top_k=top_k, content_type=upload.content_type)
     result = await unless_disconnected(request.receive, work)
@@ -95,7 +94,6 @@ async def classify_batch(
     metrics: MetricsDep,
     top_k: TopK = 5,
 ) -> ClassifyBatchResponse:
-    classifier.check_admission()
     uploads = await read_many(request, settings)
     outcomes = await unless_disconnected(request.receive, _classify_all(classifier, uploads, top_k))
     _raise_if_all_unavailable(outcomes)

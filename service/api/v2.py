@@ -180,7 +180,6 @@ async def _infer(
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send identity")
-    classifier.check_admission()  # under overload, refuse before reading the body
     body = await read_body(request, settings.max_request_bytes)
     parsed = rest.parse(body, request.headers.get(rest.HEADER_LENGTH), model, version)
     work = engine.infer(classifier, parsed.request, settings)
