@@ -205,18 +205,12 @@ def run(cfg: BenchConfig) -> Section:
     section.data = data | {"ceiling_ips": ceiling_ips, "load_average": load_avg}
     warm_ms = model["warmup_latency_ms"][str(BATCH)]
     section.add(
-        f"resnet18 {model['precision']} (untrained weights), provider {model['provider']}, "
-        f"{model['intra_op_threads']} intra-op threads, batches of up to {BATCH}; {USERS} requests "
-        f"of {BATCH} images in flight (closed loop); {plan.rounds} round(s) of {plan.seconds:g} s "
-        "per measurement. Medians over rounds: latency per request (the ceiling's: per batch), "
-        "shares of each round's ratio to that round's ceiling: by images/s, and by CPU (the "
-        "ceiling's CPU per image over the server's: what the transport costs, whatever share "
-        "of the cores the scheduler gave each process). Load average (1, 5, 15 min) "
-        f"{[round(x, 2) for x in load_avg[0]]} before, {[round(x, 2) for x in load_avg[1]]} "
-        "after: on a loaded machine the server's many threads get more of the cores than the "
-        "ceiling's two, and the images/s share can pass 100%. The clients share the 2 cores "
-        f"with the server. The server's own warm-up median at batch {BATCH}: {warm_ms:.1f} ms "
-        f"({BATCH * 1000 / warm_ms:.0f} images/s)."
+        f"resnet18 {model['precision']}, {model['provider']}, {model['intra_op_threads']} threads, "
+        f"max batch {BATCH}; {USERS} requests of {BATCH} images in flight; {plan.rounds} round(s) "
+        f"of {plan.seconds:g} s. Medians over rounds; shares: of each round's ceiling, by images/s "
+        "and by CPU per image (independent of the share of cores the scheduler gives each "
+        f"process). Load average {[round(x, 2) for x in load_avg[0]]} before, "
+        f"{[round(x, 2) for x in load_avg[1]]} after. Server warm-up, batch {BATCH}: {warm_ms} ms."
     )
     headers = ["transport", "images/s", "of ceiling, images/s", "of ceiling, CPU", "p50 ms"]
     headers += ["p99 ms", "server CPU ms/req", "server CPU ms/image", "client CPU ms/req"]
