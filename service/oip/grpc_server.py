@@ -21,7 +21,9 @@ from typing import Any
 import grpc
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
+from service.api.auth import Tokens
 from service.metrics import Metrics
+from service.oip.grpc_auth import BearerAuthInterceptor
 from service.oip.grpc_service import InferenceService
 from service.oip.plane import Plane
 from service.settings import Settings
@@ -100,8 +102,11 @@ def _code_name(code: object) -> str:
 class GrpcServer:
     def __init__(self, plane: Plane, settings: Settings, metrics: Metrics) -> None:
         self._settings = settings
+        interceptors: list[grpc.aio.ServerInterceptor] = [CallMetrics(metrics)]
+        if (tokens := Tokens.from_settings(settings)) is not None:  # after the metrics: counted
+            interceptors.append(BearerAuthInterceptor(tokens, settings.auth_probes, metrics))
         self._server = grpc.aio.server(
-            interceptors=[CallMetrics(metrics)],
+            interceptors=interceptors,
             maximum_concurrent_rpcs=settings.http_limit_concurrency,
             options=[
                 # The same body limit as REST (gRPC's default is 4 MB: 27 images of pixels).
