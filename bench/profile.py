@@ -35,7 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-import typing
 import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -44,7 +43,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
-from starlette.requests import Request
 
 from service import paths
 
@@ -69,21 +67,6 @@ def _name_os_threads() -> None:
     threading.Thread._bootstrap_inner = named  # type: ignore[attr-defined]
 
 
-def _async_dependencies() -> None:
-    """The service's dependencies (service.api.deps) as ``async def``: FastAPI runs a plain
-    ``def`` dependency in a worker thread, one thread hop per dependency per request."""
-    from service.api import deps
-
-    for alias in (deps.ClassifierDep, deps.SettingsDep, deps.MetricsDep):
-        marker = typing.get_args(alias)[1]
-        sync = marker.dependency
-
-        async def direct(request: Request, sync: Any = sync) -> Any:
-            return sync(request)
-
-        object.__setattr__(marker, "dependency", direct)
-
-
 def _spinning() -> None:
     """ONNX Runtime's intra-op workers spin between runs (its default; service/runner.py turns
     it off): the sparse-load mitigation that bench/lowrate.py prices."""
@@ -99,14 +82,40 @@ def _spinning() -> None:
     runner.session_options = spinning
 
 
+def _openvino_config(path: Path) -> None:
+    """OpenVINO sessions get the EP's ``load_config`` (a JSON file of CPU plugin properties,
+    e.g. {"CPU": {"ENABLE_CPU_PINNING": "YES"}}): OpenVINO's threading knobs, priced by
+    bench/lowrate.py."""
+    import onnxruntime as ort
+
+    from service import runner
+    from service.providers import CPU, OPENVINO
+
+    plain = runner.create_session
+
+    def configured(model_path: Path, provider: str, intra_op_threads: int) -> Any:
+        if provider != OPENVINO:
+            return plain(model_path, provider, intra_op_threads)
+        options = {
+            "device_type": "CPU",
+            "num_of_threads": str(intra_op_threads),
+            "load_config": str(path),
+        }
+        return ort.InferenceSession(
+            str(model_path),
+            sess_options=runner.session_options(intra_op_threads),
+            providers=[(OPENVINO, options), CPU],
+        )
+
+    runner.create_session = configured
+
+
 def serve(knobs: dict[str, str]) -> None:
     """``python -m bench.profile --serve k=v,...``: the service with uvicorn's ``http`` and
-    ``loop`` forced, and optionally: the access log off (``access_log=off``), the routes'
-    dependencies async (``async_deps=1``), ORT spinning (``spin=1``)."""
+    ``loop`` forced, and optionally: the access log off (``access_log=off``), ONNX Runtime's
+    intra-op workers spinning (``spin=1``), OpenVINO CPU properties (``ov_config=FILE.json``)."""
     import uvicorn
 
-    if knobs.get("async_deps") == "1":  # before the routes are declared (service.api.v1)
-        _async_dependencies()
     from service.__main__ import main
 
     _name_os_threads()
@@ -121,6 +130,8 @@ def serve(knobs: dict[str, str]) -> None:
     uvicorn.Config.__init__ = forced  # type: ignore[method-assign]
     if knobs.get("spin") == "1":
         _spinning()
+    if "ov_config" in knobs:
+        _openvino_config(Path(knobs["ov_config"]))
     if knobs.get("access_log") == "off":
         import logging
 
@@ -259,7 +270,9 @@ class Variant:
 
 
 def parse_variant(text: str) -> Variant:
-    """``name:k=v,k=v``: uvicorn knobs (http, loop, access_log) or IMGCLS_*/other env vars."""
+    """``name:k=v,k=v``: knobs of ``serve`` (http, loop, access_log, spin, ov_config), or
+    ``peer=MODULE`` (a server of bench/peers with the same model file), or environment
+    variables (upper case: IMGCLS_*)."""
     name, _, spec = text.partition(":")
     knobs: dict[str, str] = {}
     env: dict[str, str] = {}
@@ -288,9 +301,16 @@ def started(variants: list[Variant], model_dir: Path, log_dir: Path) -> Iterator
                 "IMGCLS_LOG_LEVEL": "info",
                 **v.env,
             }
+            command = [sys.executable, "-m", "bench.profile", "--serve", knobs]
+            if "peer" in v.knobs:  # a peer of bench/peers instead of the service
+                command = [
+                    *(sys.executable, "-m", f"bench.peers.{v.knobs['peer']}"),
+                    *(f"--port={v.port}", f"--labels={model_dir / 'labels.txt'}"),
+                    f"--model-file={model_dir / 'model.int8.onnx'}",
+                ]
             with open(log_dir / f"server-{v.name}.log", "wb") as log:
                 v.proc = subprocess.Popen(
-                    [sys.executable, "-m", "bench.profile", "--serve", knobs],
+                    command,
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
