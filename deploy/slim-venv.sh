@@ -34,3 +34,14 @@ if [ -d "$capi" ]; then
 fi
 # Test suites shipped inside packages (numpy's alone is ~12 MB).
 find "$sp" -depth -type d -name tests -path "$sp/numpy/*" -exec rm -rf {} +
+# Debug symbols of the extension modules and bundled libraries (many wheels ship them: ml_dtypes
+# 24 -> 1.5 MB, onnxruntime's module 33 -> 27 MB). --strip-unneeded keeps the dynamic symbols
+# the loader needs. ~30 MB. Not the libraries auditwheel vendored into <pkg>.libs/: patchelf
+# rewrote their headers, and strip then makes them unloadable ("ELF load command
+# address/offset not page-aligned", seen with numpy's OpenBLAS).
+if command -v strip >/dev/null; then
+  find "$sp" -type f \( -name '*.so' -o -name '*.so.*' \) -not -path '*.libs/*' \
+    -exec strip --strip-unneeded {} +
+else
+  echo "slim-venv: no strip (binutils): shared libraries left unstripped" >&2
+fi

@@ -5,12 +5,16 @@ from the checkout, expose its metrics, report healthy, and drain on `podman stop
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import REPO
 from tests.deploy.conftest import Container, podman, run_container
 from tests.e2e.conftest import ServiceProcess
 
@@ -134,3 +138,21 @@ def test_podman_stop_drains_and_exits_0(container: Container) -> None:
     ]
     assert any(m.startswith("signal SIGTERM: draining") for m in messages), messages[-10:]
     assert "drained" in messages
+
+
+def test_a_failing_accuracy_gate_fails_the_image_build(image: str, tmp_path: Path) -> None:
+    """MAX_TOP1_DROP=-100 asks int8 to beat fp32 by 100 points: the model build must refuse,
+    and with it the image build (only the build stage: its dependency layers are cached)."""
+    log = tmp_path / "gate.log"
+    with log.open("wb") as out:
+        result = subprocess.run(
+            [str(REPO / "deploy" / "build-image.sh"), "--target", "build",
+             "--build-arg", "MAX_TOP1_DROP=-100"],
+            env=os.environ | {"IMGCLS_IMAGE": "localhost/imgcls:gate-test",
+                              "IMGCLS_SKIP_HOST_SETUP": "1"},
+            stdout=out, stderr=subprocess.STDOUT, timeout=1800, check=False,
+        )  # fmt: skip
+    text = log.read_text()
+    assert result.returncode != 0, text[-3000:]
+    assert "failed the accuracy gate" in text, text[-3000:]
+    assert podman("image", "exists", "localhost/imgcls:gate-test", check=False).returncode != 0
