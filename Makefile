@@ -11,7 +11,7 @@ IMGCLS_DATA_DIR ?= $(abspath ../shared/data)
 export IMGCLS_DATA_DIR
 PYTEST_ARGS ?=
 
-.PHONY: install model test-models serve test lint typecheck bench bench-quick clean
+.PHONY: install model test-models serve test lint typecheck bench bench-quick image clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,11 @@ bench: model
 
 bench-quick: model
 	$(PY) -m bench.run_all --quick
+
+# The container image, with podman and no registry needed (deploy/build-image.sh; IMGCLS_IMAGE
+# names it, default imgcls:latest).
+image:
+	deploy/build-image.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache bench/results
