@@ -38,14 +38,17 @@ _ACCEPT_QUEUE_GRACE_S = 0.2
 
 
 def _http_stack() -> tuple[str, str]:
-    """uvicorn's (http, loop): httptools and uvloop where installed (the dependencies pull
-    them in on Linux), else the pure-Python h11 and asyncio. Named, not left to uvicorn's
-    "auto", so the start-up log says which one serves. Measured under load (docs/BENCHMARKS.md):
-    the event loop's CPU per request fell from 2.7 to 1.6 ms."""
-    has = importlib.util.find_spec
-    http = "httptools" if has("httptools") is not None else "h11"
-    loop = "uvloop" if has("uvloop") is not None else "asyncio"
-    return http, loop
+    """uvicorn's (http, loop): httptools where installed (a dependency), else the pure-Python
+    h11, on the standard asyncio loop. Named, not left to uvicorn's "auto" (which would also
+    pick uvloop whenever something installed it), so the start-up log says which one serves.
+
+    Not uvloop, although it is the larger saving (docs/BENCHMARKS.md): on uvloop the drain
+    above loses requests. Connections still in the accept queue when the drain ends are not
+    accepted during the grace period, and are reset when the port closes, their requests
+    unread (tests/e2e/test_drain_keepalive.py with the raw client: 4 of 8 runs lost 1-8
+    requests on uvloop, 1 of 8 on asyncio)."""
+    http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
+    return http, "asyncio"
 
 
 class DrainingServer(uvicorn.Server):
