@@ -36,22 +36,22 @@ def small_jpeg(photo: bytes) -> bytes:
     return out.getvalue()
 
 
-def httpx_caller(url: str, body: bytes, outcomes: Counter[str], stop: threading.Event) -> None:
+def httpx_caller(url: str, body: bytes, outcomes: LockedCounter, stop: threading.Event) -> None:
     with httpx.Client(base_url=url, timeout=30) as client:
         while not stop.is_set():
             try:
                 client.post("/v1/classify", content=body, headers={"Content-Type": "image/jpeg"})
             except httpx.ConnectError:
-                outcomes[REFUSED] += 1
+                outcomes.add(REFUSED)
                 return  # the listener is closed: a real client now goes elsewhere
             except httpx.TransportError as exc:
-                outcomes[LOST] += 1
-                outcomes[f"{type(exc).__name__}: {exc} {exc.__context__!r}"] += 1
+                outcomes.add(LOST)
+                outcomes.add(f"{type(exc).__name__}: {exc} {exc.__context__!r}")
                 return
-            outcomes[ANSWERED] += 1
+            outcomes.add(ANSWERED)
 
 
-def raw_caller(url: str, body: bytes, outcomes: Counter[str], stop: threading.Event) -> None:
+def raw_caller(url: str, body: bytes, outcomes: LockedCounter, stop: threading.Event) -> None:
     host, port = url.removeprefix("http://").split(":")
     request = (
         f"POST /v1/classify HTTP/1.1\r\nHost: {host}\r\nContent-Type: image/jpeg\r\n"
@@ -63,7 +63,7 @@ def raw_caller(url: str, body: bytes, outcomes: Counter[str], stop: threading.Ev
             try:
                 sock = socket.create_connection((host, int(port)), timeout=30)
             except OSError:
-                outcomes[REFUSED] += 1
+                outcomes.add(REFUSED)
                 return
         try:
             sock.sendall(request)
@@ -71,10 +71,10 @@ def raw_caller(url: str, body: bytes, outcomes: Counter[str], stop: threading.Ev
         except OSError:
             head, keep = b"", False
         if not head:
-            outcomes[LOST] += 1
+            outcomes.add(LOST)
             sock.close()
             return
-        outcomes[ANSWERED] += 1
+        outcomes.add(ANSWERED)
         if not keep:
             sock.close()
             sock = None
@@ -111,10 +111,10 @@ def test_sigterm_under_keep_alive_load_answers_every_request_it_read(
     tmp_path: Path,
     trained_model_dir: Path,
     photo_bytes: Callable[[str], bytes],
-    caller: Callable[[str, bytes, Counter[str], threading.Event], None],
+    caller: Callable[[str, bytes, LockedCounter, threading.Event], None],
 ) -> None:
     body = small_jpeg(photo_bytes("coffee.png"))
-    outcomes: Counter[str] = Counter()
+    outcomes = LockedCounter()
     stop = threading.Event()
     with run_service(tmp_path, trained_model_dir, IMGCLS_LOG_LEVEL="info") as server:
         threads = [
@@ -130,7 +130,27 @@ def test_sigterm_under_keep_alive_load_answers_every_request_it_read(
         stop.set()
         for thread in threads:
             thread.join(30)
-    print(dict(outcomes))
+        handled = requests_seen(server)
+    print(dict(outcomes), f"server handled {handled}")
     assert exit_code == 0
-    assert outcomes[LOST] == 0, dict(outcomes)
+    # Every request the server read was answered, and every answer came from a request it
+    # logged: the two counts are the same requests.
+    assert outcomes[ANSWERED] == handled, dict(outcomes)
+    # What may be lost is only what the server never read: a connection the kernel completed in
+    # the last instant before the port closed (the accept queue is shrunk to one slot first).
+    # Before the drain closed connections cleanly, 2-10 (httpx) and all 32 (raw) were lost.
+    assert outcomes[LOST] <= 1, dict(outcomes)
     assert outcomes[REFUSED] > 0  # the callers were still calling when the port closed
+
+
+class LockedCounter(Counter[str]):
+    """A Counter the 32 caller threads can add to at once (``+=`` on a Counter is not atomic:
+    the exact comparison with the server's log needs every count)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self[key] += 1
