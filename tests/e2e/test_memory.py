@@ -72,6 +72,9 @@ def test_concurrent_large_images_cost_the_budget_not_their_number(
     env = {
         "IMGCLS_DECODE_WORKERS": "2",
         "IMGCLS_DECODE_BUDGET_PIXELS": str(budget_images * ONE_IMAGE),
+        # Four such decodes one after the other take ~8 s here, more on a busy machine: the
+        # default 10 s deadline would turn the last ones into 504s, which is not what is tested.
+        "IMGCLS_REQUEST_TIMEOUT_S": "300",
     }
     with run_service(tmp_path, trained_model_dir, **env) as server:
         growth = peak_growth_mb(server, large_png, callers=4)
