@@ -8,6 +8,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 
 def parser(doc: str | None, port: int) -> argparse.ArgumentParser:
@@ -16,6 +20,15 @@ def parser(doc: str | None, port: int) -> argparse.ArgumentParser:
     p.add_argument("--model", default="resnet18")
     p.add_argument("--labels", type=Path, required=True, help="the manifest's labels file")
     return p
+
+
+def top3(model: str, labels: list[str], logits: npt.NDArray[np.floating[Any]]) -> object:
+    """The answer for one image's logits: softmax, the 3 best, as ``answer`` shapes them."""
+    wide = logits.astype(np.float64)
+    probabilities = np.exp(wide - wide.max())
+    probabilities /= probabilities.sum()
+    top = np.argsort(-probabilities)[:3].tolist()
+    return answer(model, labels, probabilities[top].tolist(), top)
 
 
 def answer(model: str, labels: list[str], scores: Sequence[float], top: Sequence[int]) -> object:

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from bench.peers import answer, parser
+from bench.peers import parser, top3
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.preprocess import PreprocessSpec, preprocess
 
@@ -61,11 +61,7 @@ def create_app(compiled: Any, labels: list[str], name: str) -> FastAPI:
         except (BadImage, ImageTooLarge, UnsupportedMediaType) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         result = infer_request().infer({0: pixels[None]})
-        logits = np.asarray(next(iter(result.values())))[0].astype(np.float64)
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
-        top = np.argsort(-probabilities)[:3].tolist()
-        return answer(name, labels, probabilities[top].tolist(), top)
+        return top3(name, labels, np.asarray(next(iter(result.values())))[0])
 
     return app
 

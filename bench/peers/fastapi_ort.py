@@ -11,13 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnxruntime as ort
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bench.peers import answer, parser
+from bench.peers import parser, top3
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.preprocess import PreprocessSpec, preprocess
 
@@ -42,11 +41,7 @@ def create_app(session: ort.InferenceSession, labels: list[str], name: str) -> F
             pixels = preprocess(data, spec)
         except (BadImage, ImageTooLarge, UnsupportedMediaType) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        logits = session.run(None, {input_name: pixels[None]})[0][0].astype(np.float64)
-        probabilities = np.exp(logits - logits.max())
-        probabilities /= probabilities.sum()
-        top = np.argsort(-probabilities)[:3].tolist()
-        return answer(name, labels, probabilities[top].tolist(), top)
+        return top3(name, labels, session.run(None, {input_name: pixels[None]})[0][0])
 
     return app
 
