@@ -194,10 +194,15 @@ async def closed_loop(post: Post, bodies: Sequence[bytes], users: int, duration_
 
 
 async def open_loop(
-    post: Post, bodies: Sequence[bytes], rate: float, duration_s: float, max_outstanding: int
+    post: Post,
+    bodies: Sequence[bytes],
+    rate: float,
+    duration_s: float,
+    max_outstanding: int,
+    seed: int = 0,
 ) -> Step:
     """Poisson arrivals (seeded), each request timed from its scheduled send time."""
-    arrivals = random.Random(0)
+    arrivals = random.Random(seed)
     outcomes: list[Outcome] = []
     dropped = 0
     in_flight: set[asyncio.Task[None]] = set()

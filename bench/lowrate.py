@@ -20,103 +20,47 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import statistics
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.profile import (
-    Variant,
-    _exchange,
-    jpegs_of_size,
-    parse_variant,
-    pct,
-    request_bytes,
-    started,
-    thread_cpu_s,
-)
+from bench import loadgen
+from bench.loadgen import RawSender
+from bench.profile import Variant, jpegs_of_size, parse_variant, pct, started, thread_cpu_s
 from service import paths
 
-Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+# The service's own load generator (bench.loadgen): its raw keep-alive client, and its open
+# and closed loops, each latency counted from the scheduled (open) or actual (closed) send.
+MAX_OUTSTANDING = 512
 
 
-class Pool:
-    """Keep-alive connections to one server, opened as needed, reused when idle."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.idle: list[Conn] = []
-
-    async def post(self, request: bytes) -> int:
-        """A reused connection the server closed while idle (keep-alive timeout) is retried
-        once on a new one, as an HTTP client library would."""
-        for reused in (bool(self.idle), False):
-            conn = self.idle.pop() if reused else None
-            conn = conn or await asyncio.open_connection("127.0.0.1", self.port)
-            try:
-                status, keep = await _exchange(conn, request)
-            except (OSError, asyncio.IncompleteReadError):
-                conn[1].close()
-                if reused:
-                    continue
-                raise
-            if keep:
-                self.idle.append(conn)
-            else:
-                conn[1].close()
-            return status
-        raise AssertionError("unreachable: the fresh connection's attempt returns or raises")
-
-    def close(self) -> None:
-        for _, writer in self.idle:
-            writer.close()
+def _url(port: int) -> str:
+    return f"http://127.0.0.1:{port}/v1/classify"
 
 
 async def open_loop(
-    port: int, requests: Sequence[bytes], rate: float, seconds: float, seed: int
+    port: int, jpegs: Sequence[bytes], rate: float, seconds: float, seed: int
 ) -> list[float]:
     """Latencies (ms, from the scheduled arrival) of the 200s of a Poisson arrival process."""
-    pool, arrivals = Pool(port), random.Random(seed)
-    latencies: list[float] = []
-    tasks: set[asyncio.Task[None]] = set()
-
-    async def one(request: bytes, scheduled: float) -> None:
-        if await pool.post(request) == 200:
-            latencies.append((time.perf_counter() - scheduled) * 1e3)
-
-    # First, one unrecorded request: opens the connection.
-    await pool.post(requests[0])
-    await asyncio.sleep(arrivals.expovariate(rate))
-    start = scheduled = time.perf_counter()
-    index = 0
-    while scheduled < start + seconds:
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        task = asyncio.create_task(one(requests[index % len(requests)], scheduled))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        index += 1
-        scheduled += arrivals.expovariate(rate)
-    await asyncio.gather(*tasks)
-    pool.close()
-    return latencies
+    sender = RawSender(_url(port), MAX_OUTSTANDING)
+    try:
+        await sender.post(jpegs[0], time.perf_counter())  # unrecorded: opens the connection
+        step = loadgen.open_loop(sender.post, jpegs, rate, seconds, MAX_OUTSTANDING, seed)
+        outcomes, _, _ = await step
+    finally:
+        await sender.aclose()
+    return [o.latency_ms for o in outcomes if o.status == 200]
 
 
-async def closed_c1(port: int, requests: Sequence[bytes], seconds: float) -> list[float]:
-    pool = Pool(port)
-    latencies: list[float] = []
-    stop = time.perf_counter() + seconds
-    index = 0
-    while time.perf_counter() < stop:
-        sent = time.perf_counter()
-        if await pool.post(requests[index % len(requests)]) == 200:
-            latencies.append((time.perf_counter() - sent) * 1e3)
-        index += 1
-    pool.close()
-    return latencies
+async def closed_c1(port: int, jpegs: Sequence[bytes], seconds: float) -> list[float]:
+    sender = RawSender(_url(port), 1)
+    try:
+        outcomes, _, _ = await loadgen.closed_loop(sender.post, jpegs, 1, seconds)
+    finally:
+        await sender.aclose()
+    return [o.latency_ms for o in outcomes if o.status == 200]
 
 
 def idle_cpu_pct(v: Variant, seconds: float) -> float:
@@ -134,7 +78,6 @@ def loads(rates: list[float]) -> list[str]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [parse_variant(t) for t in args.variant] or [parse_variant("default:")]
     jpegs = jpegs_of_size(paths.data_dir() / "imagenet-sample-images", (500, 375), args.images)
-    requests = [request_bytes("127.0.0.1", 0, j, False) for j in jpegs]
     rates = [float(r) for r in args.rates.split(",")]
     lat: dict[str, dict[str, list[float]]] = {
         v.name: {k: [] for k in loads(rates)} for v in variants
@@ -144,14 +87,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     args.out.mkdir(parents=True, exist_ok=True)
     with started(variants, args.model_dir, args.out):
         for v in variants:  # warm-up
-            asyncio.run(closed_c1(v.port, requests, 2.0))
+            asyncio.run(closed_c1(v.port, jpegs, 2.0))
         for rnd in range(args.rounds):
             for v in variants:
                 idle[v.name].append(idle_cpu_pct(v, args.idle))
-                lat[v.name]["c=1"] += asyncio.run(closed_c1(v.port, requests, args.window))
+                lat[v.name]["c=1"] += asyncio.run(closed_c1(v.port, jpegs, args.window))
                 for rate in rates:
                     seconds = max(args.window, args.requests / rate)
-                    got = asyncio.run(open_loop(v.port, requests, rate, seconds, seed=rnd))
+                    got = asyncio.run(open_loop(v.port, jpegs, rate, seconds, seed=rnd))
                     lat[v.name][f"{rate:g}/s"] += got
                 print(
                     f"round {rnd} {v.name}: "
