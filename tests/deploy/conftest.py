@@ -12,7 +12,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,17 +100,11 @@ class Container:
         return state
 
 
-def wait_ready(url: str, what: str, logs: Any) -> None:
+def wait_ready(url: str, what: str, logs: Callable[[], str]) -> None:
     def ready() -> bool:
         return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
 
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            if ready():
-                return
-        time.sleep(0.2)
-    pytest.fail(f"{what}: {url}/readyz not 200 within {READY_TIMEOUT_S:.0f} s\n{logs()[-4000:]}")
+    wait_until(ready, READY_TIMEOUT_S, f"{what}: {url}/readyz 200", logs)
 
 
 @contextlib.contextmanager

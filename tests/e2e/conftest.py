@@ -45,14 +45,21 @@ def require_binary(name: str) -> str:
     pytest.skip(reason)
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log: Path | None) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, log: Path | Callable[[], str] | None
+) -> None:
+    """Poll ``check`` (bounded); on timeout fail with the tail of ``log``: a log file, or a
+    callable returning the text (a container's logs)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError):
             if check():
                 return
         time.sleep(0.1)
-    tail = log.read_text()[-4000:] if log is not None and log.exists() else ""
+    if isinstance(log, Path):
+        tail = log.read_text()[-4000:] if log.exists() else ""
+    else:
+        tail = log()[-4000:] if log is not None else ""
     pytest.fail(f"{what} not reached within {timeout_s:.0f} s\n{tail}")
 
 
