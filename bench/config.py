@@ -19,7 +19,8 @@ from PIL import Image
 from bench.report import Section, save_section_data, write_report
 from build.data import IMAGENET_SUBDIR, package_split, read_labels
 from service import paths
-from service.manifest import MANIFEST_NAME, Precision, load_manifest
+from service.loading import model_file as served_file
+from service.manifest import MANIFEST_NAME, load_manifest
 
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 # Derived files (TorchScript, dynamically quantized ONNX) are rebuilt from the artifacts when
@@ -52,9 +53,11 @@ class BenchConfig:
         return found
 
 
-def model_file(model_dir: Path, precision: Precision) -> Path:
-    """A model file as the model's manifest names it."""
-    return model_dir / load_manifest(model_dir).files[precision].path
+def model_file(model_dir: Path, precision: str) -> Path:
+    """The file the server would serve for ``precision`` on this CPU (for int8: the weights it
+    computes exactly, service/isa.py), as the model's manifest names it."""
+    manifest = load_manifest(model_dir)
+    return model_dir / manifest.files[served_file(precision, manifest)].path
 
 
 def image_paths(data_dir: Path, limit: int | None = None) -> list[Path]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from build.sessions import Provider, available_providers, run, session
+from build.sessions import Provider, available_providers, reference_session, run, session
 from service.manifest import Accuracy, ProviderEvaluation
 from service.postprocess import top1_agreement
 
@@ -68,16 +68,19 @@ class Evaluation:
     latency_ms_batch1: dict[str, float]
     gate_applicable: bool
     max_top1_drop: float
+    # Other int8 files (by manifest key), computed by exact reference execution.
+    reference: dict[str, ProviderEvaluation] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.int8.values())
+        return all(p.passed for p in [*self.int8.values(), *self.reference.values()])
 
     def failures(self) -> list[str]:
+        rows = [*self.int8.items(), *((f"{k} reference", p) for k, p in self.reference.items())]
         return [
             f"{name}: int8 top-1 {p.int8.top1:.2f}% vs fp32 {self.fp32.top1:.2f}% "
             f"(drop {self.fp32.top1 - p.int8.top1:.2f} > {self.max_top1_drop} points)"
-            for name, p in self.int8.items()
+            for name, p in rows
             if not p.passed
         ]
 
@@ -90,22 +93,30 @@ def evaluate(
     max_top1_drop: float,
     gate_applicable: bool,
     providers: Sequence[Provider] | None = None,
+    reference: Mapping[str, Path] | None = None,
 ) -> Evaluation:
     fp32_sess = session(fp32_path, "cpu")
     fp32_logits = predict(fp32_sess, pixels, "evaluate fp32")
     fp32 = accuracy(fp32_logits, accept)
     latency = {"cpu/fp32": latency_ms(fp32_sess, pixels[0])}
     del fp32_sess
-    results: dict[str, ProviderEvaluation] = {}
-    for provider in providers or available_providers():
-        sess = session(int8_path, provider)
-        logits = predict(sess, pixels, f"evaluate int8 ({provider})")
+
+    def scored(logits: Logits) -> ProviderEvaluation:
         int8 = accuracy(logits, accept)
         drop_ok = fp32.top1 - int8.top1 <= max_top1_drop
-        results[provider] = ProviderEvaluation(
+        return ProviderEvaluation(
             int8=int8,
             top1_agreement=agreement(fp32_logits, logits),
             passed=drop_ok or not gate_applicable,
         )
+
+    results: dict[str, ProviderEvaluation] = {}
+    for provider in providers or available_providers():
+        sess = session(int8_path, provider)
+        results[provider] = scored(predict(sess, pixels, f"evaluate int8 ({provider})"))
         latency[f"{provider}/int8"] = latency_ms(sess, pixels[0])
-    return Evaluation(fp32, results, latency, gate_applicable, max_top1_drop)
+    exact = {
+        key: scored(predict(reference_session(path), pixels, f"evaluate {key} (reference)"))
+        for key, path in (reference or {}).items()
+    }
+    return Evaluation(fp32, results, latency, gate_applicable, max_top1_drop, exact)

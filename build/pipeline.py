@@ -29,7 +29,8 @@ from build.catalog import ModelEntry
 from build.errors import BuildError, GateFailed, WeightsUnavailable
 from build.graph import UInt8Classifier
 from build.weights import ResolvedWeights, resolve
-from service import paths
+from service import isa, paths
+from service.isa import WeightBits
 from service.manifest import (
     MANIFEST_NAME,
     EvaluationInfo,
@@ -46,7 +47,9 @@ from service.manifest import (
 log = logging.getLogger("build")
 Stage = Literal["all", "export", "quantize", "evaluate"]
 FP32_NAME = "model.fp32.onnx"
-INT8_NAME = "model.int8.onnx"
+INT8_NAME = "model.int8.onnx"  # full-range weights, for CPUs with VNNI/AMX
+INT8_W7_NAME = "model.int8-w7.onnx"  # 7-bit weights, for x86 without VNNI (service/isa.py)
+INT8_NAMES: dict[WeightBits, str] = {"int8": INT8_NAME, "int8_w7": INT8_W7_NAME}
 LABELS_NAME = "labels.txt"
 STATE_NAME = "build_state.json"
 REJECTED_NAME = "manifest.rejected.json"
@@ -178,7 +181,8 @@ def run_quantize(b: Build) -> None:
     recipe = b.entry.recipe
     with b.timed("quantize"):
         pixels = b.pixels(b.split.calibration, "calibration")
-        quantize.quantize(b.model_dir / FP32_NAME, b.model_dir / INT8_NAME, pixels, recipe)
+        outputs = {key: b.model_dir / name for key, name in INT8_NAMES.items()}
+        quantize.quantize(b.model_dir / FP32_NAME, outputs, pixels, recipe)
     state.quantization = QuantizationInfo(
         format="QDQ",
         per_channel=True,
@@ -198,14 +202,18 @@ def run_evaluate(b: Build) -> Manifest:
     if state.export is None or state.quantization is None:
         raise BuildError(f"{b.model_dir / STATE_NAME}: export or quantize has not run")
     untrained = state.model.untrained
+    # The file this CPU computes exactly runs on every provider with its real kernels; the
+    # other is checked by exact reference execution, so both files are gated on any machine.
+    served = isa.exact_int8_file()
     with b.timed("evaluate"):
         result = evaluate.evaluate(
             b.model_dir / FP32_NAME,
-            b.model_dir / INT8_NAME,
+            b.model_dir / INT8_NAMES[served],
             b.eval_pixels,
             [e.accept for e in b.split.evaluation],
             b.options.max_top1_drop,
             gate_applicable=not untrained,
+            reference={k: b.model_dir / n for k, n in INT8_NAMES.items() if k != served},
         )
     state.stage_seconds.update(b.seconds)
     manifest = _manifest(b, state, state.export, state.quantization, _evaluation_info(b, result))
@@ -237,6 +245,8 @@ def _evaluation_info(b: Build, result: evaluate.Evaluation) -> EvaluationInfo:
         int8_providers=result.int8,
         images_sha256=data.files_sha256(tuple(e.path for e in b.split.evaluation)),
         latency_ms_batch1=result.latency_ms_batch1,
+        int8_file=isa.exact_int8_file(),
+        int8_reference=result.reference,
     )
 
 
@@ -249,7 +259,11 @@ def _log_evaluation(b: Build, result: evaluate.Evaluation) -> None:
         result.fp32.top5,
         small,
     )
-    for name, p in result.int8.items():
+    served = isa.exact_int8_file()
+    log.info("%s: this CPU computes %s exactly: %s", b.entry.name, served, isa.describe(served))
+    rows = [(f"{served} {name}", p) for name, p in result.int8.items()]
+    rows += [(f"{file} reference", p) for file, p in result.reference.items()]
+    for name, p in rows:
         log.info(
             "%s: int8 [%s] top-1 %.2f%% top-5 %.2f%% agreement %.2f%%",
             b.entry.name,
@@ -290,7 +304,9 @@ def _manifest(
         labels=LABELS_NAME,
         files={
             "fp32": file_entry(b.model_dir, b.model_dir / FP32_NAME),
-            "int8": file_entry(b.model_dir, b.model_dir / INT8_NAME),
+            **{
+                key: file_entry(b.model_dir, b.model_dir / name) for key, name in INT8_NAMES.items()
+            },
         },
         export=export_info,
         quantization=quantization,

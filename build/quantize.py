@@ -8,7 +8,7 @@ The calibration pixels come from build.data, i.e. from the server's own preproce
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from build.catalog import QuantRecipe
 from build.export import INPUT_NAME
+from service.isa import WeightBits
 
 CALIBRATION_BATCH = 10
 _METHODS = {
@@ -87,13 +88,19 @@ def calibrate(model_path: Path, pixels: npt.NDArray[np.uint8], recipe: QuantReci
 
 
 def quantize_with_ranges(
-    prepared_path: Path, out_path: Path, ranges: TensorsData, recipe: QuantRecipe
+    prepared_path: Path,
+    out_path: Path,
+    ranges: TensorsData,
+    recipe: QuantRecipe,
+    weights: WeightBits = "int8",
 ) -> None:
-    """QDQ-quantize with ranges already measured (the recipe's calibration is not rerun)."""
+    """QDQ-quantize with ranges already measured (the recipe's calibration is not rerun).
+    ``weights``: "int8" (full range, for CPUs with VNNI/AMX) or "int8_w7" (7-bit weights, for
+    x86 CPUs whose u8s8 kernels saturate: service/isa.py)."""
     quantizer = QDQQuantizer(
         load_model_with_shape_infer(prepared_path),
         True,  # per_channel: one scale per output channel keeps depthwise convs accurate
-        False,  # reduce_range: VNNI/AMX need no 7-bit workaround
+        weights == "int8_w7",  # reduce_range: 7-bit weights
         WEIGHT_TYPE,
         ACTIVATION_TYPE,
         ranges,
@@ -107,10 +114,15 @@ def quantize_with_ranges(
 
 
 def quantize(
-    fp32_path: Path, out_path: Path, pixels: npt.NDArray[np.uint8], recipe: QuantRecipe
+    fp32_path: Path,
+    out_paths: Mapping[WeightBits, Path],
+    pixels: npt.NDArray[np.uint8],
+    recipe: QuantRecipe,
 ) -> None:
+    """Calibrate once, then write one int8 file per weight range in ``out_paths``."""
     with tempfile.TemporaryDirectory(prefix="imgcls-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         prepare(fp32_path, prepared)
         ranges = calibrate(prepared, pixels, recipe)
-        quantize_with_ranges(prepared, out_path, ranges, recipe)
+        for weights, out_path in out_paths.items():
+            quantize_with_ranges(prepared, out_path, ranges, recipe, weights)

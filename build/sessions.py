@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
 from service import runner
 from service.cpus import available_cpus
@@ -24,6 +25,15 @@ def available_providers() -> tuple[Provider, ...]:
 
 def session(path: Path, provider: Provider = "cpu", threads: int | None = None) -> Any:
     return runner.create_session(path, PROVIDER_NAMES[provider], threads or available_cpus())
+
+
+def reference_session(path: Path, threads: int | None = None) -> Any:
+    """The CPU provider with graph optimisation off: QDQ nodes run as written (dequantize,
+    float kernel, quantize), so no int8 kernel can saturate. What a CPU with VNNI/AMX computes,
+    on any CPU (service/isa.py), at about fp32's speed."""
+    options = runner.session_options(threads or available_cpus())
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=[PROVIDER_NAMES["cpu"]])
 
 
 def run(sess: Any, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:

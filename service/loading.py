@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from service import isa
 from service.manifest import (
     Manifest,
     ManifestError,
+    Precision,
     load_labels,
     load_manifest,
     verified_model_path,
@@ -54,6 +56,7 @@ class ModelMeta:
     model_dir: Path | None = None
     provider_reason_code: str = ""  # configured | faster | cpu_faster | disagrees | unavailable
     served_top1: float | None = None  # build-time top-1 of what serves; None: not evaluated
+    model_file: str = "int8"  # the manifest's file key: int8, int8_w7 (service/isa.py) or fp32
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,9 @@ async def load_model(
     s = settings
     model_dir = s.model_dir or find_model_dir(s.artifacts_dir, s.precision)
     manifest = load_manifest(model_dir)
+    file = model_file(s.precision, manifest)
     # Hashing and session creation take a while: off the loop, so liveness keeps answering.
-    model_path = await asyncio.to_thread(verified_model_path, model_dir, manifest, s.precision)
+    model_path = await asyncio.to_thread(verified_model_path, model_dir, manifest, file)
     labels = load_labels(model_dir, manifest)
     warming_up()
     # In a thread of the workers' priority: ONNX Runtime's intra-op threads, created with the
@@ -85,7 +89,27 @@ async def load_model(
         loop = asyncio.get_running_loop()
         runner, choice = await loop.run_in_executor(pool, _warm_runner, s, model_path, manifest)
     spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)
-    return LoadedModel(_meta(s, manifest, model_dir, runner, choice), labels, spec, runner)
+    meta = _meta(s, manifest, model_dir, runner, choice, file)
+    return LoadedModel(meta, labels, spec, runner)
+
+
+def model_file(precision: str, manifest: Manifest) -> Precision:
+    """The manifest's file for ``precision`` on this CPU: for int8, the weights it computes
+    exactly (service/isa.py). A model built before the 7-bit file existed serves its one int8
+    file, with a warning where this CPU saturates it."""
+    if precision == "fp32":
+        return "fp32"
+    exact = isa.exact_int8_file()
+    if exact in manifest.files:
+        log.info("int8 file %s: %s", exact, isa.describe(exact))
+        return exact
+    log.warning(
+        "this CPU computes only %s exactly (%s), but the manifest lists no such file: serving "
+        "int8, whose accuracy may be lower here; rebuild the model",
+        exact,
+        isa.describe(exact),
+    )
+    return "int8"
 
 
 def _warm_runner(
@@ -102,7 +126,12 @@ def _warm_runner(
 
 
 def _meta(
-    s: Settings, manifest: Manifest, model_dir: Path, runner: Runner, choice: ProviderChoice
+    s: Settings,
+    manifest: Manifest,
+    model_dir: Path,
+    runner: Runner,
+    choice: ProviderChoice,
+    file: Precision,
 ) -> ModelMeta:
     size = manifest.input.crop_size
     return ModelMeta(
@@ -121,18 +150,22 @@ def _meta(
         manifest=manifest,
         model_dir=model_dir,
         provider_reason_code=choice.code,
-        served_top1=_served_top1(manifest, s.precision, choice.provider),
+        served_top1=_served_top1(manifest, file, choice.provider),
+        model_file=file,
     )
 
 
-def _served_top1(manifest: Manifest, precision: str, provider: str) -> float | None:
-    """Build-time top-1 of the precision and provider that actually serve: providers compile
-    QDQ graphs differently, so the CPU provider's figure may not be the one a caller gets."""
+def _served_top1(manifest: Manifest, file: Precision, provider: str) -> float | None:
+    """Build-time top-1 of the file and provider that actually serve: providers compile QDQ
+    graphs differently, so the CPU provider's figure may not be the one a caller gets; an int8
+    file the build machine could not run exactly has its reference figure."""
     evaluation = manifest.evaluation
     if evaluation is None:
         return None
-    if precision == "fp32":
+    if file == "fp32":
         return evaluation.fp32.top1
+    if file != evaluation.int8_file and file in evaluation.int8_reference:
+        return evaluation.int8_reference[file].int8.top1
     served = evaluation.int8_providers.get(SHORT_NAMES.get(provider, ""))
     return served.int8.top1 if served is not None else evaluation.int8.top1
 
@@ -151,6 +184,7 @@ def publish(metrics: Metrics, meta: ModelMeta) -> None:
             "version": meta.version,
             "untrained": str(meta.untrained).lower(),
             "precision": meta.precision,
+            "file": meta.model_file,
             "provider": meta.provider,
             "intra_op_threads": str(meta.intra_op_threads),
             "decode_workers": str(meta.decode_workers),
@@ -163,7 +197,7 @@ def describe(meta: ModelMeta) -> str:
     """One log line's worth: what serves, where, and how fast it warmed."""
     latencies = ", ".join(f"{n}: {s * 1e3:.1f} ms" for n, s in meta.warmup_latency_s.items())
     return (
-        f"{meta.name} {meta.version} {meta.precision}"
+        f"{meta.name} {meta.version} {meta.precision} ({meta.model_file})"
         f"{' (UNTRAINED: random weights)' if meta.untrained else ''} on {meta.provider}, "
         f"{meta.intra_op_threads} intra-op threads, {meta.decode_workers} decode workers, "
         f"warm-up latency by batch size {{{latencies}}}"

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
-Precision = Literal["fp32", "int8"]
+# File keys: "int8" has full-range weights, "int8_w7" 7-bit ones for x86 CPUs without VNNI,
+# whose u8s8 kernels would saturate (service/isa.py); "int8" serving picks one per machine.
+Precision = Literal["fp32", "int8", "int8_w7"]
 
 
 class ManifestError(Exception):
@@ -108,6 +110,12 @@ class EvaluationInfo(_Frozen):
     int8_providers: dict[str, ProviderEvaluation] = Field(default_factory=dict)  # "cpu", ...
     images_sha256: str | None = None  # over the sorted sha256s of the evaluation files
     latency_ms_batch1: dict[str, float] = Field(default_factory=dict)  # "cpu/int8": median ms
+    # The int8 file int8_providers were measured on: the one the build machine's CPU computes
+    # exactly (service/isa.py).
+    int8_file: str = "int8"
+    # Every other int8 file, computed exactly by ONNX Runtime's unfused reference execution
+    # (QDQ nodes + float kernels, no saturating int8 kernel): what a CPU of the other kind runs.
+    int8_reference: dict[str, ProviderEvaluation] = Field(default_factory=dict)
 
 
 class Manifest(_Frozen):

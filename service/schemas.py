@@ -78,6 +78,10 @@ class ModelResponse(_Wire):
     version: str
     untrained: bool
     precision: str
+    model_file: str = Field(
+        description="The manifest's file serving: int8 (8-bit weights, CPUs with VNNI/AMX or "
+        "not x86), int8_w7 (7-bit weights, x86 without VNNI, where 8-bit ones saturate) or fp32."
+    )
     provider: str
     provider_reason: str
     num_classes: int

@@ -186,6 +186,7 @@ def _model_response(meta: ModelMeta) -> ModelResponse:
         version=meta.version,
         untrained=meta.untrained,
         precision=meta.precision,
+        model_file=meta.model_file,
         provider=meta.provider,
         provider_reason=meta.provider_reason,
         num_classes=meta.num_classes,

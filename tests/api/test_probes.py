@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from service import isa
 from service.app import drain
 from service.manifest import file_entry, load_manifest, write_manifest
 from service.settings import Settings
@@ -49,10 +50,11 @@ async def test_readyz_gives_a_fixed_reason_when_the_model_fails_to_load(
     # A model file ONNX Runtime cannot parse, listed in its manifest with its right sha256:
     # the failure is ORT's own, and its text names the file's path.
     model_dir = write_tiny_artifacts(tmp_path / "tiny")
-    model_file = model_dir / "model.int8.onnx"
-    model_file.write_bytes(b"not an onnx model")
     manifest = load_manifest(model_dir)
-    files = {**manifest.files, "int8": file_entry(model_dir, model_file)}
+    served = isa.exact_int8_file()  # the int8 file this CPU loads
+    model_file = model_dir / manifest.files[served].path
+    model_file.write_bytes(b"not an onnx model")
+    files = {**manifest.files, served: file_entry(model_dir, model_file)}
     write_manifest(model_dir, manifest.model_copy(update={"files": files}))
     settings = Settings(model_dir=model_dir, provider="cpu", intra_op_threads=1)
     with caplog.at_level(logging.INFO):

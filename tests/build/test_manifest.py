@@ -46,13 +46,13 @@ def test_built_manifest_matches_the_contract(trained_model_dir: Path):
     assert labels[281] == "tabby"
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "int8_w7"])
 def test_checksums_verify(trained_model_dir: Path, precision: str):
     manifest = load_manifest(trained_model_dir)
 
     path = verified_model_path(trained_model_dir, manifest, precision)  # type: ignore[arg-type]
 
-    assert path == trained_model_dir / f"model.{precision}.onnx"
+    assert path == trained_model_dir / f"model.{precision.replace('_', '-')}.onnx"
 
 
 def test_one_changed_byte_is_refused(model_copy: Path):

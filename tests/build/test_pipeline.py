@@ -14,7 +14,9 @@ from onnx import numpy_helper
 
 from build import data
 from build.__main__ import main
+from build.pipeline import INT8_NAMES
 from build.sessions import run, session
+from service import isa
 from service.manifest import load_labels, load_manifest, verified_model_path
 from service.preprocess import PreprocessSpec, preprocess
 
@@ -80,7 +82,7 @@ def test_gate_fails_on_a_damaged_int8_model(
     out = tmp_path / "out"
     shutil.copytree(lite0_dir, out / "efficientnet_lite0")
     model_dir = out / "efficientnet_lite0"
-    _shift_classifier_rows(model_dir / "model.int8.onnx")
+    _shift_classifier_rows(model_dir / INT8_NAMES[isa.exact_int8_file()])  # the one run here
 
     code = main(
         ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
@@ -97,10 +99,35 @@ def test_gate_fails_on_a_damaged_int8_model(
     assert rejected["evaluation"]["int8"]["top1"] < 10.0
 
 
+def test_gate_checks_the_int8_file_this_cpu_does_not_serve_by_exact_reference(
+    lite0_dir: Path, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+):
+    # A CPU of the other kind (VNNI or not) would serve the other file: the build checks it too,
+    # computed exactly, so an image built here is gated for both kinds of machine.
+    out = tmp_path / "out"
+    shutil.copytree(lite0_dir, out / "efficientnet_lite0")
+    other = "int8" if isa.exact_int8_file() == "int8_w7" else "int8_w7"
+    _shift_classifier_rows(out / "efficientnet_lite0" / INT8_NAMES[other])
+
+    code = main(
+        ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
+         "--data-dir", str(data_dir)]
+    )  # fmt: skip
+
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"int8 failed the accuracy gate: {other} reference: int8 top-1" in err
+    assert "cpu:" not in err
+    assert "openvino:" not in err
+    rejected = json.loads((out / "efficientnet_lite0" / "manifest.rejected.json").read_text())
+    assert rejected["evaluation"]["int8_reference"][other]["passed"] is False
+    assert rejected["evaluation"]["int8_file"] == isa.exact_int8_file()
+
+
 def test_gate_threshold_is_configurable(lite0_dir: Path, tmp_path: Path, data_dir: Path):
     out = tmp_path / "out"
     shutil.copytree(lite0_dir, out / "efficientnet_lite0")
-    _shift_classifier_rows(out / "efficientnet_lite0" / "model.int8.onnx")
+    _shift_classifier_rows(out / "efficientnet_lite0" / INT8_NAMES[isa.exact_int8_file()])
 
     code = main(
         ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from service import isa
 from service.classifier import Classifier, find_model_dir
 from service.errors import (
     BadImage,
@@ -22,7 +23,7 @@ from service.errors import (
     Overloaded,
     UnsupportedMediaType,
 )
-from service.manifest import ManifestError
+from service.manifest import ManifestError, load_manifest
 from service.metrics import Metrics
 from service.providers import CPU
 from service.settings import Settings
@@ -136,7 +137,8 @@ async def test_not_ready_before_start_then_ready_with_meta(tiny_artifacts: Path)
     assert sample("imgcls_warmup_latency_seconds", {"batch_size": "4"}) == meta.warmup_latency_s[4]
     assert sample("imgcls_provider_selected", {"provider": CPU, "reason": "configured"}) == 1
     assert sample("imgcls_model_info", {"name": "tiny", "version": "test-1", "untrained": "false",
-                                        "precision": "int8", "provider": CPU,
+                                        "precision": "int8", "file": isa.exact_int8_file(),
+                                        "provider": CPU,
                                         "intra_op_threads": "1", "decode_workers": "2",
                                         "max_batch_size": "4"}) == 1  # fmt: skip
     await instance.stop()
@@ -227,8 +229,9 @@ async def test_callers_beyond_the_queue_capacity_are_refused_before_decoding(
 
 
 async def test_a_model_file_that_does_not_match_its_manifest_is_refused(tmp_path: Path) -> None:
-    write_tiny_artifacts(tmp_path / "tiny")
-    with (tmp_path / "tiny" / "model.int8.onnx").open("ab") as f:
+    model_dir = write_tiny_artifacts(tmp_path / "tiny")
+    served = load_manifest(model_dir).files[isa.exact_int8_file()]  # the file this CPU serves
+    with (model_dir / served.path).open("ab") as f:
         f.write(b"tampered")
     instance = Classifier(settings(tmp_path), Metrics())
     with pytest.raises(ManifestError, match="sha256"):

@@ -86,8 +86,8 @@ def tiny_model(path: Path, permute: bool = False) -> None:
 def write_tiny_artifacts(model_dir: Path, name: str = "tiny", untrained: bool = False) -> Path:
     """A complete model directory (both precisions, labels, manifest) around the tiny model."""
     model_dir.mkdir(parents=True, exist_ok=True)
-    for precision in ("fp32", "int8"):
-        tiny_model(model_dir / f"model.{precision}.onnx")
+    for file in ("fp32", "int8", "int8-w7"):  # the same model: every CPU gets the same answers
+        tiny_model(model_dir / f"model.{file}.onnx")
     (model_dir / "labels.txt").write_text(
         "\n".join(f"colour-{i:03d}" for i in range(NUM_CLASSES)) + "\n"
     )
@@ -121,6 +121,7 @@ def _manifest(model_dir: Path, name: str, untrained: bool) -> Manifest:
         files={
             "fp32": file_entry(model_dir, model_dir / "model.fp32.onnx"),
             "int8": file_entry(model_dir, model_dir / "model.int8.onnx"),
+            "int8_w7": file_entry(model_dir, model_dir / "model.int8-w7.onnx"),
         },
         export=ExportInfo(
             exporter="onnx.helper",
