@@ -40,6 +40,7 @@ import simplejpeg
 from PIL import Image
 
 import service.preprocess as pp
+from bench.config import model_file
 from build.data import read_labels
 from build.evaluate import accuracy, agreement, predict
 from build.sessions import session
@@ -135,7 +136,7 @@ def pixels_of(datas: list[bytes], name: str) -> npt.NDArray[np.uint8]:
 def accuracy_check(data_dir: Path, model_dir: Path, factors: list[float]) -> dict[str, Any]:
     rows = labeled(data_dir)
     accept = [frozenset({label}) for _, label in rows]
-    sess = session(model_dir / "model.int8.onnx", "cpu")
+    sess = session(model_file(model_dir, "int8"), "cpu")  # this CPU's int8 file
     results: dict[str, Any] = {}
     for factor in factors:
         datas = [d if factor == 1 else upscaled(d, factor) for d, _ in rows]

@@ -44,6 +44,7 @@ from typing import Any
 
 from PIL import Image
 
+from bench.config import model_file
 from service import paths
 
 CLASSIFY = "/v1/classify"
@@ -93,12 +94,13 @@ def _openvino_config(path: Path) -> None:
 
     plain = runner.create_session
 
-    def configured(model_path: Path, provider: str, intra_op_threads: int) -> Any:
+    def configured(model_path: Path, provider: str, intra_op_threads: int, streams: int = 1) -> Any:
         if provider != OPENVINO:
-            return plain(model_path, provider, intra_op_threads)
+            return plain(model_path, provider, intra_op_threads, streams)
         options = {
             "device_type": "CPU",
             "num_of_threads": str(intra_op_threads),
+            "num_streams": str(streams),
             "load_config": str(path),
         }
         return ort.InferenceSession(
@@ -306,7 +308,7 @@ def started(variants: list[Variant], model_dir: Path, log_dir: Path) -> Iterator
                 command = [
                     *(sys.executable, "-m", f"bench.peers.{v.knobs['peer']}"),
                     *(f"--port={v.port}", f"--labels={model_dir / 'labels.txt'}"),
-                    f"--model-file={model_dir / 'model.int8.onnx'}",
+                    f"--model-file={model_file(model_dir, 'int8')}",  # this CPU's int8 file
                 ]
             with open(log_dir / f"server-{v.name}.log", "wb") as log:
                 v.proc = subprocess.Popen(

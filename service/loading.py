@@ -122,6 +122,7 @@ def _warm_runner(
         settings.intra_op_threads,
         warmup_images(size, size),
         batch_sizes_for(settings.max_batch_size),
+        settings.inference_streams,
     )
 
 

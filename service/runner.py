@@ -122,16 +122,26 @@ def session_options(intra_op_threads: int) -> ort.SessionOptions:
     return options
 
 
-def create_session(model_path: Path, provider: str, intra_op_threads: int) -> ort.InferenceSession:
-    """A session on ``provider``. OpenVINO gets the same thread budget, since it runs its own
-    pool and ignores ORT's intra-op setting."""
+def create_session(
+    model_path: Path, provider: str, intra_op_threads: int, streams: int = 1
+) -> ort.InferenceSession:
+    """A session on ``provider`` that ``streams`` threads may run at once, each batch on its
+    share of the ``intra_op_threads`` budget. OpenVINO runs its own pool (ORT's intra-op
+    setting does not reach it): it gets the whole budget and as many streams, i.e. infer
+    requests, each on its own cores. The CPU provider's concurrent runs each use the calling
+    thread plus the shared intra-op pool, so the pool is sized to one stream's share."""
+    per_stream = max(1, intra_op_threads // streams)
     if provider == OPENVINO:
-        options = {"device_type": "CPU", "num_of_threads": str(intra_op_threads)}
+        options = {
+            "device_type": "CPU",
+            "num_of_threads": str(intra_op_threads),
+            "num_streams": str(streams),
+        }
         providers: list[str | tuple[str, dict[str, str]]] = [(OPENVINO, options), CPU]
     else:
         providers = [CPU]
     return ort.InferenceSession(
-        str(model_path), sess_options=session_options(intra_op_threads), providers=providers
+        str(model_path), sess_options=session_options(per_stream), providers=providers
     )
 
 
@@ -141,9 +151,10 @@ def load_runner(
     intra_op_threads: int,
     images: Batch,
     batch_sizes: Sequence[int],
+    streams: int = 1,
 ) -> tuple[Runner, ProviderChoice]:
     """Create the session for ``setting``, choose the provider, warm up every batch size."""
-    runner, choice = _choose(model_path, setting, intra_op_threads, images, batch_sizes)
+    runner, choice = _choose(model_path, setting, intra_op_threads, images, batch_sizes, streams)
     runner.warm_up(images, batch_sizes)
     log.info(
         "execution provider %s (%s): %s",
@@ -161,10 +172,11 @@ def _choose(
     threads: int,
     images: Batch,
     batch_sizes: Sequence[int],
+    streams: int,
 ) -> tuple[Runner, ProviderChoice]:
     have_openvino = OPENVINO in available_providers()
     if setting == "cpu":
-        return _runner(model_path, CPU, threads), ProviderChoice(
+        return _runner(model_path, CPU, threads, streams), ProviderChoice(
             CPU, "configured", "provider=cpu was configured"
         )
     if setting == "openvino":
@@ -173,19 +185,20 @@ def _choose(
                 f"provider=openvino, but this onnxruntime offers only {available_providers()}: "
                 "install onnxruntime-openvino or set IMGCLS_PROVIDER=cpu"
             )
-        return _runner(model_path, OPENVINO, threads), ProviderChoice(
+        return _runner(model_path, OPENVINO, threads, streams), ProviderChoice(
             OPENVINO, "configured", "provider=openvino was configured"
         )
-    cpu = _runner(model_path, CPU, threads)
+    cpu = _runner(model_path, CPU, threads, streams)
     if not have_openvino:
         return cpu, ProviderChoice(
             CPU, "unavailable", "auto: the OpenVINO provider is not installed, CPU is the only one"
         )
-    return compare_providers(cpu, _runner(model_path, OPENVINO, threads), images, batch_sizes)
+    openvino = _runner(model_path, OPENVINO, threads, streams)
+    return compare_providers(cpu, openvino, images, batch_sizes)
 
 
-def _runner(model_path: Path, provider: str, threads: int) -> Runner:
-    return Runner(create_session(model_path, provider, threads), provider)
+def _runner(model_path: Path, provider: str, threads: int, streams: int) -> Runner:
+    return Runner(create_session(model_path, provider, threads, streams), provider)
 
 
 def compare_providers(

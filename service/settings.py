@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     # Unset: the CPUs this process may use (affinity and cgroup quota), resolved once, here, so
     # every reader (session, decode pool, /v1/model, metrics) sees the same number.
     intra_op_threads: PositiveInt = Field(default_factory=available_cpus)
+    # Batches in flight at once, each on its own inference thread and its share of the threads
+    # above (OpenVINO: its streams). 1: one batch at a time on every thread.
+    inference_streams: PositiveInt = 1
 
     # Batching
     # 4, measured (bench/inprocess.py, README): as many img/s and CPU ms per image as 8 on 2

@@ -65,6 +65,7 @@ def make_batcher(
     capacity: int = 16,
     rate: float = 100.0,
     metrics: Metrics | None = None,
+    streams: int = 1,
 ) -> MicroBatcher[str, str]:
     return MicroBatcher(
         model,
@@ -73,6 +74,7 @@ def make_batcher(
         capacity=capacity,
         metrics=metrics or Metrics(),
         initial_rate_per_s=rate,
+        streams=streams,
     )
 
 
@@ -188,6 +190,69 @@ async def test_all_batches_run_on_one_dedicated_thread() -> None:
     assert len(model.threads) == 1
     assert threading.get_ident() not in model.threads
     await batcher.stop()
+
+
+class MeetingModel(FakeModel):
+    """run_batch that returns only once ``parties`` batches are inside it at the same time: with
+    fewer streams than parties it times out and fails, so passing proves batches ran together."""
+
+    def __init__(self, parties: int, timeout_s: float = 5.0) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=timeout_s)
+
+    def __call__(self, payloads: list[str]) -> Sequence[str]:
+        outputs = super().__call__(payloads)
+        self.barrier.wait()
+        return outputs
+
+
+async def test_with_two_streams_two_batches_run_at_once_on_two_threads() -> None:
+    model = MeetingModel(parties=2)
+    batcher = make_batcher(model, streams=2)
+    batcher.start()
+    results = await asyncio.gather(submit(batcher, "a"), submit(batcher, "b"))
+    assert [r.output for r in results] == ["A", "B"]
+    assert len(model.threads) == 2
+    await batcher.stop()
+
+
+async def test_with_one_stream_batches_never_overlap() -> None:
+    model = MeetingModel(parties=2, timeout_s=0.5)  # would need two batches at once
+    batcher = make_batcher(model, max_batch_size=1, streams=1)
+    batcher.start()
+    with pytest.raises(InferenceFailed):  # the barrier broke: the batch failed, alone
+        await submit(batcher, "a")
+    await batcher.stop()
+
+
+async def test_what_is_queued_is_shared_between_the_free_streams() -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_batch_size=4, streams=2)
+    batcher.start()
+    # All four are queued before the loop runs: two free streams take two each, side by side,
+    # rather than one batch of four while the other stream idles.
+    results = await asyncio.gather(*(submit(batcher, f"p{i}") for i in range(4)))
+    assert sorted(model.sizes) == [2, 2]
+    assert [r.output for r in results] == ["P0", "P1", "P2", "P3"]
+    await batcher.stop()
+
+
+async def test_stop_fails_the_callers_of_every_batch_in_flight() -> None:
+    model = FakeModel(gated=True)
+    batcher = make_batcher(model, max_batch_size=1, streams=2)
+    batcher.start()
+    first, second = submit(batcher, "first"), submit(batcher, "second")
+    async with asyncio.timeout(10):
+        while len(model.batches) < 2:  # both batches inside run_batch, held at the gate
+            await asyncio.sleep(0.005)
+    stopping = asyncio.create_task(batcher.stop())
+    await settle()
+    model.gate.set()
+    await stopping
+    for task in (first, second):
+        with pytest.raises(Draining):
+            await task
+    assert len(model.threads) == 2
 
 
 async def test_an_expired_item_raises_504_and_never_runs(
