@@ -50,7 +50,9 @@ log = logging.getLogger(__name__)
 
 P = TypeVar("P")  # payload
 R = TypeVar("R")  # one output
-RunBatch = Callable[[list[P]], Sequence[R]]
+# run_batch(payloads, alone): ``alone`` is True when no other batch runs or waits, so the
+# engine may give this one every thread.
+RunBatch = Callable[[list[P], bool], Sequence[R]]
 
 # Weight of the newest batch in the drain-rate average: about the last 10 batches count.
 _EWMA_ALPHA = 0.2
@@ -249,7 +251,7 @@ class MicroBatcher(Generic[P, R]):
                 items = await self._next_batch()
                 live = self._admit(items)
                 if live:
-                    self._start(live)
+                    self._start(live, alone=not self._in_flight and not self._queue)
                     started = True
             except Exception:  # a bug here must not kill the loop and strand every caller
                 log.exception("batcher loop error; failing this batch and going on")
@@ -259,9 +261,9 @@ class MicroBatcher(Generic[P, R]):
                 if not started:
                     self._free.release()
 
-    def _start(self, items: list[_Item[P, R]]) -> None:
+    def _start(self, items: list[_Item[P, R]], alone: bool) -> None:
         """Run ``items`` on a free stream; the stream is freed when the batch is over."""
-        task = asyncio.get_running_loop().create_task(self._run(items), name="batch")
+        task = asyncio.get_running_loop().create_task(self._run(items, alone), name="batch")
         self._in_flight[task] = time.monotonic()
         task.add_done_callback(self._finished)
 
@@ -302,14 +304,14 @@ class MicroBatcher(Generic[P, R]):
             live.append(item)
         return live
 
-    async def _run(self, items: list[_Item[P, R]]) -> None:
+    async def _run(self, items: list[_Item[P, R]], alone: bool) -> None:
         started = time.monotonic()
         for item in items:
             self._metrics.queue_wait.observe(started - item.enqueued_at)
         payloads = [item.payload for item in items]
         loop = asyncio.get_running_loop()
         try:
-            outputs = await loop.run_in_executor(self._executor, self._run_batch, payloads)
+            outputs = await loop.run_in_executor(self._executor, self._run_batch, payloads, alone)
             _check_outputs(outputs, len(items))
         except asyncio.CancelledError:  # stop(): the batch's callers hear why, at once
             for item in items:

@@ -118,8 +118,8 @@ class Classifier:
         s = self._settings
         largest = max(runner.warmup_latency_s)
 
-        def run_batch(images: list[Pixels]) -> list[Logits]:
-            return list(runner.run(np.stack(images)))
+        def run_batch(images: list[Pixels], alone: bool) -> list[Logits]:
+            return list(runner.run(np.stack(images), alone))
 
         return MicroBatcher(
             run_batch,

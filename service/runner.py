@@ -52,23 +52,38 @@ class ProviderChoice:
 
 
 class Runner:
-    """One ORT session, its input/output names, and the latency measured at warm-up."""
+    """The model's sessions, its input/output names, and the latency measured at warm-up.
 
-    def __init__(self, session: ort.InferenceSession, provider: str) -> None:
+    With several streams there are two sessions of the same file: ``side_by_side`` (one
+    stream's share of the threads, run by several inference threads at once) for batches that
+    overlap under load, and the main one (every thread) for a batch that has the machine to
+    itself, so a lone request is not slowed to one stream's threads."""
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        provider: str,
+        side_by_side: ort.InferenceSession | None = None,
+    ) -> None:
         self._session = session
+        self._side_by_side = side_by_side or session
         self.provider = provider
         self.input_name: str = session.get_inputs()[0].name
         self.output_name: str = session.get_outputs()[0].name
         self.num_classes = int(session.get_outputs()[0].shape[-1])
         self.warmup_latency_s: dict[int, float] = {}
 
-    def run(self, batch: Batch) -> Logits:
-        """uint8 [N, H, W, 3] -> float32 [N, num_classes]. Raises whatever ORT raises."""
-        outputs = self._session.run([self.output_name], {self.input_name: batch})
+    def run(self, batch: Batch, alone: bool = True) -> Logits:
+        """uint8 [N, H, W, 3] -> float32 [N, num_classes]. Raises whatever ORT raises.
+        ``alone``: no other batch runs or waits, so this one may take every thread."""
+        outputs = self._session_for(alone).run([self.output_name], {self.input_name: batch})
         logits = np.asarray(outputs[0], dtype=np.float32)
         if logits.shape != (batch.shape[0], self.num_classes):
             raise RuntimeError(f"the model returned shape {logits.shape} for {batch.shape[0]}")
         return logits
+
+    def _session_for(self, alone: bool) -> ort.InferenceSession:
+        return self._session if alone else self._side_by_side
 
     def time_batch(self, images: Batch, batch_size: int, repeats: int) -> float:
         """Median seconds of ``repeats`` runs at ``batch_size``, after one untimed run (the first
@@ -89,6 +104,8 @@ class Runner:
         for n in batch_sizes:
             if n not in self.warmup_latency_s:
                 self.time_batch(images, n, WARMUP_REPEATS)
+            if self._side_by_side is not self._session:  # its first run of a shape compiles
+                self.run(_tile(images, n), alone=False)
         self.warmup_latency_s = {n: self.warmup_latency_s[n] for n in sorted(batch_sizes)}
         return dict(self.warmup_latency_s)
 
@@ -198,7 +215,10 @@ def _choose(
 
 
 def _runner(model_path: Path, provider: str, threads: int, streams: int) -> Runner:
-    return Runner(create_session(model_path, provider, threads, streams), provider)
+    alone = create_session(model_path, provider, threads)
+    if streams == 1:
+        return Runner(alone, provider)
+    return Runner(alone, provider, create_session(model_path, provider, threads, streams))
 
 
 def compare_providers(

@@ -28,9 +28,11 @@ class Settings(BaseSettings):
     # Unset: the CPUs this process may use (affinity and cgroup quota), resolved once, here, so
     # every reader (session, decode pool, /v1/model, metrics) sees the same number.
     intra_op_threads: PositiveInt = Field(default_factory=available_cpus)
-    # Batches in flight at once, each on its own inference thread and its share of the threads
-    # above (OpenVINO: its streams). 1: one batch at a time on every thread.
-    inference_streams: PositiveInt = 1
+    # Batches in flight at once under load, each on its own inference thread and its share of
+    # the threads above (OpenVINO: its streams); a batch that runs alone gets every thread.
+    # 2, measured on 2 cores (docs/BENCHMARKS.md): +17 % req/s at 16 callers, the same p50 for
+    # one caller. 1: one batch at a time on every thread.
+    inference_streams: PositiveInt = Field(default_factory=lambda: min(2, available_cpus()))
 
     # Batching
     # 4, measured (bench/inprocess.py, README): as many img/s and CPU ms per image as 8 on 2
@@ -45,7 +47,10 @@ class Settings(BaseSettings):
 
     # Decode workers and inference threads run this much nicer than the event loop (service/
     # priority.py): the loop answers, and refuses, at once however busy the workers are.
-    worker_nice: int = Field(default=5, ge=0, le=19)
+    # 19, measured (bench/overload.py, two interleaved pairs of runs): at 4x capacity the 503
+    # p99 fell from 22-26 to 10-13 ms and goodput rose from 71-80 to 79-96 % of capacity
+    # against nice 5. In a container the workers compete only with the service's own loop.
+    worker_nice: int = Field(default=19, ge=0, le=19)
 
     # Input
     decode_workers: PositiveInt = Field(default_factory=available_cpus)

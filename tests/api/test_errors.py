@@ -303,8 +303,8 @@ class BrokenInference(Classifier):
     def _batcher(self, runner: Runner) -> MicroBatcher[Pixels, Logits]:
         real_run = runner.run
 
-        def run(batch: Batch) -> Logits:
-            return real_run(batch[..., :1])
+        def run(batch: Batch, alone: bool = True) -> Logits:
+            return real_run(batch[..., :1], alone)
 
         runner.run = run  # type: ignore[method-assign]
         return super()._batcher(runner)

@@ -95,9 +95,9 @@ class HangingInference(Classifier):
     def _batcher(self, runner: Runner) -> MicroBatcher[Pixels, Logits]:
         real_run = runner.run
 
-        def run(batch: Batch) -> Logits:
+        def run(batch: Batch, alone: bool = True) -> Logits:
             self.release.wait(30)
-            return real_run(batch)
+            return real_run(batch, alone)
 
         runner.run = run  # type: ignore[method-assign]
         return super()._batcher(runner)

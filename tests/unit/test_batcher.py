@@ -9,7 +9,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
@@ -29,15 +29,17 @@ class FakeModel:
 
     def __init__(self, gated: bool = False) -> None:
         self.batches: list[list[str]] = []
+        self.alone: list[bool] = []  # per batch: ran with nothing else in flight or queued
         self.threads: set[int] = set()
         self.entered = threading.Event()
         self.gate = threading.Event()
         if not gated:
             self.gate.set()
 
-    def __call__(self, payloads: list[str]) -> Sequence[str]:
+    def __call__(self, payloads: list[str], alone: bool = True) -> Sequence[str]:
         self.threads.add(threading.get_ident())
         self.batches.append(list(payloads))
+        self.alone.append(alone)
         self.entered.set()
         self.gate.wait(timeout=30)
         if "boom" in payloads:
@@ -200,8 +202,8 @@ class MeetingModel(FakeModel):
         super().__init__()
         self.barrier = threading.Barrier(parties, timeout=timeout_s)
 
-    def __call__(self, payloads: list[str]) -> Sequence[str]:
-        outputs = super().__call__(payloads)
+    def __call__(self, payloads: list[str], alone: bool = True) -> Sequence[str]:
+        outputs = super().__call__(payloads, alone)
         self.barrier.wait()
         return outputs
 
@@ -225,6 +227,25 @@ async def test_with_one_stream_batches_never_overlap() -> None:
     await batcher.stop()
 
 
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+async def test_a_batch_runs_alone_only_when_nothing_else_runs_or_waits() -> None:
+    model = FakeModel()
+    batcher = make_batcher(model, max_batch_size=4, streams=2)
+    batcher.start()
+    await submit(batcher, "lone")
+    # Four at once: the first stream takes two while two still wait, the second starts while
+    # the first runs: neither has the machine to itself.
+    await asyncio.gather(*(submit(batcher, f"p{i}") for i in range(4)))
+    assert model.alone == [True, False, False]
+    await batcher.stop()
+
+
 async def test_what_is_queued_is_shared_between_the_free_streams() -> None:
     model = FakeModel()
     batcher = make_batcher(model, max_batch_size=4, streams=2)
@@ -242,9 +263,7 @@ async def test_stop_fails_the_callers_of_every_batch_in_flight() -> None:
     batcher = make_batcher(model, max_batch_size=1, streams=2)
     batcher.start()
     first, second = submit(batcher, "first"), submit(batcher, "second")
-    async with asyncio.timeout(10):
-        while len(model.batches) < 2:  # both batches inside run_batch, held at the gate
-            await asyncio.sleep(0.005)
+    await asyncio.to_thread(_wait_for, lambda: len(model.batches) == 2)  # both held at the gate
     stopping = asyncio.create_task(batcher.stop())
     await settle()
     model.gate.set()

@@ -51,6 +51,25 @@ def test_load_runner_cpu_warms_every_batch_size(tiny_model_path: Path) -> None:
     assert all(seconds > 0 for seconds in loaded.warmup_latency_s.values())
 
 
+def test_with_two_streams_a_lone_batch_gets_every_thread_and_overlapping_ones_a_share(
+    tiny_model_path: Path,
+) -> None:
+    loaded, _ = load_runner(tiny_model_path, "cpu", 2, warmup_images(), [1, 2], streams=2)
+    threads = {
+        alone: loaded._session_for(alone).get_session_options().intra_op_num_threads
+        for alone in (True, False)
+    }
+    assert threads == {True: 2, False: 1}
+    classes = [3, 141, 592]
+    for alone in (True, False):  # the same model either way
+        assert list(np.argmax(loaded.run(colour_batch(classes), alone), axis=1)) == classes
+
+
+def test_with_one_stream_there_is_one_session(tiny_model_path: Path) -> None:
+    loaded, _ = load_runner(tiny_model_path, "cpu", 2, warmup_images(), [1, 2])
+    assert loaded._session_for(True) is loaded._session_for(False)
+
+
 def test_auto_without_openvino_uses_cpu_and_says_why(
     tiny_model_path: Path, no_openvino: None
 ) -> None:
