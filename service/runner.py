@@ -59,14 +59,10 @@ class Runner:
     overlap under load, and the main one (every thread) for a batch that has the machine to
     itself, so a lone request is not slowed to one stream's threads."""
 
-    def __init__(
-        self,
-        session: ort.InferenceSession,
-        provider: str,
-        side_by_side: ort.InferenceSession | None = None,
-    ) -> None:
+    def __init__(self, session: ort.InferenceSession, provider: str) -> None:
         self._session = session
-        self._side_by_side = side_by_side or session
+        # Set by load_runner when batches may overlap (streams > 1); else the same session.
+        self.side_by_side = session
         self.provider = provider
         self.input_name: str = session.get_inputs()[0].name
         self.output_name: str = session.get_outputs()[0].name
@@ -83,7 +79,7 @@ class Runner:
         return logits
 
     def _session_for(self, alone: bool) -> ort.InferenceSession:
-        return self._session if alone else self._side_by_side
+        return self._session if alone else self.side_by_side
 
     def time_batch(self, images: Batch, batch_size: int, repeats: int) -> float:
         """Median seconds of ``repeats`` runs at ``batch_size``, after one untimed run (the first
@@ -104,7 +100,7 @@ class Runner:
         for n in batch_sizes:
             if n not in self.warmup_latency_s:
                 self.time_batch(images, n, WARMUP_REPEATS)
-            if self._side_by_side is not self._session:  # its first run of a shape compiles
+            if self.side_by_side is not self._session:  # its first run of a shape compiles
                 self.run(_tile(images, n), alone=False)
         self.warmup_latency_s = {n: self.warmup_latency_s[n] for n in sorted(batch_sizes)}
         return dict(self.warmup_latency_s)
@@ -170,8 +166,12 @@ def load_runner(
     batch_sizes: Sequence[int],
     streams: int = 1,
 ) -> tuple[Runner, ProviderChoice]:
-    """Create the session for ``setting``, choose the provider, warm up every batch size."""
-    runner, choice = _choose(model_path, setting, intra_op_threads, images, batch_sizes, streams)
+    """Create the session for ``setting``, choose the provider, warm up every batch size.
+    The providers are compared on their every-thread sessions; only the chosen one gets its
+    side-by-side session (start-up time: each OpenVINO session compiles every shape)."""
+    runner, choice = _choose(model_path, setting, intra_op_threads, images, batch_sizes)
+    if streams > 1:
+        runner.side_by_side = create_session(model_path, choice.provider, intra_op_threads, streams)
     runner.warm_up(images, batch_sizes)
     log.info(
         "execution provider %s (%s): %s",
@@ -189,11 +189,10 @@ def _choose(
     threads: int,
     images: Batch,
     batch_sizes: Sequence[int],
-    streams: int,
 ) -> tuple[Runner, ProviderChoice]:
     have_openvino = OPENVINO in available_providers()
     if setting == "cpu":
-        return _runner(model_path, CPU, threads, streams), ProviderChoice(
+        return _runner(model_path, CPU, threads), ProviderChoice(
             CPU, "configured", "provider=cpu was configured"
         )
     if setting == "openvino":
@@ -202,23 +201,20 @@ def _choose(
                 f"provider=openvino, but this onnxruntime offers only {available_providers()}: "
                 "install onnxruntime-openvino or set IMGCLS_PROVIDER=cpu"
             )
-        return _runner(model_path, OPENVINO, threads, streams), ProviderChoice(
+        return _runner(model_path, OPENVINO, threads), ProviderChoice(
             OPENVINO, "configured", "provider=openvino was configured"
         )
-    cpu = _runner(model_path, CPU, threads, streams)
+    cpu = _runner(model_path, CPU, threads)
     if not have_openvino:
         return cpu, ProviderChoice(
             CPU, "unavailable", "auto: the OpenVINO provider is not installed, CPU is the only one"
         )
-    openvino = _runner(model_path, OPENVINO, threads, streams)
+    openvino = _runner(model_path, OPENVINO, threads)
     return compare_providers(cpu, openvino, images, batch_sizes)
 
 
-def _runner(model_path: Path, provider: str, threads: int, streams: int) -> Runner:
-    alone = create_session(model_path, provider, threads)
-    if streams == 1:
-        return Runner(alone, provider)
-    return Runner(alone, provider, create_session(model_path, provider, threads, streams))
+def _runner(model_path: Path, provider: str, threads: int) -> Runner:
+    return Runner(create_session(model_path, provider, threads), provider)
 
 
 def compare_providers(
