@@ -219,11 +219,16 @@ async def test_with_two_streams_two_batches_run_at_once_on_two_threads() -> None
 
 
 async def test_with_one_stream_batches_never_overlap() -> None:
-    model = MeetingModel(parties=2, timeout_s=0.5)  # would need two batches at once
+    model = MeetingModel(parties=2, timeout_s=0.5)  # passes only two batches at once
     batcher = make_batcher(model, max_batch_size=1, streams=1)
     batcher.start()
-    with pytest.raises(InferenceFailed):  # the barrier broke: the batch failed, alone
-        await submit(batcher, "a")
+    # Two batches of one: with two streams both would meet and succeed (the test above); with
+    # one, the first waits alone until the barrier breaks and the second finds it broken.
+    results = await asyncio.gather(
+        submit(batcher, "a"), submit(batcher, "b"), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [InferenceFailed, InferenceFailed]
+    assert model.sizes == [1, 1]
     await batcher.stop()
 
 
@@ -260,7 +265,7 @@ async def test_what_is_queued_is_shared_between_the_free_streams() -> None:
 
 async def test_stop_fails_the_callers_of_every_batch_in_flight() -> None:
     model = FakeModel(gated=True)
-    batcher = make_batcher(model, max_batch_size=1, streams=2)
+    batcher = make_batcher(model, max_batch_size=1, streams=1)
     batcher.start()
     first, second = submit(batcher, "first"), submit(batcher, "second")
     await asyncio.to_thread(_wait_for, lambda: len(model.batches) == 2)  # both held at the gate
