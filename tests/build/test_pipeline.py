@@ -76,18 +76,26 @@ def _shift_classifier_rows(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+def _evaluate_damaged(
+    lite0_dir: Path, out: Path, data_dir: Path, damaged: isa.WeightBits, *options: str
+) -> tuple[int, Path]:
+    """The evaluate stage on a copy of the built model whose ``damaged`` int8 file has its
+    classifier rows shifted: (exit code, the copy's folder)."""
+    model_dir = out / "efficientnet_lite0"
+    shutil.copytree(lite0_dir, model_dir)
+    _shift_classifier_rows(model_dir / INT8_NAMES[damaged])
+    code = main(
+        ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
+         "--data-dir", str(data_dir), *options]
+    )  # fmt: skip
+    return code, model_dir
+
+
 def test_gate_fails_on_a_damaged_int8_model(
     lite0_dir: Path, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ):
-    out = tmp_path / "out"
-    shutil.copytree(lite0_dir, out / "efficientnet_lite0")
-    model_dir = out / "efficientnet_lite0"
-    _shift_classifier_rows(model_dir / INT8_NAMES[isa.exact_int8_file()])  # the one run here
-
-    code = main(
-        ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
-         "--data-dir", str(data_dir)]
-    )  # fmt: skip
+    served = isa.exact_int8_file()  # the one run here with its real kernels
+    code, model_dir = _evaluate_damaged(lite0_dir, tmp_path / "out", data_dir, served)
 
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
@@ -104,38 +112,26 @@ def test_gate_checks_the_int8_file_this_cpu_does_not_serve_by_exact_reference(
 ):
     # A CPU of the other kind (VNNI or not) would serve the other file: the build checks it too,
     # computed exactly, so an image built here is gated for both kinds of machine.
-    out = tmp_path / "out"
-    shutil.copytree(lite0_dir, out / "efficientnet_lite0")
-    other = "int8" if isa.exact_int8_file() == "int8_w7" else "int8_w7"
-    _shift_classifier_rows(out / "efficientnet_lite0" / INT8_NAMES[other])
-
-    code = main(
-        ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
-         "--data-dir", str(data_dir)]
-    )  # fmt: skip
+    other: isa.WeightBits = "int8" if isa.exact_int8_file() == "int8_w7" else "int8_w7"
+    code, model_dir = _evaluate_damaged(lite0_dir, tmp_path / "out", data_dir, other)
 
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"int8 failed the accuracy gate: {other} reference: int8 top-1" in err
     assert "cpu:" not in err
     assert "openvino:" not in err
-    rejected = json.loads((out / "efficientnet_lite0" / "manifest.rejected.json").read_text())
+    rejected = json.loads((model_dir / "manifest.rejected.json").read_text())
     assert rejected["evaluation"]["int8_reference"][other]["passed"] is False
     assert rejected["evaluation"]["int8_file"] == isa.exact_int8_file()
 
 
 def test_gate_threshold_is_configurable(lite0_dir: Path, tmp_path: Path, data_dir: Path):
-    out = tmp_path / "out"
-    shutil.copytree(lite0_dir, out / "efficientnet_lite0")
-    _shift_classifier_rows(out / "efficientnet_lite0" / INT8_NAMES[isa.exact_int8_file()])
-
-    code = main(
-        ["--model", "efficientnet_lite0", "--stage", "evaluate", "--out", str(out),
-         "--data-dir", str(data_dir), "--max-top1-drop", "100"]
-    )  # fmt: skip
+    served = isa.exact_int8_file()
+    options = ("--max-top1-drop", "100")
+    code, model_dir = _evaluate_damaged(lite0_dir, tmp_path / "out", data_dir, served, *options)
 
     assert code == 0
-    assert load_manifest(out / "efficientnet_lite0").evaluation.max_top1_drop_points == 100.0  # type: ignore[union-attr]
+    assert load_manifest(model_dir).evaluation.max_top1_drop_points == 100.0  # type: ignore[union-attr]
 
 
 def test_stages_one_by_one_random_resnet18_without_labeled_data(
