@@ -265,7 +265,7 @@ async def test_what_is_queued_is_shared_between_the_free_streams() -> None:
 
 async def test_stop_fails_the_callers_of_every_batch_in_flight() -> None:
     model = FakeModel(gated=True)
-    batcher = make_batcher(model, max_batch_size=1, streams=1)
+    batcher = make_batcher(model, max_batch_size=1, streams=2)
     batcher.start()
     first, second = submit(batcher, "first"), submit(batcher, "second")
     await asyncio.to_thread(_wait_for, lambda: len(model.batches) == 2)  # both held at the gate
