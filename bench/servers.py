@@ -82,7 +82,15 @@ PEERS = {
     "the first request, no warm-up",
     "fastapi_ort": "plain FastAPI + ONNX Runtime, same int8 file, CPU provider, default "
     "session options, no batching, decode in the handler",
+    "fastapi_openvino": "FastAPI + OpenVINO native (issue 10's strongest peer): same int8 QDQ "
+    "file read by OpenVINO's own runtime, THROUGHPUT hint, one infer request per worker thread, "
+    "decode + inference in Starlette's thread pool, no batching",
+    "bentoml_ort": "BentoML + ONNX Runtime with BentoML's adaptive batching (max 8): same int8 "
+    "file, CPU provider, intra-op spinning off, decode per request as BentoML parses it, "
+    "one worker process (under BentoML's arbiter)",
 }
+# The peers that serve the service's int8 file itself (--model-file), not a model of their own.
+SAME_FILE_PEERS = frozenset({"fastapi_ort", "fastapi_openvino", "bentoml_ort"})
 
 
 def peer_spec(
@@ -90,7 +98,8 @@ def peer_spec(
 ) -> ServerSpec:
     model_dir = cfg.model_dir(model)
     args = [f"--model={model}", f"--labels={model_dir / load_manifest(model_dir).labels}"]
-    args += [f"--model-file={model_file(model_dir, 'int8')}"] if peer == "fastapi_ort" else []
+    served = model_file(model_dir, "int8")  # this CPU's int8 file, as the service serves it
+    args += [f"--model-file={served}"] if peer in SAME_FILE_PEERS else []
     key = peer + (" lazy" if lazy else "")
     args += ["--lazy"] if lazy else []
     return ServerSpec(key.replace("_", " + "), PEERS[key], f"bench.peers.{peer}", {}, tuple(args))
