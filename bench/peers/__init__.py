@@ -1,6 +1,8 @@
-"""Peer services on the same harness: the write-up's architecture (flask_torchscript) and a
-plain FastAPI + ONNX Runtime service (fastapi_ort). ``python -m bench.peers`` compares them
-with the service. Both serve GET /readyz and POST /v1/classify (a raw image body, or a
+"""Peer services on the same harness: the write-up's architecture (flask_torchscript), a plain
+FastAPI + ONNX Runtime service (fastapi_ort), and issue 10's strongest peers: FastAPI + OpenVINO
+native (fastapi_openvino) and BentoML + ONNX Runtime with adaptive batching (bentoml_ort).
+``python -m bench.peers`` compares them with the service. All serve GET /readyz and POST
+/v1/classify (a raw image body, as the load generator sends; all but bentoml_ort also take a
 multipart "file") and answer the top 3 as JSON, with the options and answer shape below."""
 
 from __future__ import annotations
