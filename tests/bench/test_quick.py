@@ -32,6 +32,7 @@ SECTIONS = (
     "### Where the time goes",
     "## Peers on the same harness",
     "### Issue 4 targets",
+    "### Issue 10 targets",
     "## Cold start",
     "## Overload: open loop at 4x capacity",
     "### Issue 7 targets",
@@ -44,6 +45,7 @@ PLOTS = (
     "http_latency_vs_throughput_p50.png",
     "http_latency_vs_throughput_p99.png",
     "peers_latency_vs_throughput.png",
+    "peers_cpu_per_request.png",
     "soak_rss.png",
     "v2_throughput.png",
 )
@@ -123,7 +125,13 @@ def test_quick_results_json_holds_every_engine_and_server(
     }
     assert all(e["batch1_ms"]["count"] == 10 for e in engines.values())
     servers = [s["name"] for s in results["peers"]["servers"]]
-    assert servers == ["service (defaults)", "fastapi + ort", "flask + torchscript"]
+    assert servers == [
+        "service (defaults)",
+        "fastapi + openvino",
+        "bentoml + ort",
+        "fastapi + ort",
+        "flask + torchscript",
+    ]
     for server in results["peers"]["servers"] + results["http"]["servers"]:
         for step in server["steps"]:
             assert step["ok"] > 0, (server["name"], step)
