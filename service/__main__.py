@@ -31,6 +31,7 @@ from service.app import create_app, drain
 from service.logs import setup_logging
 from service.memory import return_large_frees_to_os
 from service.settings import Settings
+from service.synfilter import stop_new_handshakes
 
 log = logging.getLogger("service")
 
@@ -96,14 +97,15 @@ class DrainingServer(uvicorn.Server):
         with the port closed it finds nothing listening (its request never sent, safe to send
         elsewhere). An idle connection ends at its keep-alive timeout, so this waits at most
         that long."""
-        # Connections the kernel has completed but nobody accepted yet are reset when the
-        # port closes, their requests unread. Shrink that queue to its minimum first and give
-        # the loop a moment to accept (and answer) what is in it: meanwhile a new caller's
-        # handshake waits unanswered, and once the port is closed its retry is refused.
+        # Connections the kernel has completed or is completing, but nobody accepted yet, are
+        # reset when the port closes, their requests unread. Stop new handshakes first and
+        # give the loop a moment to accept (and answer) the ones under way: a new caller's
+        # SYN goes unanswered, and once the port is closed its retry is refused.
         for listener in self.servers:
             for sock in listener.sockets:
                 with socket.fromfd(sock.fileno(), sock.family, sock.type) as same_socket:
-                    same_socket.listen(0)
+                    if not stop_new_handshakes(same_socket):
+                        same_socket.listen(0)  # no filter here: a shorter queue, a narrower window
         await asyncio.sleep(_ACCEPT_QUEUE_GRACE_S)
         for listener in self.servers:
             listener.close()
