@@ -34,6 +34,7 @@ from service.errors import (
     InvalidParameter,
     NotReady,
 )
+from service.gcpause import freeze_startup_objects
 from service.lifecycle import Lifecycle, Readiness, State
 from service.loading import LoadedModel, ModelMeta, describe, find_model_dir, load_model, publish
 from service.metrics import Metrics
@@ -105,6 +106,7 @@ class Classifier:
             await serving.close()
             return
         publish(self._metrics, loaded.meta)
+        freeze_startup_objects()  # before readiness: no full collection walks them under load
         self._lifecycle.ready(serving.batcher.drain_rate.retry_after_s)  # unless now draining
         log.info("loaded: %s; state %s", describe(loaded.meta), self._lifecycle.state.value)
 
