@@ -181,8 +181,8 @@ SENDERS: dict[str, type[HttpxSender | RawSender]] = {"httpx": HttpxSender, "raw"
 @contextlib.contextmanager
 def no_collector_pauses() -> Iterator[None]:
     """No cyclic garbage collection during a step: a full collection of the client's heap
-    stalled its loop for 53 ms (measured under bench.overload), and every request scheduled
-    meanwhile was charged to the server. A step's garbage is mostly freed by reference
+    takes ~53-80 ms (measured in bench.overload's client), and a request scheduled meanwhile
+    would be charged to the server. A step's garbage is mostly freed by reference
     counting; the cycles it leaves wait until the step ends."""
     gc.collect()
     gc.freeze()

@@ -2,11 +2,12 @@
 
 CPython's cyclic collector walks every tracked object of a generation, on the thread that
 happened to allocate, holding the GIL: the event loop stops for as long as it takes. After
-start-up the heap holds hundreds of thousands of long-lived objects (FastAPI, pydantic,
-ONNX Runtime's bindings, numpy, the loaded model's metadata) that never become garbage, so
-each full collection under load walked them all. Measured in the server under open-loop
-overload (bench.overload, AVX2 machine): full collections of 69 and 102 ms, each stalling
-every request that arrived meanwhile, enough to set the refusals' p99 alone.
+start-up the heap holds ~80,000 long-lived objects (FastAPI, pydantic, ONNX Runtime's
+bindings, numpy, the loaded model's metadata) that never become garbage, and a full
+collection walks them all. Measured in the server (gc callbacks, bench.overload, AVX2
+machine): full collections of this heap took 69-102 ms. Both seen in a 70 s run may have
+fallen in start-up rather than under load (the collector does not say); a long-running
+server still pays one whenever enough survivors pile up, stalling every request meanwhile.
 
 gc.freeze() moves every object alive at that moment into a permanent generation that the
 collector never walks again; what requests allocate is collected as before. Done once the

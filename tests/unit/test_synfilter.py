@@ -1,5 +1,5 @@
 """The drain's last step: a listener that stops new handshakes still hands over the connections
-already made, with the request bytes their clients sent, and refuses nothing by reset."""
+already made, with the request bytes their clients sent, and lets no new one in."""
 
 from __future__ import annotations
 
@@ -33,7 +33,9 @@ def test_connections_made_before_are_accepted_with_their_request(listener: socke
             assert accepted.recv(64) == b"POST / HTTP/1.1\r\n"
 
 
-def test_a_new_caller_gets_no_answer_then_nothing_listening(listener: socket.socket) -> None:
+def test_a_new_caller_gets_no_answer_and_never_reaches_the_accept_queue(
+    listener: socket.socket,
+) -> None:
     port = listener.getsockname()[1]
     assert stop_new_handshakes(listener)
     with pytest.raises(TimeoutError):  # the SYN is dropped: no connection, nothing sent
