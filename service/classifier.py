@@ -133,7 +133,7 @@ class Classifier:
             initial_rate_per_s=largest / runner.warmup_latency_s[largest],
             batch_sizes=sorted(runner.warmup_latency_s),
             thread_initializer=partial(lower_thread_priority, s.worker_nice),
-            streams=s.inference_streams,
+            streams=runner.streams.streams,
         )
 
     def begin_drain(self) -> None:

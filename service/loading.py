@@ -14,6 +14,13 @@ from functools import partial
 from pathlib import Path
 
 from service import isa
+from service.layout import (
+    StreamsChoice,
+    choose_streams,
+    decode_cpu_s,
+    inference_cpu_s,
+    sample_upload,
+)
 from service.manifest import (
     Manifest,
     ManifestError,
@@ -26,7 +33,16 @@ from service.metrics import Metrics
 from service.preprocess import PreprocessSpec
 from service.priority import lower_thread_priority
 from service.providers import SHORT_NAMES
-from service.runner import ProviderChoice, Runner, batch_sizes_for, load_runner, warmup_images
+from service.runner import (
+    Batch,
+    ProviderChoice,
+    Runner,
+    StreamsPolicy,
+    batch_sizes_for,
+    load_runner,
+    tile,
+    warmup_images,
+)
 from service.settings import Settings
 
 __all__ = ["LoadedModel", "ModelMeta", "describe", "find_model_dir", "load_model", "publish"]
@@ -57,6 +73,8 @@ class ModelMeta:
     provider_reason_code: str = ""  # configured | faster | cpu_faster | disagrees | unavailable
     served_top1: float | None = None  # build-time top-1 of what serves; None: not evaluated
     model_file: str = "int8"  # the manifest's file key: int8, int8_w7 (service/isa.py) or fp32
+    inference_streams: int = 1  # batches side by side (service/layout.py)
+    inference_streams_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +134,33 @@ def _warm_runner(
     settings: Settings, model_path: Path, manifest: Manifest
 ) -> tuple[Runner, ProviderChoice]:
     size = manifest.input.crop_size
+    images = warmup_images(size, size)
+    spec = PreprocessSpec(manifest.input.resize_size, size)
     return load_runner(
         model_path,
         settings.provider,
         settings.intra_op_threads,
-        warmup_images(size, size),
+        images,
         batch_sizes_for(settings.max_batch_size),
-        settings.inference_streams,
+        _streams_policy(settings, spec, images),
     )
+
+
+def _streams_policy(settings: Settings, spec: PreprocessSpec, images: Batch) -> StreamsPolicy:
+    """The streams as set, or measured on the chosen runner at the largest batch against
+    the decoding of a typical upload (service/layout.py)."""
+    largest = settings.max_batch_size
+
+    def policy(runner: Runner) -> StreamsChoice:
+        batch = tile(images, largest)
+        return choose_streams(
+            settings.inference_streams,
+            settings.intra_op_threads,
+            lambda: inference_cpu_s(lambda: runner.run(batch), largest),
+            lambda: decode_cpu_s(sample_upload(images), spec),
+        )
+
+    return policy
 
 
 def _meta(
@@ -153,6 +190,8 @@ def _meta(
         provider_reason_code=choice.code,
         served_top1=_served_top1(manifest, file, choice.provider),
         model_file=file,
+        inference_streams=runner.streams.streams,
+        inference_streams_reason=runner.streams.reason,
     )
 
 
@@ -189,6 +228,7 @@ def publish(metrics: Metrics, meta: ModelMeta) -> None:
             "provider": meta.provider,
             "intra_op_threads": str(meta.intra_op_threads),
             "decode_workers": str(meta.decode_workers),
+            "inference_streams": str(meta.inference_streams),
             "max_batch_size": str(meta.max_batch_size),
         }
     )
@@ -201,6 +241,7 @@ def describe(meta: ModelMeta) -> str:
         f"{meta.name} {meta.version} {meta.precision} ({meta.model_file})"
         f"{' (UNTRAINED: random weights)' if meta.untrained else ''} on {meta.provider}, "
         f"{meta.intra_op_threads} intra-op threads, {meta.decode_workers} decode workers, "
+        f"{meta.inference_streams} inference streams ({meta.inference_streams_reason}), "
         f"warm-up latency by batch size {{{latencies}}}"
     )
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from service.layout import StreamsChoice
 from service.postprocess import top1_agreement
 from service.providers import CPU, OPENVINO
 
@@ -42,6 +43,9 @@ WARMUP_REPEATS = 5
 # auto compares providers at these batch sizes only (the extremes the batcher runs), so the
 # loser costs a few runs, not a full warm-up.
 COMPARE_REPEATS = 3
+
+# How many batches run side by side, decided once the provider is chosen (service/layout.py).
+StreamsPolicy = Callable[["Runner"], StreamsChoice]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +67,7 @@ class Runner:
         self._session = session
         # Set by load_runner when batches may overlap (streams > 1); else the same session.
         self.side_by_side = session
+        self.streams = StreamsChoice(1, "one batch at a time")
         self.provider = provider
         self.input_name: str = session.get_inputs()[0].name
         self.output_name: str = session.get_outputs()[0].name
@@ -84,7 +89,7 @@ class Runner:
     def time_batch(self, images: Batch, batch_size: int, repeats: int) -> float:
         """Median seconds of ``repeats`` runs at ``batch_size``, after one untimed run (the first
         run of a shape allocates buffers and, on OpenVINO, may compile)."""
-        batch = _tile(images, batch_size)
+        batch = tile(images, batch_size)
         self.run(batch)
         times = []
         for _ in range(repeats):
@@ -101,7 +106,7 @@ class Runner:
             if n not in self.warmup_latency_s:
                 self.time_batch(images, n, WARMUP_REPEATS)
             if self.side_by_side is not self._session:  # its first run of a shape compiles
-                self.run(_tile(images, n), alone=False)
+                self.run(tile(images, n), alone=False)
         self.warmup_latency_s = {n: self.warmup_latency_s[n] for n in sorted(batch_sizes)}
         return dict(self.warmup_latency_s)
 
@@ -164,14 +169,20 @@ def load_runner(
     intra_op_threads: int,
     images: Batch,
     batch_sizes: Sequence[int],
-    streams: int = 1,
+    streams: int | StreamsPolicy = 1,
 ) -> tuple[Runner, ProviderChoice]:
-    """Create the session for ``setting``, choose the provider, warm up every batch size.
-    The providers are compared on their every-thread sessions; only the chosen one gets its
-    side-by-side session (start-up time: each OpenVINO session compiles every shape)."""
+    """Create the session for ``setting``, choose the provider, decide the streams (a number,
+    or a policy that may measure the chosen runner), warm up every batch size. The providers
+    are compared on their every-thread sessions; only the chosen one gets its side-by-side
+    session (start-up time: each OpenVINO session compiles every shape)."""
     runner, choice = _choose(model_path, setting, intra_op_threads, images, batch_sizes)
-    if streams > 1:
-        runner.side_by_side = create_session(model_path, choice.provider, intra_op_threads, streams)
+    runner.streams = (
+        StreamsChoice(streams, f"{streams} given") if isinstance(streams, int) else streams(runner)
+    )
+    if runner.streams.streams > 1:
+        runner.side_by_side = create_session(
+            model_path, choice.provider, intra_op_threads, runner.streams.streams
+        )
     runner.warm_up(images, batch_sizes)
     log.info(
         "execution provider %s (%s): %s",
@@ -249,7 +260,7 @@ def _one_by_one(runner: Runner, images: Batch) -> Logits:
     return np.concatenate([runner.run(images[i : i + 1]) for i in range(images.shape[0])])
 
 
-def _tile(images: Batch, batch_size: int) -> Batch:
+def tile(images: Batch, batch_size: int) -> Batch:
     """``batch_size`` images cycled from ``images`` (contiguous, as the batcher builds them)."""
     index = np.arange(batch_size) % images.shape[0]
     return np.ascontiguousarray(images[index])

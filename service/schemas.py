@@ -89,6 +89,11 @@ class ModelResponse(_Wire):
     max_batch_size: int
     intra_op_threads: int
     decode_workers: int
+    inference_streams: int = Field(
+        description="Batches run side by side under load (IMGCLS_INFERENCE_STREAMS, or chosen "
+        "at start-up by measuring inference against decoding)."
+    )
+    inference_streams_reason: str
     warmup_latency_ms: dict[int, float]
     top1_int8: float | None = Field(
         description="Build-time top-1, percent, of the precision and execution provider "

@@ -30,9 +30,10 @@ class Settings(BaseSettings):
     intra_op_threads: PositiveInt = Field(default_factory=available_cpus)
     # Batches in flight at once under load, each on its own inference thread and its share of
     # the threads above (OpenVINO: its streams); a batch that runs alone gets every thread.
-    # 2, measured on 2 cores (docs/BENCHMARKS.md): +17 % req/s at 16 callers, the same p50 for
-    # one caller. 1: one batch at a time on every thread.
-    inference_streams: PositiveInt = Field(default_factory=lambda: min(2, available_cpus()))
+    # Unset: chosen at start-up by measurement (service/layout.py): 2 where inference costs at
+    # least twice the decoding per image (+17 % req/s on 2 AVX2 cores), else 1 (+8-17 % req/s
+    # with AMX, where decoding costs as much). 1: one batch at a time on every thread.
+    inference_streams: PositiveInt | None = None
 
     # Batching
     # 4, measured (bench/inprocess.py, README): as many img/s and CPU ms per image as 8 on 2

@@ -194,6 +194,8 @@ def _model_response(meta: ModelMeta) -> ModelResponse:
         max_batch_size=meta.max_batch_size,
         intra_op_threads=meta.intra_op_threads,
         decode_workers=meta.decode_workers,
+        inference_streams=meta.inference_streams,
+        inference_streams_reason=meta.inference_streams_reason,
         warmup_latency_ms={n: round(s * 1e3, 3) for n, s in meta.warmup_latency_s.items()},
         top1_int8=meta.served_top1,
     )

@@ -140,7 +140,26 @@ async def test_not_ready_before_start_then_ready_with_meta(tiny_artifacts: Path)
                                         "precision": "int8", "file": isa.exact_int8_file(),
                                         "provider": CPU,
                                         "intra_op_threads": "1", "decode_workers": "2",
+                                        "inference_streams": "1",
                                         "max_batch_size": "4"}) == 1  # fmt: skip
+    # One intra-op thread: nothing to share, so one stream without measuring (service/layout.py).
+    assert (meta.inference_streams, meta.inference_streams_reason) == (
+        1, "auto: one inference thread, one batch at a time"
+    )
+    await instance.stop()
+
+
+async def test_unset_streams_are_chosen_by_measuring_inference_against_decoding(
+    tiny_artifacts: Path,
+) -> None:
+    """The tiny model's inference costs microseconds, decoding a 500x375 JPEG milliseconds:
+    decode-bound, so one stream, and the log/model say what was measured."""
+    instance = Classifier(settings(tiny_artifacts, intra_op_threads=2), Metrics())
+    await instance.start()
+    meta = instance.meta
+    assert meta.inference_streams == 1
+    assert meta.inference_streams_reason.startswith("auto: 1, decoding costs as much: inference ")
+    assert "ms of CPU per image, decode" in meta.inference_streams_reason
     await instance.stop()
 
 
