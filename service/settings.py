@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     # Batches in flight at once under load, each on its own inference thread and its share of
     # the threads above (OpenVINO: its streams); a batch that runs alone gets every thread.
     # Unset: chosen at start-up by measurement (service/layout.py): 2 where inference costs at
-    # least twice the decoding per image (+17 % req/s on 2 AVX2 cores), else 1 (+8-17 % req/s
+    # least twice the decoding per image (+17 % req/s on 2 AVX2 cores), else 1 (+4-8 % req/s
     # with AMX, where decoding costs as much). 1: one batch at a time on every thread.
     inference_streams: PositiveInt | None = None
 
