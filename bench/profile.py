@@ -86,7 +86,8 @@ def _spinning() -> None:
 def _openvino_config(path: Path) -> None:
     """OpenVINO sessions get the EP's ``load_config`` (a JSON file of CPU plugin properties,
     e.g. {"CPU": {"ENABLE_CPU_PINNING": "YES"}}): OpenVINO's threading knobs, priced by
-    bench/lowrate.py."""
+    bench/lowrate.py. The provider takes the JSON text itself: given a path, onnxruntime-
+    openvino 1.24 fails to parse it and the session falls back to the CPU provider."""
     import onnxruntime as ort
 
     from service import runner
@@ -101,7 +102,7 @@ def _openvino_config(path: Path) -> None:
             "device_type": "CPU",
             "num_of_threads": str(intra_op_threads),
             "num_streams": str(streams),
-            "load_config": str(path),
+            "load_config": path.read_text(),
         }
         return ort.InferenceSession(
             str(model_path),

@@ -158,9 +158,16 @@ def create_session(
         providers: list[str | tuple[str, dict[str, str]]] = [(OPENVINO, options), CPU]
     else:
         providers = [CPU]
-    return ort.InferenceSession(
+    session = ort.InferenceSession(
         str(model_path), sess_options=session_options(per_stream), providers=providers
     )
+    # ORT logs a provider it cannot create and goes on without it: a session meant for
+    # OpenVINO would run on the CPU provider while every report named OpenVINO.
+    if session.get_providers()[0] != provider:
+        raise RuntimeError(
+            f"{provider} could not be created: the session runs on {session.get_providers()}"
+        )
+    return session
 
 
 def load_runner(

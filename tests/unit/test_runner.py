@@ -138,3 +138,19 @@ def test_warmup_images_are_deterministic_varied_pictures() -> None:
     np.testing.assert_array_equal(images, warmup_images(224, 224, count=4))
     assert images.std() > 30  # structure, not a flat grey
     assert not np.array_equal(images[0], images[1])
+
+
+def test_a_session_that_fell_back_to_the_cpu_provider_is_an_error(
+    tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ORT logs an execution provider it cannot create (bad options, a broken install) and
+    runs the session on the CPU provider: every report would name OpenVINO wrongly."""
+    real = runner.ort.InferenceSession
+
+    def without_openvino(path: str, sess_options: object, providers: list[object]) -> object:
+        return real(path, sess_options=sess_options, providers=[CPU])
+
+    monkeypatch.setattr(runner.ort, "InferenceSession", without_openvino)
+    with pytest.raises(RuntimeError, match="OpenVINOExecutionProvider could not be created"):
+        create_session(tiny_model_path, OPENVINO, 1)
+    assert create_session(tiny_model_path, CPU, 1).get_providers() == [CPU]
