@@ -144,7 +144,8 @@ async def test_not_ready_before_start_then_ready_with_meta(tiny_artifacts: Path)
                                         "max_batch_size": "4"}) == 1  # fmt: skip
     # One intra-op thread: nothing to share, so one stream without measuring (service/layout.py).
     assert (meta.inference_streams, meta.inference_streams_reason) == (
-        1, "auto: one inference thread, one batch at a time"
+        1,
+        "auto: one inference thread, one batch at a time",
     )
     await instance.stop()
 
