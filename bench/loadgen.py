@@ -41,12 +41,21 @@ class Outcome:
     latency_ms: float
     status: int | str  # HTTP status, or the exception's type name
     phases_ms: dict[str, float]
+    # How late the client began to send after ``since`` (open loop: the scheduled time): the
+    # load generator's own share of the latency, when it shares the server's cores.
+    sent_late_ms: float = 0.0
 
     @classmethod
-    def since(cls, since: float, status: int | str, server_timing: str | None = None) -> Outcome:
+    def since(
+        cls,
+        since: float,
+        status: int | str,
+        server_timing: str | None = None,
+        sent_late_ms: float = 0.0,
+    ) -> Outcome:
         """Timed from ``since`` to now; phases from a Server-Timing header."""
         latency_ms = (time.perf_counter() - since) * 1000
-        return cls(latency_ms, status, parse_server_timing(server_timing))
+        return cls(latency_ms, status, parse_server_timing(server_timing), sent_late_ms)
 
 
 @dataclass
@@ -149,6 +158,7 @@ class RawSender:
         return int(status), headers, keep
 
     async def post(self, body: bytes, since: float) -> Outcome:
+        late_ms = (time.perf_counter() - since) * 1000
         # A reused connection may have been closed by the server while idle: retry once, fresh.
         for attempt in range(2):
             reused = bool(self.idle) and attempt == 0
@@ -161,8 +171,8 @@ class RawSender:
                     conn[1].close()
                 if reused:
                     continue
-                return Outcome.since(since, type(exc).__name__)
-            outcome = Outcome.since(since, status, headers.get("server-timing"))
+                return Outcome.since(since, type(exc).__name__, sent_late_ms=late_ms)
+            outcome = Outcome.since(since, status, headers.get("server-timing"), late_ms)
             if keep:
                 self.idle.append(conn)
             else:
