@@ -172,7 +172,9 @@ class RawSender:
                 if reused:
                     continue
                 return Outcome.since(since, type(exc).__name__, sent_late_ms=late_ms)
-            outcome = Outcome.since(since, status, headers.get("server-timing"), late_ms)
+            outcome = Outcome.since(
+                since, status, headers.get("server-timing"), sent_late_ms=late_ms
+            )
             if keep:
                 self.idle.append(conn)
             else:

@@ -81,6 +81,10 @@ def _in_server(outcomes: list[Outcome], status: int) -> Summary:
     )
 
 
+def _from_send(outcomes: list[Outcome], status: int) -> Summary:
+    return summarize([o.latency_ms - o.sent_late_ms for o in outcomes if o.status == status])
+
+
 async def measure(
     url: str, bodies: list[bytes], seconds: float, multiples: tuple[float, ...]
 ) -> list[OverloadResult]:
@@ -121,7 +125,7 @@ def _result(
         _latencies(outcomes, 200),
         _latencies(outcomes, 503),
         _in_server(outcomes, 503),
-        summarize([o.latency_ms - o.sent_late_ms for o in outcomes if o.status == 503]),
+        _from_send(outcomes, 503),
         other,
     )
 
