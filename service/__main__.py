@@ -54,6 +54,16 @@ def _http_stack() -> tuple[str, str]:
     return http, loop
 
 
+def _protocol(http: str, app: FastAPI) -> str | type[asyncio.Protocol]:
+    """On httptools, uvicorn's protocol with the door in it: overload refusals are answered
+    before an ASGI task exists (service/api/protocol_door.py)."""
+    if http != "httptools":
+        return http
+    from service.api.protocol_door import door_protocol  # imports httptools
+
+    return door_protocol(app.state.early_door)
+
+
 class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
         super().__init__(config)
@@ -129,7 +139,7 @@ def build_server(settings: Settings) -> DrainingServer:
         app,
         host=settings.host,
         port=settings.port,
-        http=http,
+        http=_protocol(http, app),
         loop=loop,
         workers=1,
         lifespan="on",

@@ -22,7 +22,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from service.api import health, prometheus, v1, v2
 from service.api.auth import BearerAuth, Tokens, needs_token
 from service.api.docs import install_docs
-from service.api.door import AdmissionDoor
+from service.api.door import AdmissionDoor, EarlyDoor
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.api.page import install_page
@@ -92,6 +92,8 @@ def create_app(
             expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
         )
     app.add_middleware(RequestMiddleware, metrics=metrics)
+    # What the HTTP protocol may refuse before the app runs (service/api/protocol_door.py).
+    app.state.early_door = EarlyDoor(app, metrics, tokens, cors=bool(origins))
     for module in (v1, v2, health, prometheus):
         app.include_router(module.router)
     install_page(app)

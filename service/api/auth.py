@@ -79,6 +79,11 @@ class Tokens:
         ]
         log.info("API tokens file read: %d tokens", len(self._from_file))
 
+    def admits(self, scope: Scope) -> bool:
+        """The request carries a bearer token that is accepted."""
+        presented = _bearer(scope)
+        return presented is not None and self.accepts(presented)
+
     def accepts(self, presented: bytes) -> bool:
         if time.monotonic() - self._checked > _RELOAD_EVERY_S:
             self.reload()

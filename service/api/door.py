@@ -8,22 +8,34 @@ with py-spy, FastAPI's routing, dependency resolution and exception handling wer
 refusal's cost. The answer is the one the route would give: the same status, code, message
 and Retry-After, counted in the same rejection metric, logged by the request middleware under
 the route's template.
+
+Two doors share the decision below: this ASGI middleware, which every server stack has, and,
+on uvicorn's httptools stack, one in the HTTP protocol itself (service/api/protocol_door.py)
+that answers the common case, overload, before an ASGI task exists.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Protocol
 
+from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from service.api.auth import Tokens
 from service.api.errors import error_response
-from service.errors import Unavailable
+from service.errors import Overloaded, Unavailable
 from service.metrics import Metrics
 
 # Path -> the route template the metrics and the access log use for it.
 _V1 = {"/v1/classify": "/v1/classify", "/v1/classify/batch": "/v1/classify/batch"}
 _V2_INFER = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
+
+
+class Admits(Protocol):
+    def check_admission(self) -> None: ...
 
 
 def _template(path: str) -> str | None:
@@ -34,11 +46,34 @@ def _template(path: str) -> str | None:
     return None
 
 
-class _Template:
+class RouteTemplate:
     """Stands in for the route object the router would have put in the scope."""
 
     def __init__(self, path: str) -> None:
         self.path = path
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    template: str  # the refused route's template, for the metrics and the access log
+    error: Unavailable
+
+    def response(self) -> JSONResponse:
+        if self.template.startswith("/v2"):  # the Open Inference Protocol's error shape
+            return JSONResponse({"error": self.error.message}, 503, self.error.headers())
+        return error_response(503, self.error.code, self.error.message, self.error.headers())
+
+
+def refusal(classifier: Admits | None, method: str, path: str) -> Refusal | None:
+    """The refusal an inference request would get now, or None (admitted, not an inference
+    route, or no classifier yet)."""
+    if method != "POST" or classifier is None or (template := _template(path)) is None:
+        return None
+    try:
+        classifier.check_admission()
+    except Unavailable as refused:
+        return Refusal(template, refused)
+    return None
 
 
 class AdmissionDoor:
@@ -47,21 +82,35 @@ class AdmissionDoor:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            template = _template(scope["path"])
+        if scope["type"] == "http":
             classifier = getattr(scope["app"].state, "classifier", None)
-            if template is not None and classifier is not None:
-                try:
-                    classifier.check_admission()
-                except Unavailable as refused:
-                    scope["route"] = _Template(template)
-                    self.metrics.rejections.labels(reason=refused.code).inc()
-                    await _answer(template, refused)(scope, receive, send)
-                    return
+            if (refused := refusal(classifier, scope["method"], scope["path"])) is not None:
+                scope["route"] = RouteTemplate(refused.template)
+                self.metrics.rejections.labels(reason=refused.error.code).inc()
+                await refused.response()(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 
-def _answer(template: str, refused: Unavailable) -> JSONResponse:
-    if template.startswith("/v2"):  # the Open Inference Protocol's error shape
-        return JSONResponse({"error": refused.message}, 503, refused.headers())
-    return error_response(503, refused.code, refused.message, refused.headers())
+class EarlyDoor:
+    """Which refusals the HTTP protocol may answer before the app runs
+    (service/api/protocol_door.py): an overload refusal that the app's own layers would
+    answer the same way. Draining and not-ready refusals are left to the app: they are rare,
+    and the drain's ``Connection: close`` belongs to the request middleware."""
+
+    def __init__(self, app: FastAPI, metrics: Metrics, tokens: Tokens | None, cors: bool) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.tokens = tokens  # every inference route needs a token when tokens are configured
+        self.cors = cors
+
+    def refusal(self, scope: Scope) -> Refusal | None:
+        classifier = getattr(self.app.state, "classifier", None)
+        refused = refusal(classifier, scope["method"], scope["path"])
+        if refused is None or not isinstance(refused.error, Overloaded):
+            return None
+        if self.cors and any(name == b"origin" for name, _ in scope["headers"]):
+            return None  # the CORS middleware adds its headers
+        if self.tokens is not None and not self.tokens.admits(scope):
+            return None  # the 401 comes first
+        return refused

@@ -91,11 +91,8 @@ class RequestMiddleware:
                 exchange.status = message["status"]
                 exchange.response_started = True
                 headers = MutableHeaders(scope=message)
-                headers["X-Request-ID"] = exchange.request_id
                 total = time.perf_counter() - exchange.started
-                headers.append("Server-Timing", server_timing(get_timing(scope), total))
-                # Every body is JSON, text or a declared image type: never let a browser guess.
-                headers["X-Content-Type-Options"] = "nosniff"
+                stamp(headers, exchange.request_id, server_timing(get_timing(scope), total))
                 if getattr(scope["app"].state, "draining", False):
                     # Tell keep-alive clients to reconnect (elsewhere) instead of reusing a
                     # connection that will close once the drain ends (service/__main__.py).
@@ -121,27 +118,40 @@ class RequestMiddleware:
 
     def _record(self, scope: Scope, exchange: _Exchange) -> None:
         duration = time.perf_counter() - exchange.started
-        route = route_template(scope)
-        method = scope["method"]
-        self.metrics.requests.labels(route=route, method=method, status=str(exchange.status)).inc()
-        self.metrics.request_duration.labels(route=route).observe(duration)
-        timing = get_timing(scope)
-        access_log.info(
-            "%s %s %d",
-            method,
-            route,
-            exchange.status,
-            extra={
-                "method": method,
-                "route": route,
-                "path": scope["path"],
-                "status": exchange.status,
-                "duration_ms": round(duration * 1e3, 3),
-                "request_id": exchange.request_id,
-                "batch_size": timing.batch_size if timing else None,
-                "client": _client(scope),
-            },
-        )
+        record(self.metrics, scope, exchange.status, duration, exchange.request_id)
+
+
+def stamp(headers: MutableHeaders, request_id: str, timing: str) -> None:
+    """The headers every response gets (service/api/protocol_door.py's too)."""
+    headers["X-Request-ID"] = request_id
+    headers.append("Server-Timing", timing)
+    # Every body is JSON, text or a declared image type: never let a browser guess.
+    headers["X-Content-Type-Options"] = "nosniff"
+
+
+def record(metrics: Metrics, scope: Scope, status: int, duration: float, request_id: str) -> None:
+    """Count one answered request in Prometheus and write its access-log line."""
+    route = route_template(scope)
+    method = scope["method"]
+    metrics.requests.labels(route=route, method=method, status=str(status)).inc()
+    metrics.request_duration.labels(route=route).observe(duration)
+    timing = get_timing(scope)
+    access_log.info(
+        "%s %s %d",
+        method,
+        route,
+        status,
+        extra={
+            "method": method,
+            "route": route,
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(duration * 1e3, 3),
+            "request_id": request_id,
+            "batch_size": timing.batch_size if timing else None,
+            "client": _client(scope),
+        },
+    )
 
 
 def _client(scope: Scope) -> str | None:

@@ -1,0 +1,78 @@
+"""The door in the HTTP protocol: under overload, an inference request is refused by uvicorn's
+httptools protocol itself, in the callback that parsed its head, before any ASGI task exists.
+
+Why here and not only in the ASGI door (service/api/door.py): under overload, most of a
+refused caller's wait was for the event loop to start its ASGI task. The protocol schedules the
+task and the task's first step waits behind everything else ready on the loop: measured at 4x
+capacity, p99 5.7 ms from the head parsed to the app called, the largest part of a 503's p99.
+Answered in the parser's callback, a refusal waits for nothing but the read itself, and costs no
+task, no middleware stack and no Starlette response cycle: loop time the admitted requests get.
+
+Only the overload refusal is answered here, and only when the app would answer it the same way:
+- the request is a POST to an inference route (the ASGI door's own decision, shared);
+- the refusal is ``Overloaded`` (draining and not-ready refusals go the ASGI way: they are rare,
+  and the drain's ``Connection: close`` belongs to the request middleware);
+- no bearer token is required, or the request carries a valid one (else the app's 401);
+- CORS is off, or the request has no Origin header (else the CORS middleware's headers).
+The answer is the ASGI door's, byte for byte in its body, with the headers the request
+middleware adds (request id, Server-Timing, nosniff), counted in the same metrics and written
+to the same access log. The upload that follows the head is read and discarded by the protocol
+(uvicorn drops body bytes once a response is complete), and the connection stays open.
+
+It subclasses uvicorn's protocol and overrides one private method, ``_start_asgi_task``: the
+point where a parsed request becomes a task. tests/api/test_protocol_door.py runs it in a real
+uvicorn server and fails if a refusal reaches the app, so an uvicorn release that moves that
+point is caught there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import cast
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import Scope
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+from service.api.door import EarlyDoor, Refusal, RouteTemplate
+from service.api.middleware import record, request_id_from, server_timing, stamp
+
+
+def door_protocol(door: EarlyDoor) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with the door in it (pass as ``uvicorn.Config(http=...)``)."""
+
+    class DoorProtocol(HttpToolsProtocol):
+        def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+            # ``app`` is something else when uvicorn itself refuses (limit_concurrency).
+            scope = cast(Scope, cycle.scope)
+            if app is not self.app or (refused := door.refusal(scope)) is None:
+                super()._start_asgi_task(cycle, app)
+                return
+            self._refuse(cycle, scope, refused)
+
+        def _refuse(self, cycle: RequestResponseCycle, scope: Scope, refused: Refusal) -> None:
+            started = time.perf_counter()
+            request_id = request_id_from(scope)
+            response = refused.response()
+            headers = MutableHeaders(raw=[*cycle.default_headers, *response.raw_headers])
+            stamp(headers, request_id, server_timing(None, time.perf_counter() - started))
+            if not cycle.keep_alive:
+                headers["connection"] = "close"
+            head = b"".join(name + b": " + value + b"\r\n" for name, value in headers.raw)
+            self.transport.write(STATUS_LINE[503] + head + b"\r\n" + response.body)
+            # As uvicorn's own send() ends a response: the rest of the upload is dropped as it
+            # arrives, and the connection goes on to its next request (or closes).
+            cycle.response_started = cycle.response_complete = True
+            if not cycle.keep_alive:
+                self.transport.close()
+            scope["route"] = RouteTemplate(refused.template)
+            door.metrics.rejections.labels(reason=refused.error.code).inc()
+            record(door.metrics, scope, 503, time.perf_counter() - started, request_id)
+            cycle.on_response()
+
+    return DoorProtocol

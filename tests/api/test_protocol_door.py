@@ -1,0 +1,258 @@
+"""The door in uvicorn's HTTP protocol (service/api/protocol_door.py), in a real uvicorn server
+on a loopback port, with the fake classifier holding one request so that the queue (capacity 1)
+is full. The app is wrapped in a recorder: a refusal answered by the protocol never reaches it.
+What is compared with the app's own answer is what a caller sees."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
+
+from service.__main__ import _protocol
+from service.api.protocol_door import door_protocol
+from service.app import create_app
+from service.logs import ACCESS_LOGGER
+from service.metrics import Metrics
+from service.settings import Settings
+from tests.api.conftest import fake_factory, serve
+
+pytestmark = pytest.mark.anyio
+
+OVERLOADED = {"error": {"code": "overloaded", "message": "1 images in flight, the limit is 1"}}
+IMAGE = {"Content-Type": "image/png"}
+
+
+@dataclass
+class Live:
+    app: FastAPI
+    url: str
+    port: int
+    metrics: Metrics
+    reached_app: list[str] = field(default_factory=list)  # paths of the HTTP requests the app saw
+    held: asyncio.Task[httpx.Response] | None = None  # the request that fills the queue
+
+    @property
+    def classifier(self) -> Any:
+        return self.app.state.classifier
+
+
+@contextlib.asynccontextmanager
+async def live(settings: Settings) -> AsyncIterator[Live]:
+    """The app behind uvicorn with the door protocol; one request held in flight."""
+    metrics = Metrics()
+    app = create_app(settings, metrics=metrics, classifier_factory=fake_factory(hold=True))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    served = Live(app, f"http://127.0.0.1:{port}", port, metrics)
+
+    async def recorder(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            served.reached_app.append(scope["path"])
+        await app(scope, receive, send)
+
+    config = uvicorn.Config(
+        recorder,
+        http=door_protocol(app.state.early_door),
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,  # as service/__main__.py configures it
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+            await asyncio.sleep(0.01)
+        await app.state.start_task
+        async with httpx.AsyncClient(base_url=served.url) as client:
+            token = settings.api_tokens
+            auth = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+            held = client.post("/v1/classify", content=b"img", headers=IMAGE | auth)
+            served.held = asyncio.create_task(held)
+            await served.classifier.wait_admitted(1)
+            served.reached_app.clear()
+            yield served
+            served.classifier.release.set()
+            assert (await served.held).status_code == 200
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+async def exchange(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One response off a raw connection: status, headers (lower-case names), body."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    fields = (line.partition(":") for line in head[1:] if line)
+    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+    body = await reader.readexactly(int(headers["content-length"]))
+    return int(head[0].split(" ")[1]), headers, body
+
+
+def request(path: str, body: bytes, extra: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: imgcls\r\nContent-Type: image/png\r\n{extra}"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@pytest.mark.parametrize(
+    ("route", "body"),
+    [
+        ("/v1/classify", OVERLOADED),
+        ("/v1/classify/batch", OVERLOADED),
+        ("/v2/models/fake/infer", {"error": "1 images in flight, the limit is 1"}),
+    ],
+)
+async def test_an_overload_refusal_is_answered_by_the_protocol_not_the_app(
+    route: str, body: dict[str, Any]
+) -> None:
+    async with live(Settings(queue_capacity=1)) as served, httpx.AsyncClient() as client:
+        refused = await client.post(
+            served.url + route, content=b"x" * 200_000, headers=IMAGE | {"X-Request-ID": "r-1"}
+        )
+        assert served.reached_app == []
+    assert refused.status_code == 503
+    assert refused.json() == body
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.headers["Content-Type"] == "application/json"
+    assert refused.headers["X-Request-ID"] == "r-1"
+    assert refused.headers["X-Content-Type-Options"] == "nosniff"
+    assert re.fullmatch(r"total;dur=\d+\.\d\d", refused.headers["Server-Timing"])
+
+
+async def test_the_refusal_is_the_one_the_app_would_give() -> None:
+    """Same status, body and header names as the ASGI door's answer (values that differ by
+    nature: the date, the timing, a generated request id)."""
+    settings = Settings(queue_capacity=1)
+    async with live(settings) as served, httpx.AsyncClient() as client:
+        early = await client.post(served.url + "/v1/classify", content=b"img", headers=IMAGE)
+    async with serve(settings, fake_factory(hold=True)) as asgi:
+        held = asyncio.create_task(asgi.client.post("/v1/classify", content=b"i", headers=IMAGE))
+        await asgi.classifier.wait_admitted(1)
+        late = await asgi.client.post("/v1/classify", content=b"img", headers=IMAGE)
+        asgi.classifier.release.set()
+        await held
+    assert (early.status_code, early.content) == (late.status_code, late.content)
+    assert set(early.headers) - {"date"} == set(late.headers)
+    for name in ("content-type", "content-length", "retry-after", "x-content-type-options"):
+        assert early.headers[name] == late.headers[name]
+
+
+async def test_the_connection_serves_on_after_a_refusal() -> None:
+    """The upload after a refused head is read and dropped, whether it was sent with the head,
+    after the 503 arrived, or with the next request pipelined behind it; the connection then
+    carries the next request."""
+    async with live(Settings(queue_capacity=1)) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        upload = b"y" * 300_000
+        writer.write(request("/v1/classify", upload))
+        assert (await exchange(reader))[0] == 503
+        # The head alone; the body once the refusal is in.
+        writer.write(request("/v1/classify", upload)[: -len(upload)])
+        assert (await exchange(reader))[0] == 503
+        writer.write(upload)
+        # Two pipelined requests: two answers, in order.
+        writer.write(request("/v1/classify/batch", upload) + request("/v1/classify", b"z"))
+        first, second = await exchange(reader), await exchange(reader)
+        assert (first[0], second[0]) == (503, 503)
+        assert (
+            first[2]
+            == second[2]
+            == b'{"error":{"code":"overloaded","message":"1 images in flight, the limit is 1"}}'
+        )
+        # Room again: the same connection's next request is admitted and answered.
+        served.classifier.release.set()
+        assert served.held is not None
+        await served.held
+        writer.write(request("/v1/classify", b"img"))
+        status, _, body = await exchange(reader)
+        assert status == 200
+        assert json.loads(body)["predictions"][0]["label"] == "class 0"
+        assert served.reached_app == ["/v1/classify"]
+        writer.close()
+
+
+async def test_a_refusal_is_counted_and_logged_like_any_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with live(Settings(queue_capacity=1)) as served, httpx.AsyncClient() as client:
+        metrics = served.metrics
+        labels = {"route": "/v1/classify", "method": "POST", "status": "503"}
+        before = sample(metrics, "imgcls_http_requests_total", **labels)
+        rejected = sample(metrics, "imgcls_rejections_total", reason="overloaded")
+        with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+            await client.post(
+                served.url + "/v1/classify", content=b"img", headers=IMAGE | {"X-Request-ID": "r2"}
+            )
+        assert sample(metrics, "imgcls_http_requests_total", **labels) == before + 1
+        assert sample(metrics, "imgcls_rejections_total", reason="overloaded") == rejected + 1
+        assert served.reached_app == []
+    [line] = [r for r in caplog.records if r.name == ACCESS_LOGGER and r.__dict__["status"] == 503]
+    assert line.getMessage() == "POST /v1/classify 503"
+    assert (line.__dict__["request_id"], line.__dict__["route"]) == ("r2", "/v1/classify")
+
+
+@pytest.mark.parametrize(
+    ("settings", "headers", "status", "check"),
+    [
+        # No token: the app's 401 comes before any word about the load.
+        (Settings(queue_capacity=1, api_tokens="s3cret"), {}, 401, lambda h: True),
+        # A browser's request: the CORS middleware adds its headers to the 503.
+        (
+            Settings(queue_capacity=1, cors_origins="https://ui.example"),
+            {"Origin": "https://ui.example"},
+            503,
+            lambda h: h["Access-Control-Allow-Origin"] == "https://ui.example",
+        ),
+    ],
+    ids=["no-token", "cors"],
+)
+async def test_requests_the_app_answers_differently_go_to_the_app(
+    settings: Settings, headers: dict[str, str], status: int, check: Callable[[Any], bool]
+) -> None:
+    async with live(settings) as served, httpx.AsyncClient() as client:
+        response = await client.post(
+            served.url + "/v1/classify", content=b"img", headers=IMAGE | headers
+        )
+        assert served.reached_app == ["/v1/classify"]
+    assert response.status_code == status
+    assert check(response.headers)
+
+
+async def test_with_a_valid_token_the_protocol_refuses() -> None:
+    async with live(Settings(queue_capacity=1, api_tokens="s3cret")) as served:
+        async with httpx.AsyncClient() as client:
+            response = await client.post(
+                served.url + "/v1/classify",
+                content=b"img",
+                headers=IMAGE | {"Authorization": "Bearer s3cret"},
+            )
+        assert served.reached_app == []
+    assert (response.status_code, response.json()) == (503, OVERLOADED)
+
+
+def test_the_service_serves_through_the_door_protocol() -> None:
+    """python -m service's uvicorn config (service/__main__.py) uses it on httptools."""
+    app = create_app(Settings(), metrics=Metrics())
+    protocol = _protocol("httptools", app)
+    assert not isinstance(protocol, str)
+    assert protocol.__name__ == "DoorProtocol"
+    assert _protocol("h11", app) == "h11"
