@@ -256,3 +256,14 @@ def test_the_service_serves_through_the_door_protocol() -> None:
     assert not isinstance(protocol, str)
     assert protocol.__name__ == "DoorProtocol"
     assert _protocol("h11", app) == "h11"
+
+
+async def test_a_client_that_asks_to_close_gets_its_refusal_and_then_the_close() -> None:
+    async with live(Settings(queue_capacity=1)) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(request("/v1/classify", b"img", "Connection: close\r\n"))
+        status, headers, _ = await exchange(reader)
+        assert (status, headers["connection"]) == (503, "close")
+        assert await reader.read() == b""  # the server closed it
+        writer.close()
+        assert served.reached_app == []
