@@ -17,7 +17,8 @@ Only the overload refusal is answered here, and only when the app would answer i
 The answer is the ASGI door's, byte for byte in its body, with the headers the request
 middleware adds (request id, Server-Timing, nosniff), counted in the same metrics and written
 to the same access log. The upload that follows the head is read and discarded by the protocol
-(uvicorn drops body bytes once a response is complete), and the connection stays open.
+(uvicorn drops body bytes once a response is complete), and the connection stays open; a client
+that asked ``Expect: 100-continue`` never sends it, and its connection is closed instead.
 
 It subclasses uvicorn's protocol and overrides one private method, ``_start_asgi_task``: the
 point where a parsed request becomes a task. tests/api/test_protocol_door.py runs it in a real
@@ -61,6 +62,11 @@ def door_protocol(door: EarlyDoor) -> type[HttpToolsProtocol]:
             response = refused.response()
             headers = MutableHeaders(raw=[*cycle.default_headers, *response.raw_headers])
             stamp(headers, request_id, server_timing(None, time.perf_counter() - started))
+            if cycle.waiting_for_100_continue:
+                # The client holds its upload back until told to send it, and now never will
+                # be: the connection cannot carry a next request after an unsent body, so it
+                # ends here (as Go's net/http does). The refusal cost no upload at all.
+                cycle.keep_alive = False
             if not cycle.keep_alive:
                 headers["connection"] = "close"
             head = b"".join(name + b": " + value + b"\r\n" for name, value in headers.raw)

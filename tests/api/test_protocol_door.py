@@ -267,3 +267,18 @@ async def test_a_client_that_asks_to_close_gets_its_refusal_and_then_the_close()
         assert await reader.read() == b""  # the server closed it
         writer.close()
         assert served.reached_app == []
+
+
+async def test_a_client_that_waits_for_100_continue_is_refused_without_uploading() -> None:
+    """The 503 comes instead of "100 Continue", and the connection closes: the client never
+    sends the body, so the connection could not carry a next request."""
+    async with live(Settings(queue_capacity=1)) as served:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        head = request("/v1/classify", b"x" * 5_000_000, "Expect: 100-continue\r\n")
+        writer.write(head[: head.index(b"\r\n\r\n") + 4])  # the head only
+        status, headers, body = await exchange(reader)
+        assert (status, headers["connection"]) == (503, "close")
+        assert json.loads(body) == OVERLOADED
+        assert await reader.read() == b""
+        writer.close()
+        assert served.reached_app == []
