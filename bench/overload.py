@@ -37,8 +37,9 @@ class OverloadResult:
     goodput_rps: float
     admitted_ms: Summary
     refused_ms: Summary
-    # The 503s' time inside the server (their Server-Timing total: from the request middleware
-    # to the response head), so the table tells the server's share of a refusal's tail from
+    # The 503s' time inside the server (their Server-Timing total: from the request middleware,
+    # or for a refusal answered by the HTTP protocol from its head parsed, to the response
+    # head), so the table tells the server's share of a refusal's tail from
     # the harness's (the load generator shares the 2 cores and its lateness counts).
     refused_in_server_ms: Summary
     # The 503s timed from when the load generator actually began to send, not from the
@@ -148,7 +149,8 @@ def run(cfg: BenchConfig) -> Section:
         f"arrivals at each multiple of it for {seconds:.0f} s. A 503's latency counts from its "
         "scheduled arrival (the target's measure); 'from send' from when the load generator, "
         "which shares the cores, actually began to send it; 'in server' is its Server-Timing "
-        "total (request middleware to response head)."
+        "total (from the request middleware, or the parsed head for a refusal the HTTP protocol "
+        "answers, to the response head)."
     )
     rows = [
         [
