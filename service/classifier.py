@@ -35,7 +35,7 @@ from service.errors import (
     NotReady,
 )
 from service.gcpause import freeze_startup_objects
-from service.lifecycle import Lifecycle, Readiness, State
+from service.lifecycle import Lifecycle, Readiness, Reservation, State
 from service.loading import LoadedModel, ModelMeta, describe, find_model_dir, load_model, publish
 from service.metrics import Metrics
 from service.postprocess import Logits, Prediction, top_k
@@ -167,6 +167,10 @@ class Classifier:
         """Refuse now (Draining, NotReady, Overloaded) if a call would be refused: for callers
         that can avoid work before calling, such as reading an upload."""
         self._lifecycle.check_admission()
+
+    def reserve(self) -> Reservation:
+        """Take an admission slot for a request the HTTP protocol lets in (Lifecycle.reserve)."""
+        return self._lifecycle.reserve()
 
     def readiness(self) -> Readiness:
         life, serving = self._lifecycle, self._serving

@@ -9,6 +9,12 @@ Admission lives here too, because it is a question about the state: ``admit()`` 
 (Draining, NotReady, Overloaded, each with a Retry-After) or counts the request in flight until
 it is answered, and ``drain`` waits for that count to reach zero. Nothing here knows about
 models or images; the classifier and the API's test double share it.
+
+A request can also be admitted at the door, before its task exists: ``reserve()`` takes a slot
+for it (service/api/protocol_door.py), the request's task holds the Reservation while it
+reads its upload, and its first ``admit()`` takes the slot over. Without that, every request
+arriving while a slot is free would pass the door, and all but one be refused later, after
+waiting for the event loop.
 """
 
 from __future__ import annotations
@@ -18,12 +24,13 @@ import contextlib
 import enum
 import logging
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from service.errors import Draining, NotReady, Overloaded
 from service.metrics import Metrics
 
-__all__ = ["Lifecycle", "Readiness", "RetryAfter", "State"]
+__all__ = ["Lifecycle", "Readiness", "Reservation", "RetryAfter", "State", "holding"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,41 @@ class Readiness:
     details: dict[str, object]  # JSON-able
 
 
+class Reservation:
+    """One admission slot taken at the door for one request. Its task holds it (``holding``):
+    the request's first admit() takes the slot over; if the request ends before that (a 4xx, a
+    disconnect), the slot is given back."""
+
+    __slots__ = ("_lifecycle", "held")
+
+    def __init__(self, lifecycle: Lifecycle) -> None:
+        self._lifecycle = lifecycle
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._lifecycle._reserved -= 1
+
+
+_holding: ContextVar[Reservation | None] = ContextVar("imgcls_reservation", default=None)
+
+
+@contextlib.contextmanager
+def holding(reservation: Reservation | None) -> Iterator[None]:
+    """Run a request's task inside this: its admit() finds the reservation (None: it has
+    none, whatever the context it was created in held) and, if the request ends before being
+    admitted, the slot is given back. A context variable, because admit() runs several layers
+    below the door, in the task's own context."""
+    token = _holding.set(reservation)
+    try:
+        yield
+    finally:
+        _holding.reset(token)
+        if reservation is not None:
+            reservation.release()
+
+
 class Lifecycle:
     def __init__(self, metrics: Metrics, capacity: int) -> None:
         self._metrics = metrics
@@ -68,6 +110,7 @@ class Lifecycle:
         self._state = State.LOADING
         self._retry_after_s: RetryAfter = lambda in_flight: 1
         self._in_flight = 0
+        self._reserved = 0  # slots taken at the door by requests not admitted yet
         self._idle = asyncio.Event()
         self._idle.set()
         metrics.ready.set(0)
@@ -145,8 +188,13 @@ class Lifecycle:
         """Refuse, or count the call in flight until the block exits (answered, failed or
         cancelled). A plain, not an async, context manager: the check and the count happen with
         no await between them, so no other task can be admitted in the gap and overshoot the
-        capacity."""
-        self.check_admission()
+        capacity. A request that holds a reservation takes its slot over (the state is still
+        checked: a drain that began meanwhile refuses it)."""
+        if (reservation := self._reservation()) is None:
+            self.check_admission()
+        else:
+            self._check_state()
+            reservation.release()
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -160,14 +208,34 @@ class Lifecycle:
         """Raise what admit() would raise now, counting nothing. The HTTP layer asks before it
         reads a body: under overload a refusal then costs no upload read, no parsing and no
         queueing behind the uploads of requests that will be refused too."""
+        self._check_state()
+        if self._reservation() is None:  # (else this request's slot is taken for it already)
+            self._check_room()
+
+    def reserve(self) -> Reservation:
+        """Take a slot for a request the door lets in, or raise what check_admission would."""
+        self._check_state()
+        self._check_room()
+        self._reserved += 1
+        return Reservation(self)
+
+    def _check_room(self) -> None:
+        # Refuse at the door, before any decoding: the capacity bounds every image admitted
+        # (decoding, queued or running), so an admitted image always finds room in the queue.
+        taken = self._in_flight + self._reserved
+        if taken >= self._capacity:
+            raise Overloaded(
+                f"{taken} images in flight, the limit is {self._capacity}",
+                retry_after_s=self._retry_after_s(taken),
+            )
+
+    def _check_state(self) -> None:
         if self._state in _SHUTTING_DOWN:
             raise Draining("the server is shutting down", retry_after_s=1)
         if self._state is not State.READY:
             raise NotReady(f"the model is not ready ({self._state.value})", retry_after_s=1)
-        # Refuse at the door, before any decoding: the capacity bounds every image admitted
-        # (decoding, queued or running), so an admitted image always finds room in the queue.
-        if self._in_flight >= self._capacity:
-            raise Overloaded(
-                f"{self._in_flight} images in flight, the limit is {self._capacity}",
-                retry_after_s=self._retry_after_s(self._in_flight),
-            )
+
+    def _reservation(self) -> Reservation | None:
+        """The reservation the current request holds on this lifecycle, if any."""
+        held = _holding.get()
+        return held if held is not None and held.held and held._lifecycle is self else None

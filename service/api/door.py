@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.auth import Tokens
 from service.api.errors import error_response
 from service.errors import Overloaded, Unavailable
+from service.lifecycle import Reservation
 from service.metrics import Metrics
 
 # Path -> the route template the metrics and the access log use for it.
@@ -36,6 +37,8 @@ _V2_INFER = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
 
 class Admits(Protocol):
     def check_admission(self) -> None: ...
+
+    def reserve(self) -> Reservation: ...
 
 
 def _template(path: str) -> str | None:
@@ -93,10 +96,14 @@ class AdmissionDoor:
 
 
 class EarlyDoor:
-    """Which refusals the HTTP protocol may answer before the app runs
-    (service/api/protocol_door.py): an overload refusal that the app's own layers would
-    answer the same way. Draining and not-ready refusals are left to the app: they are rare,
-    and the drain's ``Connection: close`` belongs to the request middleware."""
+    """What the HTTP protocol decides before the app runs (service/api/protocol_door.py), for
+    an inference request the app's own layers would treat the same way: refuse it (overload),
+    or let it in holding a reserved slot, so that the requests arriving while its task starts
+    and its upload arrives are refused here too rather than later, after their own wait for
+    the event loop. Everything else goes to the app as it is: draining and not-ready refusals
+    (rare, and the drain's ``Connection: close`` belongs to the request middleware), requests
+    without a valid token (the app's 401 comes first), browser requests under CORS (the CORS
+    middleware adds its headers)."""
 
     def __init__(self, app: FastAPI, metrics: Metrics, tokens: Tokens | None, cors: bool) -> None:
         self.app = app
@@ -104,13 +111,19 @@ class EarlyDoor:
         self.tokens = tokens  # every inference route needs a token when tokens are configured
         self.cors = cors
 
-    def refusal(self, scope: Scope) -> Refusal | None:
-        classifier = getattr(self.app.state, "classifier", None)
-        refused = refusal(classifier, scope["method"], scope["path"])
-        if refused is None or not isinstance(refused.error, Overloaded):
+    def decide(self, scope: Scope) -> Refusal | Reservation | None:
+        classifier: Admits | None = getattr(self.app.state, "classifier", None)
+        if scope["method"] != "POST" or classifier is None:
+            return None
+        if (template := _template(scope["path"])) is None:
             return None
         if self.cors and any(name == b"origin" for name, _ in scope["headers"]):
-            return None  # the CORS middleware adds its headers
+            return None
         if self.tokens is not None and not self.tokens.admits(scope):
-            return None  # the 401 comes first
-        return refused
+            return None
+        try:
+            return classifier.reserve()
+        except Overloaded as refused:
+            return Refusal(template, refused)
+        except Unavailable:
+            return None

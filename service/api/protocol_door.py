@@ -8,17 +8,18 @@ capacity, p99 5.7 ms from the head parsed to the app called, the largest part of
 Answered in the parser's callback, a refusal waits for nothing but the read itself, and costs no
 task, no middleware stack and no Starlette response cycle: loop time the admitted requests get.
 
-Only the overload refusal is answered here, and only when the app would answer it the same way:
-- the request is a POST to an inference route (the ASGI door's own decision, shared);
-- the refusal is ``Overloaded`` (draining and not-ready refusals go the ASGI way: they are rare,
-  and the drain's ``Connection: close`` belongs to the request middleware);
-- no bearer token is required, or the request carries a valid one (else the app's 401);
-- CORS is off, or the request has no Origin header (else the CORS middleware's headers).
-The answer is the ASGI door's, byte for byte in its body, with the headers the request
-middleware adds (request id, Server-Timing, nosniff), counted in the same metrics and written
-to the same access log. The upload that follows the head is read and discarded by the protocol
-(uvicorn drops body bytes once a response is complete), and the connection stays open; a client
-that asked ``Expect: 100-continue`` never sends it, and its connection is closed instead.
+The decision is binding both ways (EarlyDoor in service/api/door.py): a request let in holds a
+reserved admission slot while its task starts and its upload arrives, and its admission takes
+the slot over. Without that, every request arriving while one slot was free passed here, and all
+but one were refused later by the app, after their own wait for the loop: 7 % of the 503s at 4x
+capacity, with a p99 of ~20 ms. Only the overload refusal is answered here, and only for a POST
+to an inference route with a valid token (when tokens are configured) and no CORS Origin;
+everything else goes to the app as before. The answer is the ASGI door's, byte for byte in its
+body, with the headers the request middleware adds (request id, Server-Timing, nosniff),
+counted in the same metrics and written to the same access log. The upload that follows the
+head is read and discarded by the protocol (uvicorn drops body bytes once a response is
+complete), and the connection stays open; a client that asked ``Expect: 100-continue`` never
+sends it, and its connection is closed instead.
 
 It subclasses uvicorn's protocol and overrides one private method, ``_start_asgi_task``: the
 point where a parsed request becomes a task. tests/api/test_protocol_door.py runs it in a real
@@ -29,7 +30,7 @@ point is caught there.
 from __future__ import annotations
 
 import time
-from typing import cast
+from typing import Any, cast
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import Scope
@@ -42,6 +43,7 @@ from uvicorn.protocols.http.httptools_impl import (
 
 from service.api.door import EarlyDoor, Refusal, RouteTemplate
 from service.api.middleware import record, request_id_from, server_timing, stamp
+from service.lifecycle import Reservation, holding
 
 
 def door_protocol(door: EarlyDoor) -> type[HttpToolsProtocol]:
@@ -49,12 +51,13 @@ def door_protocol(door: EarlyDoor) -> type[HttpToolsProtocol]:
 
     class DoorProtocol(HttpToolsProtocol):
         def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
-            # ``app`` is something else when uvicorn itself refuses (limit_concurrency).
             scope = cast(Scope, cycle.scope)
-            if app is not self.app or (refused := door.refusal(scope)) is None:
-                super()._start_asgi_task(cycle, app)
+            # ``app`` is something else when uvicorn itself refuses (limit_concurrency).
+            decision = door.decide(scope) if app is self.app else None
+            if isinstance(decision, Refusal):
+                self._refuse(cycle, scope, decision)
                 return
-            self._refuse(cycle, scope, refused)
+            super()._start_asgi_task(cycle, _holding(decision, app))
 
         def _refuse(self, cycle: RequestResponseCycle, scope: Scope, refused: Refusal) -> None:
             started = time.perf_counter()
@@ -82,3 +85,14 @@ def door_protocol(door: EarlyDoor) -> type[HttpToolsProtocol]:
             cycle.on_response()
 
     return DoorProtocol
+
+
+def _holding(reservation: Reservation | None, app: ASGI3Application) -> ASGI3Application:
+    """The request's task runs inside its reservation (or explicitly none: a pipelined request's
+    task is created in the context of the one before it)."""
+
+    async def run(scope: Any, receive: Any, send: Any) -> None:
+        with holding(reservation):
+            await app(scope, receive, send)
+
+    return run

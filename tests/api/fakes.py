@@ -13,7 +13,7 @@ from pathlib import Path
 
 from service.classifier import Classification, ModelMeta, Prediction, Readiness, Timing
 from service.errors import NotReady
-from service.lifecycle import Lifecycle, State
+from service.lifecycle import Lifecycle, Reservation, State
 from service.manifest import Manifest
 from service.metrics import Metrics
 from service.settings import Settings
@@ -93,6 +93,9 @@ class FakeClassifier:
 
     def check_admission(self) -> None:
         self.lifecycle.check_admission()
+
+    def reserve(self) -> Reservation:
+        return self.lifecycle.reserve()
 
     @property
     def meta(self) -> ModelMeta:

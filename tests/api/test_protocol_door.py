@@ -71,27 +71,37 @@ async def live(settings: Settings) -> AsyncIterator[Live]:
         log_config=None,
         access_log=False,
         server_header=False,  # as service/__main__.py configures it
+        timeout_graceful_shutdown=2,  # a failed test's half-sent upload must not hold the stop
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-            await asyncio.sleep(0.01)
-        await app.state.start_task
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+                await asyncio.sleep(0.01)
+            await app.state.start_task
         async with httpx.AsyncClient(base_url=served.url) as client:
             token = settings.api_tokens
             auth = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
             held = client.post("/v1/classify", content=b"img", headers=IMAGE | auth)
             served.held = asyncio.create_task(held)
-            await served.classifier.wait_admitted(1)
+            await admitted(served, 1)
             served.reached_app.clear()
             yield served
             served.classifier.release.set()
             assert (await served.held).status_code == 200
     finally:
+        # Whatever a failing test left held ends, so that the server can stop.
+        served.classifier.release.set()
         server.should_exit = True
         await task
         sock.close()
+
+
+async def admitted(served: Live, count: int) -> None:
+    """Bounded: a test whose request is never admitted fails here instead of hanging."""
+    async with asyncio.timeout(10):
+        await served.classifier.wait_admitted(count)
 
 
 async def exchange(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -282,3 +292,41 @@ async def test_a_client_that_waits_for_100_continue_is_refused_without_uploading
         assert await reader.read() == b""
         writer.close()
         assert served.reached_app == []
+
+
+async def test_a_request_let_in_holds_its_slot_while_its_upload_arrives() -> None:
+    """Admission at the door is binding: with one slot left, a request whose upload is still
+    on its way has it, and the next arrival is refused by the protocol, not let in to be
+    refused by the app after its own wait."""
+    async with live(Settings(queue_capacity=2)) as served, httpx.AsyncClient() as client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        slow = request("/v1/classify", b"x" * 1000)
+        writer.write(slow[:-990])  # the head and 10 bytes of the body
+        async with asyncio.timeout(10):  # its task has started
+            while served.reached_app != ["/v1/classify"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        refused = await client.post(served.url + "/v1/classify", content=b"img", headers=IMAGE)
+        assert (refused.status_code, refused.json()["error"]["message"]) == (
+            503,
+            "2 images in flight, the limit is 2",
+        )
+        assert served.reached_app == ["/v1/classify"]
+        writer.write(slow[-990:])  # the rest: admitted into the slot it held
+        await admitted(served, 2)
+        served.classifier.release.set()
+        assert (await exchange(reader))[0] == 200
+        writer.close()
+
+
+async def test_a_request_let_in_but_refused_before_admission_gives_its_slot_back() -> None:
+    async with live(Settings(queue_capacity=2)) as served, httpx.AsyncClient() as client:
+        wrong = await client.post(
+            served.url + "/v1/classify", content=b"img", headers={"Content-Type": "text/plain"}
+        )
+        assert wrong.status_code == 415
+        next_one = asyncio.create_task(
+            client.post(served.url + "/v1/classify", content=b"img", headers=IMAGE)
+        )
+        await admitted(served, 2)  # the 415's slot was free again
+        served.classifier.release.set()
+        assert (await next_one).status_code == 200

@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from service.errors import Draining, NotReady, Overloaded, Unavailable
-from service.lifecycle import Lifecycle, State
+from service.lifecycle import Lifecycle, State, holding
 from service.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -220,3 +220,59 @@ async def test_drain_gives_up_at_its_timeout_and_says_so(
     with caplog.at_level(logging.WARNING, logger="service.lifecycle"), life.admit():
         await life.drain(timeout_s=0)  # one call never answered
     assert "drain timed out after 0.0 s with 1 in flight" in caplog.text
+
+
+# -- reservations: slots taken at the door (service/api/protocol_door.py) ---------------------
+
+
+def ready_life(capacity: int) -> Lifecycle:
+    life = Lifecycle(Metrics(), capacity=capacity)
+    life.ready(retry_after_s=lambda n: n)
+    return life
+
+
+def test_a_reservation_takes_a_slot_until_its_request_is_admitted() -> None:
+    life = ready_life(capacity=2)
+    first, _ = life.reserve(), life.reserve()
+    with pytest.raises(Overloaded) as full:
+        life.reserve()
+    assert (full.value.message, full.value.retry_after_s) == (
+        "2 images in flight, the limit is 2",
+        2,
+    )
+    assert isinstance(refusal(life), Overloaded)  # a request without one is refused too
+    with holding(first):
+        life.check_admission()  # its own slot: not refused
+        with life.admit():
+            assert life.in_flight == 1  # taken over: still 2 slots in use, not 3
+            assert isinstance(refusal(life), Overloaded)
+    assert life.in_flight == 0
+    life.reserve()  # the slot the admitted request left is free again
+
+
+def test_a_request_that_ends_before_admission_gives_its_slot_back() -> None:
+    life = ready_life(capacity=1)
+    reservation = life.reserve()
+    with holding(reservation):
+        pass  # a 4xx, a disconnect: never admitted
+    with holding(reservation):
+        pass  # released once, whatever happens after
+    with holding(life.reserve()), life.admit():
+        assert life.in_flight == 1
+
+
+def test_a_task_holding_none_does_not_inherit_a_reservation() -> None:
+    """A pipelined request's task is created in the context of the one before it."""
+    life = ready_life(capacity=1)
+    with holding(life.reserve()), holding(None), pytest.raises(Overloaded):
+        life.check_admission()
+
+
+def test_a_drain_refuses_a_reserved_request_and_frees_its_slot() -> None:
+    life = ready_life(capacity=1)
+    reservation = life.reserve()
+    life.begin_drain()
+    with holding(reservation):
+        assert isinstance(refusal(life), Draining)
+    assert life.in_flight == 0
+    assert not reservation.held
