@@ -120,6 +120,11 @@ class Lifecycle:
         return self._state
 
     @property
+    def reserved(self) -> int:
+        """Slots taken at the door for requests not admitted yet."""
+        return self._reserved
+
+    @property
     def in_flight(self) -> int:
         return self._in_flight
 

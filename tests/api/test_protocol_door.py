@@ -330,3 +330,34 @@ async def test_a_request_let_in_but_refused_before_admission_gives_its_slot_back
         await admitted(served, 2)  # the 415's slot was free again
         served.classifier.release.set()
         assert (await next_one).status_code == 200
+
+
+async def test_no_way_of_ending_before_admission_keeps_a_slot() -> None:
+    """Each of these is let in with a reserved slot and ends before admission; with one slot
+    left, any slot kept would turn the last, valid request into a 503."""
+    settings = Settings(queue_capacity=2, max_upload_bytes=1000)
+    async with live(settings) as served, httpx.AsyncClient(base_url=served.url) as client:
+        for _ in range(3):
+            endings = [
+                await client.post("/v1/classify", content=b"i", headers={"Content-Type": "a/b"}),
+                await client.post("/v1/classify", content=b"x" * 2000, headers=IMAGE),
+                await client.post("/v1/classify?top_k=0", content=b"img", headers=IMAGE),
+                await client.post("/v1/classify/batch", content=b"{}", headers=IMAGE),
+            ]
+            assert [r.status_code for r in endings] == [415, 413, 422, 415]
+            # A caller that hangs up halfway through its upload.
+            seen = len(served.reached_app)
+            _, writer = await asyncio.open_connection("127.0.0.1", served.port)
+            writer.write(request("/v1/classify", b"x" * 900)[:-800])
+            await writer.drain()
+            async with asyncio.timeout(10):  # let in: its task runs
+                while len(served.reached_app) == seen:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            writer.close()
+            async with asyncio.timeout(10):  # its slot is held until its task notices
+                while served.classifier.lifecycle.reserved:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+        last = asyncio.create_task(client.post("/v1/classify", content=b"img", headers=IMAGE))
+        await admitted(served, 2)
+        served.classifier.release.set()
+        assert (await last).status_code == 200
