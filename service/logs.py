@@ -48,6 +48,10 @@ def setup_logging(
     stream: TextIO | None = None,
 ) -> None:
     """Route every logger (ours and uvicorn's) through one handler on ``stream`` (stdout)."""
+    # No line names its source file, thread or process: skip collecting them for every record
+    # (the logging docs' "Optimization" section; ~1.5 us of the ~13 us an access line costs).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(_formatter(log_format))
     handler.addFilter(_RequestIdFilter())

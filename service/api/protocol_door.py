@@ -62,8 +62,8 @@ def door_protocol(door: EarlyDoor) -> type[HttpToolsProtocol]:
         def _refuse(self, cycle: RequestResponseCycle, scope: Scope, refused: Refusal) -> None:
             started = time.perf_counter()
             request_id = request_id_from(scope)
-            response = refused.response()
-            headers = MutableHeaders(raw=[*cycle.default_headers, *response.raw_headers])
+            rendered = refused.rendered()
+            headers = MutableHeaders(raw=[*cycle.default_headers, *rendered.headers])
             stamp(headers, request_id, server_timing(None, time.perf_counter() - started))
             if cycle.waiting_for_100_continue:
                 # The client holds its upload back until told to send it, and now never will
@@ -73,7 +73,7 @@ def door_protocol(door: EarlyDoor) -> type[HttpToolsProtocol]:
             if not cycle.keep_alive:
                 headers["connection"] = "close"
             head = b"".join(name + b": " + value + b"\r\n" for name, value in headers.raw)
-            self.transport.write(STATUS_LINE[503] + head + b"\r\n" + response.body)
+            self.transport.write(STATUS_LINE[503] + head + b"\r\n" + rendered.body)
             # As uvicorn's own send() ends a response: the rest of the upload is dropped as it
             # arrives, and the connection goes on to its next request (or closes).
             cycle.response_started = cycle.response_complete = True
