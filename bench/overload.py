@@ -8,15 +8,23 @@ OVERLOAD x that rate, each request timed from its scheduled send. Reported: good
 200 per second, as a share of capacity), how fast a refused caller gets its 503, and the
 admitted requests' latency against the request deadline. Targets (issue 7): goodput >= 90 %
 of capacity, 503 p99 < 10 ms, admitted p99 within the deadline.
+
+The load generator shares the server's cores, so its own CPU is taken from the server: the C
+generator (bench/nativegen.py) is used where a C compiler builds it, the Python one otherwise or
+with IMGCLS_BENCH_LOADGEN=python; the report names it and shows its CPU at each load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 from dataclasses import dataclass, replace
+from typing import Literal, Protocol
 
 from bench.config import BenchConfig, load_jpegs, run_benchmark
-from bench.loadgen import Outcome, RawSender, closed_loop, open_loop
+from bench.loadgen import Outcome, RawSender, Step, closed_loop, open_loop
+from bench.nativegen import NativeGenerator, build
 from bench.report import Section, Summary, fmt, summarize, table, verdict
 from bench.servers import running, service_spec
 
@@ -46,6 +54,7 @@ class OverloadResult:
     # scheduled arrival: what is left once its own lateness (it shares the 2 cores) is out.
     refused_from_send_ms: Summary
     other: dict[str, int]  # statuses besides 200 and 503
+    generator_cores: float  # the load generator's CPU during the step, on the server's cores
 
     @property
     def goodput_share(self) -> float:
@@ -86,21 +95,70 @@ def _from_send(outcomes: list[Outcome], status: int) -> Summary:
     return summarize([o.latency_ms - o.sent_late_ms for o in outcomes if o.status == status])
 
 
+Mode = Literal["open", "closed"]
+
+
+class Generator(Protocol):
+    about: str
+    cpu_s: float  # its CPU over every step so far
+
+    async def step(
+        self, mode: Mode, amount: float, duration_s: float, max_outstanding: int
+    ) -> Step: ...
+
+    def close(self) -> None: ...
+
+
+class PythonGenerator:
+    """bench.loadgen's RawSender with its closed and open loops, in this process."""
+
+    about = RawSender.about
+
+    def __init__(self, url: str, bodies: list[bytes]) -> None:
+        self.sender = RawSender(url, 512)
+        self.bodies = bodies
+        self.cpu_s = 0.0
+
+    async def step(
+        self, mode: Mode, amount: float, duration_s: float, max_outstanding: int
+    ) -> Step:
+        started = time.process_time()
+        try:
+            if mode == "closed":
+                return await closed_loop(self.sender.post, self.bodies, int(amount), duration_s)
+            return await open_loop(
+                self.sender.post, self.bodies, amount, duration_s, max_outstanding
+            )
+        finally:
+            self.cpu_s += time.process_time() - started
+
+    def close(self) -> None:
+        for _, writer in self.sender.idle:
+            writer.close()
+
+
+def generator(cfg: BenchConfig, url: str, bodies: list[bytes]) -> Generator:
+    """The C generator where it builds, unless IMGCLS_BENCH_LOADGEN=python."""
+    if os.environ.get("IMGCLS_BENCH_LOADGEN", "native") != "python":
+        exe = build(cfg.out_dir / "bin")
+        if exe is not None:
+            return NativeGenerator(exe, url, bodies)
+    return PythonGenerator(url, bodies)
+
+
 async def measure(
-    url: str, bodies: list[bytes], seconds: float, multiples: tuple[float, ...]
+    load: Generator, seconds: float, multiples: tuple[float, ...]
 ) -> list[OverloadResult]:
-    sender = RawSender(url + "/v1/classify", 512)
     results = []
-    try:
-        await closed_loop(sender.post, bodies, 16, seconds / 4)  # warm-up, not recorded
-        outcomes, elapsed, _ = await closed_loop(sender.post, bodies, 16, seconds)
-        capacity = sum(o.status == 200 for o in outcomes) / elapsed
-        for multiple in multiples:
-            offered = capacity * multiple
-            step = await open_loop(sender.post, bodies, offered, seconds, 2048)
-            results.append(_result(capacity, multiple, offered, *step))
-    finally:
-        await sender.aclose()
+    await load.step("closed", 16, seconds / 4, 16)  # warm-up, not recorded
+    outcomes, elapsed, _ = await load.step("closed", 16, seconds, 16)
+    capacity = sum(o.status == 200 for o in outcomes) / elapsed
+    for multiple in multiples:
+        offered = capacity * multiple
+        cpu_before = load.cpu_s
+        step = await load.step("open", offered, seconds, 2048)
+        cores = (load.cpu_s - cpu_before) / step[1]
+        results.append(_result(capacity, multiple, offered, *step, cores))
     return results
 
 
@@ -111,6 +169,7 @@ def _result(
     outcomes: list[Outcome],
     elapsed: float,
     dropped: int,
+    generator_cores: float,
 ) -> OverloadResult:
     other: dict[str, int] = {}
     for outcome in outcomes:
@@ -128,6 +187,7 @@ def _result(
         _in_server(outcomes, 503),
         _from_send(outcomes, 503),
         other,
+        generator_cores,
     )
 
 
@@ -140,8 +200,11 @@ def run(cfg: BenchConfig) -> Section:
     env = {"IMGCLS_QUEUE_CAPACITY": str(QUEUE_CAPACITY), "IMGCLS_LOG_LEVEL": "info"}
     spec = replace(spec, env=spec.env | env)
     with running(cfg, spec) as server:
-        bodies = load_jpegs(cfg.data_dir, 64)
-        results = asyncio.run(measure(server.url, bodies, seconds, multiples))
+        load = generator(cfg, server.url + "/v1/classify", load_jpegs(cfg.data_dir, 64))
+        try:
+            results = asyncio.run(measure(load, seconds, multiples))
+        finally:
+            load.close()
     section.data["overload"] = results
     section.add(
         f"{MODEL} int8, CPU provider, IMGCLS_QUEUE_CAPACITY={QUEUE_CAPACITY}, access log on; "
@@ -150,7 +213,8 @@ def run(cfg: BenchConfig) -> Section:
         "scheduled arrival (the target's measure); 'from send' from when the load generator, "
         "which shares the cores, actually began to send it; 'in server' is its Server-Timing "
         "total (from the request middleware, or the parsed head for a refusal the HTTP protocol "
-        "answers, to the response head)."
+        "answers, to the response head). Load generator: "
+        f"{load.about}; it runs on the server's cores, and its CPU at each load is shown."
     )
     rows = [
         [
@@ -162,12 +226,13 @@ def run(cfg: BenchConfig) -> Section:
             *(fmt(v) for v in (r.refused_ms.p50, r.refused_ms.p99)),
             fmt(r.refused_from_send_ms.p99),
             fmt(r.refused_in_server_ms.p99),
+            f"{r.generator_cores:.2f}",
         ]
         for r in results
     ]
     headers = ["offered", "goodput req/s", "of capacity", "200 p50 ms", "200 p99 ms", "503s"]
     refusals = ["503 p50 ms", "503 p99 ms", "503 p99 from send ms", "503 p99 in server ms"]
-    section.add(table([*headers, *refusals], rows))
+    section.add(table([*headers, *refusals, "load generator cores"], rows))
     at_target = next(r for r in results if r.multiple == OVERLOAD)
     rows = [[name, measured, verdict(ok)] for name, measured, ok in at_target.targets()]
     section.add("### Issue 7 targets\n\n" + table(["target", "measured", ""], rows))

@@ -1,0 +1,217 @@
+"""The C load generator (bench/native/loadgen.c through bench/nativegen.py) against a small
+real HTTP/1.1 server on a loopback port, one behaviour per path: what bench.overload's figures
+rest on is that it sends what it is asked, reuses keep-alive connections, times and names every
+outcome, and survives whatever a server does to a connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bench.nativegen import NativeGenerator, build, parse
+from tests.e2e.conftest import require_binary
+
+pytestmark = pytest.mark.anyio
+BODIES = [b"a" * 100, b"b" * 150_000, b"c" * 2_000]  # one far larger than a socket's first write
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def exe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    require_binary("cc")  # without one bench.overload falls back to the Python generator
+    built = build(tmp_path_factory.mktemp("bin"))
+    assert built is not None
+    return built
+
+
+@dataclass
+class Server:
+    port: int
+    connections: int = 0
+    bodies: list[int] = field(default_factory=list)  # body sizes received, in order
+
+
+async def _respond(
+    server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    server.connections += 1
+    try:
+        while True:
+            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+            path = head.split(" ", 2)[1]
+            length = next(
+                int(line.split(":", 1)[1])
+                for line in head.split("\r\n")
+                if line.lower().startswith("content-length:")
+            )
+            if path == "/refuse":  # answered from the head, the upload read afterwards
+                writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\nno")
+                server.bodies.append(len(await reader.readexactly(length)))
+                continue
+            server.bodies.append(len(await reader.readexactly(length)))
+            if path == "/ok":
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nServer-Timing: decode;dur=0.40, total;dur=1.50\r\n"
+                    b"Content-Length: 4\r\n\r\nfine"
+                )
+            elif path == "/close":  # says so, then closes
+                writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            elif path == "/vanish":  # closes without saying so: the client's next write fails
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+                return
+            elif path == "/slow":
+                await asyncio.sleep(0.5)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            else:
+                writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+                await writer.drain()
+                return
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Server]:
+    server = Server(0)
+    listener = await asyncio.start_server(
+        lambda r, w: _respond(server, r, w), "127.0.0.1", 0, backlog=512
+    )
+    server.port = listener.sockets[0].getsockname()[1]
+    async with listener:
+        yield server
+
+
+def generator(exe: Path, server: Server, path: str) -> NativeGenerator:
+    return NativeGenerator(exe, f"http://127.0.0.1:{server.port}{path}", BODIES)
+
+
+async def test_a_closed_loop_reuses_one_connection_per_user(exe: Path) -> None:
+    async with serving() as server:
+        load = generator(exe, server, "/ok")
+        outcomes, elapsed, dropped = await load.step("closed", 3, 0.5, 16)
+        load.close()
+    assert {o.status for o in outcomes} == {200}
+    assert len(outcomes) > 30
+    assert server.connections == 3
+    sizes = Counter(server.bodies)  # round robin over the bodies, each upload whole
+    assert set(sizes) == {len(body) for body in BODIES}
+    assert max(sizes.values()) - min(sizes.values()) <= 3
+    assert len(server.bodies) == len(outcomes)
+    assert {o.phases_ms["total"] for o in outcomes} == {1.5}  # Server-Timing's total, in ms
+    assert all(o.latency_ms > 0 for o in outcomes)
+    assert 0.5 <= elapsed < 2
+    assert dropped == 0
+    assert load.cpu_s > 0
+
+
+async def test_an_open_loop_sends_its_seeded_schedule_and_times_the_answer_before_the_upload(
+    exe: Path,
+) -> None:
+    async with serving() as server:
+        load = generator(exe, server, "/refuse")
+        first = await load.step("open", 400, 0.5, 64, seed=1)
+        again = await load.step("open", 400, 0.5, 64, seed=1)
+        other = await load.step("open", 400, 0.5, 64, seed=2)
+        load.close()
+    counts = [len(step[0]) + step[2] for step in (first, again, other)]
+    assert counts[0] == counts[1]  # the same seed, the same arrivals
+    assert counts[0] != counts[2]
+    assert 100 < counts[0] < 400  # ~200 expected
+    assert {o.status for o in first[0]} == {503}
+    assert all(o.phases_ms == {} for o in first[0])  # no Server-Timing here
+    # every upload finished, so every connection could carry its next request
+    assert len(server.bodies) == sum(counts)
+    assert server.connections < 64
+
+
+async def test_an_answer_before_the_upload_ends_waits_for_the_upload(exe: Path) -> None:
+    """A body far larger than the socket buffers: the 503 comes back mid-upload; the request is
+    done once the upload is, and the connection carries the next one."""
+    big = b"d" * 16_000_000
+    async with serving() as server:
+        load = NativeGenerator(exe, f"http://127.0.0.1:{server.port}/refuse", [big])
+        outcomes, _, _ = await load.step("closed", 1, 0.3, 16)
+        load.close()
+    assert {o.status for o in outcomes} == {503}
+    # the last upload may still be in the socket when the server stops reading
+    assert server.bodies in ([len(big)] * len(outcomes), [len(big)] * (len(outcomes) - 1))
+    assert len(outcomes) > 1
+    assert server.connections == 1
+
+
+async def test_arrivals_beyond_the_outstanding_limit_are_dropped_and_counted(exe: Path) -> None:
+    async with serving() as server:
+        load = generator(exe, server, "/slow")
+        outcomes, _, dropped = await load.step("open", 200, 0.3, 2)
+        load.close()
+    assert len(outcomes) == 2
+    assert {o.status for o in outcomes} == {200}
+    assert dropped > 20
+    assert min(o.latency_ms for o in outcomes) >= 500
+
+
+async def test_connection_close_is_honoured(exe: Path) -> None:
+    async with serving() as server:
+        load = generator(exe, server, "/close")
+        outcomes, _, _ = await load.step("closed", 2, 0.3, 16)
+        load.close()
+    assert {o.status for o in outcomes} == {200}
+    assert server.connections == len(outcomes)
+
+
+async def test_a_connection_closed_unannounced_is_retried_once_on_a_new_one(exe: Path) -> None:
+    async with serving() as server:
+        load = generator(exe, server, "/vanish")
+        outcomes, _, _ = await load.step("closed", 1, 0.3, 16)
+        load.close()
+    assert Counter(o.status for o in outcomes) == {200: len(outcomes)}
+    assert len(outcomes) > 5
+    assert server.connections >= len(outcomes)
+
+
+async def test_a_response_that_is_not_http_is_named(exe: Path) -> None:
+    async with serving() as server:
+        load = generator(exe, server, "/garbage")
+        outcomes, _, _ = await load.step("open", 50, 0.2, 16)
+        load.close()
+    assert outcomes
+    assert {o.status for o in outcomes} == {"BadResponse"}
+
+
+async def test_nothing_listening_is_a_connect_error(exe: Path) -> None:
+    async with serving() as server:
+        port = server.port
+    load = NativeGenerator(exe, f"http://127.0.0.1:{port}/ok", BODIES)
+    outcomes, _, _ = await load.step("open", 50, 0.2, 16)
+    load.close()
+    assert outcomes
+    assert {o.status for o in outcomes} == {"ConnectError"}
+
+
+def test_the_output_is_read_in_milliseconds_with_errors_named() -> None:
+    outcomes, elapsed, dropped = parse("503 1500 10 250\n-2 9000 0 -1\n# 500000 3\n")
+    assert (elapsed, dropped) == (0.5, 3)
+    assert [(o.status, o.latency_ms, o.sent_late_ms, o.phases_ms) for o in outcomes] == [
+        (503, 1.5, 0.01, {"total": 0.25}),
+        ("ConnectionClosed", 9.0, 0.0, {}),
+    ]
+
+
+def test_output_cut_short_is_an_error() -> None:
+    with pytest.raises(ValueError, match="without its summary"):
+        parse("200 1500 10 -1\n")
