@@ -99,7 +99,7 @@ class NativeGenerator:
             raise RuntimeError(f"the load generator failed ({proc.returncode}): {err.decode()}")
         return parse(out.decode())
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         self._dir.cleanup()
 
 

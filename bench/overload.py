@@ -106,7 +106,7 @@ class Generator(Protocol):
         self, mode: Mode, amount: float, duration_s: float, max_outstanding: int
     ) -> Step: ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None: ...
 
 
 class PythonGenerator:
@@ -132,9 +132,8 @@ class PythonGenerator:
         finally:
             self.cpu_s += time.process_time() - started
 
-    def close(self) -> None:
-        for _, writer in self.sender.idle:
-            writer.close()
+    async def aclose(self) -> None:
+        await self.sender.aclose()
 
 
 def generator(cfg: BenchConfig, url: str, bodies: list[bytes]) -> Generator:
@@ -147,6 +146,15 @@ def generator(cfg: BenchConfig, url: str, bodies: list[bytes]) -> Generator:
 
 
 async def measure(
+    load: Generator, seconds: float, multiples: tuple[float, ...]
+) -> list[OverloadResult]:
+    try:
+        return await _steps(load, seconds, multiples)
+    finally:
+        await load.aclose()
+
+
+async def _steps(
     load: Generator, seconds: float, multiples: tuple[float, ...]
 ) -> list[OverloadResult]:
     results = []
@@ -201,10 +209,7 @@ def run(cfg: BenchConfig) -> Section:
     spec = replace(spec, env=spec.env | env)
     with running(cfg, spec) as server:
         load = generator(cfg, server.url + "/v1/classify", load_jpegs(cfg.data_dir, 64))
-        try:
-            results = asyncio.run(measure(load, seconds, multiples))
-        finally:
-            load.close()
+        results = asyncio.run(measure(load, seconds, multiples))
     section.data["overload"] = results
     section.add(
         f"{MODEL} int8, CPU provider, IMGCLS_QUEUE_CAPACITY={QUEUE_CAPACITY}, access log on; "
@@ -225,7 +230,7 @@ def run(cfg: BenchConfig) -> Section:
             r.refused_ms.count,
             *(fmt(v) for v in (r.refused_ms.p50, r.refused_ms.p99)),
             fmt(r.refused_from_send_ms.p99),
-            fmt(r.refused_in_server_ms.p99),
+            fmt(r.refused_in_server_ms.p99, 2),
             f"{r.generator_cores:.2f}",
         ]
         for r in results

@@ -104,7 +104,7 @@ async def test_a_closed_loop_reuses_one_connection_per_user(exe: Path) -> None:
     async with serving() as server:
         load = generator(exe, server, "/ok")
         outcomes, elapsed, dropped = await load.step("closed", 3, 0.5, 16)
-        load.close()
+        await load.aclose()
     assert {o.status for o in outcomes} == {200}
     assert len(outcomes) > 30
     assert server.connections == 3
@@ -127,7 +127,7 @@ async def test_an_open_loop_sends_its_seeded_schedule_and_times_the_answer_befor
         first = await load.step("open", 400, 0.5, 64, seed=1)
         again = await load.step("open", 400, 0.5, 64, seed=1)
         other = await load.step("open", 400, 0.5, 64, seed=2)
-        load.close()
+        await load.aclose()
     counts = [len(step[0]) + step[2] for step in (first, again, other)]
     assert counts[0] == counts[1]  # the same seed, the same arrivals
     assert counts[0] != counts[2]
@@ -146,7 +146,7 @@ async def test_an_answer_before_the_upload_ends_waits_for_the_upload(exe: Path) 
     async with serving() as server:
         load = NativeGenerator(exe, f"http://127.0.0.1:{server.port}/refuse", [big])
         outcomes, _, _ = await load.step("closed", 1, 0.3, 16)
-        load.close()
+        await load.aclose()
     assert {o.status for o in outcomes} == {503}
     # the last upload may still be in the socket when the server stops reading
     assert server.bodies in ([len(big)] * len(outcomes), [len(big)] * (len(outcomes) - 1))
@@ -158,7 +158,7 @@ async def test_arrivals_beyond_the_outstanding_limit_are_dropped_and_counted(exe
     async with serving() as server:
         load = generator(exe, server, "/slow")
         outcomes, _, dropped = await load.step("open", 200, 0.3, 2)
-        load.close()
+        await load.aclose()
     assert len(outcomes) == 2
     assert {o.status for o in outcomes} == {200}
     assert dropped > 20
@@ -169,7 +169,7 @@ async def test_connection_close_is_honoured(exe: Path) -> None:
     async with serving() as server:
         load = generator(exe, server, "/close")
         outcomes, _, _ = await load.step("closed", 2, 0.3, 16)
-        load.close()
+        await load.aclose()
     assert {o.status for o in outcomes} == {200}
     assert server.connections == len(outcomes)
 
@@ -178,7 +178,7 @@ async def test_a_connection_closed_unannounced_is_retried_once_on_a_new_one(exe:
     async with serving() as server:
         load = generator(exe, server, "/vanish")
         outcomes, _, _ = await load.step("closed", 1, 0.3, 16)
-        load.close()
+        await load.aclose()
     assert Counter(o.status for o in outcomes) == {200: len(outcomes)}
     assert len(outcomes) > 5
     assert server.connections >= len(outcomes)
@@ -188,7 +188,7 @@ async def test_a_response_that_is_not_http_is_named(exe: Path) -> None:
     async with serving() as server:
         load = generator(exe, server, "/garbage")
         outcomes, _, _ = await load.step("open", 50, 0.2, 16)
-        load.close()
+        await load.aclose()
     assert outcomes
     assert {o.status for o in outcomes} == {"BadResponse"}
 
@@ -198,7 +198,7 @@ async def test_nothing_listening_is_a_connect_error(exe: Path) -> None:
         port = server.port
     load = NativeGenerator(exe, f"http://127.0.0.1:{port}/ok", BODIES)
     outcomes, _, _ = await load.step("open", 50, 0.2, 16)
-    load.close()
+    await load.aclose()
     assert outcomes
     assert {o.status for o in outcomes} == {"ConnectError"}
 
