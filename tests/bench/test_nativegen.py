@@ -11,9 +11,11 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
+from bench.loadgen import Step
 from bench.nativegen import NativeGenerator, build, parse
 from tests.e2e.conftest import require_binary
 
@@ -100,6 +102,23 @@ def generator(exe: Path, server: Server, path: str) -> NativeGenerator:
     return NativeGenerator(exe, f"http://127.0.0.1:{server.port}{path}", BODIES)
 
 
+async def one_step(
+    exe: Path,
+    path: str,
+    mode: Literal["open", "closed"],
+    amount: float,
+    duration_s: float,
+    max_outstanding: int = 16,
+    bodies: list[bytes] = BODIES,
+) -> tuple[Step, Server]:
+    """One step of the generator against a fresh server; the step's outcomes and the server."""
+    async with serving() as server:
+        load = NativeGenerator(exe, f"http://127.0.0.1:{server.port}{path}", bodies)
+        step = await load.step(mode, amount, duration_s, max_outstanding)
+        await load.aclose()
+    return step, server
+
+
 async def test_a_closed_loop_reuses_one_connection_per_user(exe: Path) -> None:
     async with serving() as server:
         load = generator(exe, server, "/ok")
@@ -143,10 +162,7 @@ async def test_an_answer_before_the_upload_ends_waits_for_the_upload(exe: Path) 
     """A body far larger than the socket buffers: the 503 comes back mid-upload; the request is
     done once the upload is, and the connection carries the next one."""
     big = b"d" * 16_000_000
-    async with serving() as server:
-        load = NativeGenerator(exe, f"http://127.0.0.1:{server.port}/refuse", [big])
-        outcomes, _, _ = await load.step("closed", 1, 0.3, 16)
-        await load.aclose()
+    (outcomes, _, _), server = await one_step(exe, "/refuse", "closed", 1, 0.3, bodies=[big])
     assert {o.status for o in outcomes} == {503}
     # the last upload may still be in the socket when the server stops reading
     assert server.bodies in ([len(big)] * len(outcomes), [len(big)] * (len(outcomes) - 1))
@@ -155,10 +171,7 @@ async def test_an_answer_before_the_upload_ends_waits_for_the_upload(exe: Path) 
 
 
 async def test_arrivals_beyond_the_outstanding_limit_are_dropped_and_counted(exe: Path) -> None:
-    async with serving() as server:
-        load = generator(exe, server, "/slow")
-        outcomes, _, dropped = await load.step("open", 200, 0.3, 2)
-        await load.aclose()
+    (outcomes, _, dropped), _ = await one_step(exe, "/slow", "open", 200, 0.3, max_outstanding=2)
     assert len(outcomes) == 2
     assert {o.status for o in outcomes} == {200}
     assert dropped > 20
@@ -166,29 +179,20 @@ async def test_arrivals_beyond_the_outstanding_limit_are_dropped_and_counted(exe
 
 
 async def test_connection_close_is_honoured(exe: Path) -> None:
-    async with serving() as server:
-        load = generator(exe, server, "/close")
-        outcomes, _, _ = await load.step("closed", 2, 0.3, 16)
-        await load.aclose()
+    (outcomes, _, _), server = await one_step(exe, "/close", "closed", 2, 0.3)
     assert {o.status for o in outcomes} == {200}
     assert server.connections == len(outcomes)
 
 
 async def test_a_connection_closed_unannounced_is_retried_once_on_a_new_one(exe: Path) -> None:
-    async with serving() as server:
-        load = generator(exe, server, "/vanish")
-        outcomes, _, _ = await load.step("closed", 1, 0.3, 16)
-        await load.aclose()
+    (outcomes, _, _), server = await one_step(exe, "/vanish", "closed", 1, 0.3)
     assert Counter(o.status for o in outcomes) == {200: len(outcomes)}
     assert len(outcomes) > 5
     assert server.connections >= len(outcomes)
 
 
 async def test_a_response_that_is_not_http_is_named(exe: Path) -> None:
-    async with serving() as server:
-        load = generator(exe, server, "/garbage")
-        outcomes, _, _ = await load.step("open", 50, 0.2, 16)
-        await load.aclose()
+    (outcomes, _, _), _ = await one_step(exe, "/garbage", "open", 50, 0.2)
     assert outcomes
     assert {o.status for o in outcomes} == {"BadResponse"}
 
