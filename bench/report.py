@@ -102,14 +102,19 @@ def line_plot(
     series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     labels: tuple[str, str, str],
     logx: bool = False,
+    logy: bool = True,
 ) -> str:
-    """Lines with markers; y on a log scale, x too (base 2) with ``logx``."""
+    """Lines with markers; y on a log scale (else linear from 0), x too (base 2) with ``logx``."""
     fig, ax = _figure((8, 5))
     for label, (xs, ys) in series.items():
         ax.plot(xs, ys, marker="o", label=label)
     if logx:
         ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
+    if logy:
+        ax.set_yscale("log")
+    else:  # a level over time (memory): from 0, so that a flat line looks flat
+        top = max((max(ys) for _, ys in series.values() if ys), default=1.0)
+        ax.set_ylim(0, top * 1.15)
     ax.legend(fontsize=8)
     return _save(fig, ax, path, labels, "both")
 

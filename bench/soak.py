@@ -258,7 +258,10 @@ def run(cfg: BenchConfig, minutes: float | None = None) -> Section:
     times = [t for t, _ in result.rss]
     section.plots.append(
         line_plot(
-            cfg.out_dir / "soak_rss.png", {"server RSS": (times, rss)}, ("Soak: RSS", "s", "MB")
+            cfg.out_dir / "soak_rss.png",
+            {"server RSS": (times, rss)},
+            ("Soak: RSS", "s", "MB"),
+            logy=False,
         )
     )
     return section
