@@ -143,10 +143,10 @@ static void begin(Conn *c, int body_index, int64_t since, int64_t late) {
     c->server_total_us = -1;
 }
 
-/* A connection for a request: an idle keep-alive one, else a new one. NULL when none can be
- * had (every slot carries a request) or the connect failed (then recorded). */
-static Conn *connection_for(int64_t since, int64_t late) {
-    if (n_idle > 0) {
+/* A connection for a request: an idle keep-alive one (unless ``fresh``), else a new one. NULL
+ * when none can be had (every slot carries a request) or the connect failed (then recorded). */
+static Conn *connection_for(int64_t since, int64_t late, int fresh) {
+    if (n_idle > 0 && !fresh) {
         Conn *c = &conns[idle[--n_idle]];
         c->reused = 1;
         watch(c, EPOLLOUT | EPOLLIN, EPOLL_CTL_MOD);
@@ -167,7 +167,7 @@ static Conn *connection_for(int64_t since, int64_t late) {
 static int send_request(int index, int64_t since) {
     int64_t late = now_ns() - since;
     if (n_idle == 0 && n_free == 0) return -1;
-    Conn *c = connection_for(since, late);
+    Conn *c = connection_for(since, late, 0);
     if (!c) return 0; /* a failed connect, recorded */
     begin(c, index, since, late);
     in_flight++;
@@ -201,7 +201,7 @@ static void fail(Conn *c, int status) {
         record(status, now_ns() - since, late, -1);
         return;
     }
-    Conn *fresh = connection_for(since, late); /* a slot was just freed: never NULL for lack */
+    Conn *fresh = connection_for(since, late, 1); /* a slot was just freed: never short of one */
     if (!fresh) return;
     begin(fresh, index, since, late);
     fresh->retried = 1;
