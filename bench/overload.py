@@ -148,25 +148,19 @@ def generator(cfg: BenchConfig, url: str, bodies: list[bytes]) -> Generator:
 async def measure(
     load: Generator, seconds: float, multiples: tuple[float, ...]
 ) -> list[OverloadResult]:
+    results = []
     try:
-        return await _steps(load, seconds, multiples)
+        await load.step("closed", 16, seconds / 4, 16)  # warm-up, not recorded
+        outcomes, elapsed, _ = await load.step("closed", 16, seconds, 16)
+        capacity = sum(o.status == 200 for o in outcomes) / elapsed
+        for multiple in multiples:
+            offered = capacity * multiple
+            cpu_before = load.cpu_s
+            step = await load.step("open", offered, seconds, 2048)
+            cores = (load.cpu_s - cpu_before) / step[1]
+            results.append(_result(capacity, multiple, offered, *step, cores))
     finally:
         await load.aclose()
-
-
-async def _steps(
-    load: Generator, seconds: float, multiples: tuple[float, ...]
-) -> list[OverloadResult]:
-    results = []
-    await load.step("closed", 16, seconds / 4, 16)  # warm-up, not recorded
-    outcomes, elapsed, _ = await load.step("closed", 16, seconds, 16)
-    capacity = sum(o.status == 200 for o in outcomes) / elapsed
-    for multiple in multiples:
-        offered = capacity * multiple
-        cpu_before = load.cpu_s
-        step = await load.step("open", offered, seconds, 2048)
-        cores = (load.cpu_s - cpu_before) / step[1]
-        results.append(_result(capacity, multiple, offered, *step, cores))
     return results
 
 
@@ -231,7 +225,7 @@ def run(cfg: BenchConfig) -> Section:
             *(fmt(v) for v in (r.refused_ms.p50, r.refused_ms.p99)),
             fmt(r.refused_from_send_ms.p99),
             fmt(r.refused_in_server_ms.p99, 2),
-            f"{r.generator_cores:.2f}",
+            fmt(r.generator_cores, 2),
         ]
         for r in results
     ]

@@ -399,8 +399,7 @@ int main(int argc, char **argv) {
 
     struct epoll_event events[256];
     for (;;) {
-        int issuing = now_ns() < stop;
-        if (!issuing && in_flight == 0) break;
+        if (now_ns() >= stop && in_flight == 0) break;
         int n = epoll_wait(epfd, events, 256, 100);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         for (int i = 0; i < n; i++) {
@@ -410,8 +409,7 @@ int main(int argc, char **argv) {
                 if (read(tfd, &expirations, sizeof expirations) < 0 && errno != EAGAIN) die("timer");
                 int64_t t = now_ns();
                 while (next <= t && next < stop) {
-                    if (in_flight >= max_conns || send_request((int)(index % n_bodies), next) < 0)
-                        dropped++;
+                    if (send_request((int)(index % n_bodies), next) < 0) dropped++;
                     index++;
                     next += (int64_t)(next_exp(arg) * 1e9);
                 }
@@ -432,10 +430,8 @@ int main(int argc, char **argv) {
             uint32_t ev = events[i].events;
             if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) on_readable(c);
             if (c->busy && c->fd >= 0 && (ev & EPOLLOUT)) on_writable(c);
-            if (!open_loop && !c->busy && now_ns() < stop)
-                send_request((int)(index++ % n_bodies), now_ns());
         }
-        if (!open_loop) /* a user whose request failed to connect starts again */
+        if (!open_loop) /* each user whose request ended (answered, failed, never connected) */
             while (now_ns() < stop && in_flight < users && n_free + n_idle > 0)
                 send_request((int)(index++ % n_bodies), now_ns());
     }

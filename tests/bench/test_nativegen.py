@@ -41,12 +41,16 @@ class Server:
     port: int
     connections: int = 0
     bodies: list[int] = field(default_factory=list)  # body sizes received, in order
+    open_now: int = 0
+    most_open: int = 0  # connections open at once, at most
 
 
 async def _respond(
     server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
     server.connections += 1
+    server.open_now += 1
+    server.most_open = max(server.most_open, server.open_now)
     try:
         while True:
             head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
@@ -84,6 +88,7 @@ async def _respond(
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
+        server.open_now -= 1
         writer.close()
 
 
@@ -189,6 +194,8 @@ async def test_a_connection_closed_unannounced_is_retried_once_on_a_new_one(exe:
     assert Counter(o.status for o in outcomes) == {200: len(outcomes)}
     assert len(outcomes) > 5
     assert server.connections >= len(outcomes)
+    # one user: its retried request is still its one request (the closing one may linger)
+    assert server.most_open <= 2
 
 
 async def test_a_response_that_is_not_http_is_named(exe: Path) -> None:
