@@ -4,9 +4,9 @@ compiler, run as a child process for each step, its lines read back as bench.loa
 Why a second generator: on this 2-core machine the load generator takes CPU from the server it
 measures. At 4x capacity the Python one (bench.loadgen.RawSender on asyncio) used ~0.10 cores,
 about 60 % of it the interpreter and its event loop (perf); the C one sends the same requests,
-on the same keep-alive connections, timed the same way, for ~0.05 cores, 0.043 of them system time
-(its rusage): the kernel's TCP work for the uploads. bench.overload uses it when a C compiler is there
-(IMGCLS_BENCH_LOADGEN=python chooses the Python one).
+on the same keep-alive connections, timed the same way, for ~0.05 cores, 0.043 of them system
+time (its rusage): the kernel's TCP work for the uploads. bench.overload uses it when a C
+compiler is there (IMGCLS_BENCH_LOADGEN=python chooses the Python one).
 """
 
 from __future__ import annotations
