@@ -26,6 +26,7 @@ from service.api.door import AdmissionDoor, EarlyDoor
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestMiddleware
 from service.api.page import install_page
+from service.bodies import BodyBudget
 from service.classifier import Classifier
 from service.metrics import Metrics
 from service.settings import Settings
@@ -53,7 +54,9 @@ def create_app(
         classifier = classifier_factory(settings, metrics)
         app.state.classifier = classifier
         # Before the model loads: a port that cannot be bound fails the start at once.
-        app.state.grpc_server = await _start_grpc(classifier, settings, metrics)
+        app.state.grpc_server = await _start_grpc(
+            classifier, settings, metrics, app.state.body_budget
+        )
         # Tests await this task instead of polling /readyz.
         app.state.start_task = asyncio.create_task(_start(classifier, on_start_failure))
         try:
@@ -76,6 +79,8 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
+    app.state.body_budget = budget = BodyBudget(settings.body_budget_bytes)
+    metrics.body_bytes.set_function(lambda: budget.in_use)
     install_error_handlers(app)
     # Outermost last: RequestMiddleware -> CORS -> BearerAuth -> AdmissionDoor -> routes.
     # CORS answers a browser's preflight before auth is asked; a 401 is still logged and
@@ -121,7 +126,7 @@ async def _start(classifier: Classifier, on_failure: StartFailure | None) -> Non
 
 
 async def _start_grpc(
-    classifier: Classifier, settings: Settings, metrics: Metrics
+    classifier: Classifier, settings: Settings, metrics: Metrics, bodies: BodyBudget
 ) -> GrpcServer | None:
     """The Open Inference Protocol's gRPC service, when IMGCLS_GRPC_PORT is set. Its modules
     (grpcio, tritonclient's generated definitions) are imported only then."""
@@ -129,7 +134,7 @@ async def _start_grpc(
         return None
     from service.oip.grpc_server import GrpcServer
 
-    server = GrpcServer(classifier, settings, metrics)
+    server = GrpcServer(classifier, settings, metrics, bodies)
     await server.start(settings.grpc_port)
     return server
 

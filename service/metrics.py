@@ -96,6 +96,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "imgcls_queue_depth", "Images waiting in the batch queue.", registry=r
         )
+        self.body_bytes = Gauge(
+            "imgcls_request_body_bytes",
+            "Bytes of request bodies held in memory now (the body budget's use).",
+            registry=r,
+        )
         self.oldest_queued_age = Gauge(
             "imgcls_queue_oldest_age_seconds",
             "Age of the oldest image waiting in the batch queue (0 when empty).",

@@ -4,14 +4,18 @@ Each name carries its unit; the README documents default and trade-off for each.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field, PositiveFloat, PositiveInt, SecretStr
+from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service import paths
 from service.cpus import available_cpus
+
+# Room for multipart boundaries and part headers, or JSON punctuation, around the image bytes.
+_ENVELOPE_BYTES = 64 * 1024
 
 Provider = Literal["auto", "cpu", "openvino"]
 Precision = Literal["int8", "fp32"]
@@ -63,6 +67,9 @@ class Settings(BaseSettings):
     # Half the queue: one batch request can never take every admission slot by itself.
     max_batch_images: PositiveInt = 32  # images in one /v1/classify/batch request
     max_request_bytes: PositiveInt = 64 * 1024 * 1024  # a whole batch request body
+    # Request-body bytes held in memory at once across requests (service/bodies.py); a body
+    # that does not fit gets 503 overloaded. At least one largest body must fit.
+    body_budget_bytes: PositiveInt = 128 * 1024 * 1024
 
     # HTTP server (uvicorn, one worker)
     http_limit_concurrency: PositiveInt | None = 1024  # open connections+tasks, then plain 503
@@ -85,3 +92,20 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(default=None, ge=0, le=65535)
     log_format: Literal["json", "text"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def max_single_body_bytes(self) -> int:
+        """The largest body that can carry one image of max_upload_bytes: base64 grows it by
+        4/3."""
+        return math.ceil(self.max_upload_bytes / 3) * 4 + _ENVELOPE_BYTES
+
+    @model_validator(mode="after")
+    def _largest_body_fits_the_budget(self) -> Self:
+        largest = max(self.max_request_bytes, self.max_single_body_bytes)
+        if self.body_budget_bytes < largest:
+            raise ValueError(
+                f"body_budget_bytes ({self.body_budget_bytes}) must hold the largest body a "
+                f"route accepts ({largest} bytes: max_request_bytes, or max_upload_bytes "
+                "base64-encoded), or that body could never be admitted"
+            )
+        return self

@@ -7,10 +7,12 @@ were the largest share of the event loop's time spent on requests it then refuse
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from service.bodies import BodyBudget, BodyHold
 from service.classifier import Classifier
 from service.errors import NotReady
 from service.metrics import Metrics
@@ -34,6 +36,18 @@ async def get_metrics(request: Request) -> Metrics:
     return metrics
 
 
+async def body_hold(request: Request) -> AsyncIterator[BodyHold]:
+    """The request's account in the body budget, given back when the route is done with the
+    body (its image decoded and answered, or an error raised)."""
+    budget: BodyBudget = request.app.state.body_budget
+    hold = budget.hold()
+    try:
+        yield hold
+    finally:
+        hold.release()
+
+
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+BodyHoldDep = Annotated[BodyHold, Depends(body_hold)]

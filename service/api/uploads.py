@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -23,14 +22,13 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from service.bodies import BodyHold
 from service.errors import ImageTooLarge, InvalidParameter, UnsupportedMediaType
 from service.schemas import ClassifyBatchJSON, ClassifyJSON
 from service.settings import Settings
 
 _Body = TypeVar("_Body", ClassifyJSON, ClassifyBatchJSON)
 
-# Room for multipart boundaries and part headers, or JSON punctuation, around the image bytes.
-_ENVELOPE_BYTES = 64 * 1024
 _ACCEPTED = (
     "send the image as a raw body with Content-Type image/*, as multipart/form-data "
     "(field 'file'; batch: 'files'), or as application/json {\"image\": \"<base64>\"}"
@@ -43,21 +41,22 @@ class Upload:
     content_type: str | None  # as declared by the caller; None: sniff the bytes
 
 
-def single_body_limit(settings: Settings) -> int:
-    """The largest body that can carry one image of max_upload_bytes: base64 grows it by 4/3."""
-    return math.ceil(settings.max_upload_bytes / 3) * 4 + _ENVELOPE_BYTES
-
-
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
+    """The whole body, counted in the body budget (service/bodies.py) through ``hold``: a
+    declared length is taken before any of it is read, a chunked body chunk by chunk."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    if declared.isdigit():
+        if int(declared) > limit:
+            raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+        hold.take(int(declared))  # the server reads no more than the declared length
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:  # chunked uploads announce no length: stop at the first chunk over
             raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes")
+        if not declared.isdigit():
+            hold.take(len(chunk))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -66,13 +65,13 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_one(request: Request, settings: Settings) -> Upload:
+async def read_one(request: Request, settings: Settings, hold: BodyHold) -> Upload:
     """The single image of a /v1/classify request."""
     kind = media_type(request)
     if kind.startswith("image/") or kind == "application/octet-stream":
-        raw = await read_body(request, settings.max_upload_bytes)
+        raw = await read_body(request, settings.max_upload_bytes, hold)
         return Upload(raw, request.headers.get("content-type"))
-    body = await read_body(request, single_body_limit(settings))
+    body = await read_body(request, settings.max_single_body_bytes, hold)
     if kind == "multipart/form-data":
         uploads = await _multipart(request, body, "file")
         if len(uploads) != 1:
@@ -84,11 +83,13 @@ async def read_one(request: Request, settings: Settings) -> Upload:
     raise UnsupportedMediaType(f"unsupported Content-Type {kind or '(none)'!r}: {_ACCEPTED}")
 
 
-async def read_many(request: Request, settings: Settings) -> list[Upload | ImageTooLarge]:
+async def read_many(
+    request: Request, settings: Settings, hold: BodyHold
+) -> list[Upload | ImageTooLarge]:
     """The images of a /v1/classify/batch request, in order. An image over max_upload_bytes is
     returned as its error, so it fails alone."""
     kind = media_type(request)
-    body = await read_body(request, settings.max_request_bytes)
+    body = await read_body(request, settings.max_request_bytes, hold)
     if kind == "multipart/form-data":
         uploads = await _multipart(request, body, "files")
     elif kind == "application/json":

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from service.api.context import get_request_id, set_timing, slowest
-from service.api.deps import ClassifierDep, MetricsDep, SettingsDep
+from service.api.deps import BodyHoldDep, ClassifierDep, MetricsDep, SettingsDep
 from service.api.disconnect import unless_disconnected
 from service.api.errors import openapi_errors
 from service.api.uploads import Upload, read_many, read_one
@@ -65,9 +65,13 @@ _IMAGE_BODY = {
     "/classify", response_model=ClassifyResponse, responses=_ERRORS, openapi_extra=_IMAGE_BODY
 )
 async def classify(
-    request: Request, classifier: ClassifierDep, settings: SettingsDep, top_k: TopK = 5
+    request: Request,
+    classifier: ClassifierDep,
+    settings: SettingsDep,
+    hold: BodyHoldDep,
+    top_k: TopK = 5,
 ) -> ClassifyResponse:
-    upload = await read_one(request, settings)
+    upload = await read_one(request, settings, hold)
     work = classifier.classify(upload.data, top_k=top_k, content_type=upload.content_type)
     result = await unless_disconnected(request.receive, work)
     set_timing(request, result.timing)
@@ -92,9 +96,10 @@ async def classify_batch(
     classifier: ClassifierDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    hold: BodyHoldDep,
     top_k: TopK = 5,
 ) -> ClassifyBatchResponse:
-    uploads = await read_many(request, settings)
+    uploads = await read_many(request, settings, hold)
     outcomes = await unless_disconnected(request.receive, _classify_all(classifier, uploads, top_k))
     _raise_if_all_unavailable(outcomes)
     for outcome in outcomes:

@@ -16,11 +16,12 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from service.api.context import get_request_id, set_timing
-from service.api.deps import ClassifierDep, SettingsDep
+from service.api.deps import BodyHoldDep, ClassifierDep, SettingsDep
 from service.api.disconnect import unless_disconnected
 from service.api.errors import openapi_errors
 from service.api.health import liveness_fault
 from service.api.uploads import read_body
+from service.bodies import BodyHold
 from service.classifier import Classifier
 from service.errors import ImgclsError, UnsupportedMediaType
 from service.metrics import Metrics
@@ -156,9 +157,13 @@ async def version_ready(model: Model, version: Version, classifier: ClassifierDe
 
 @router.post("/models/{model}/infer", responses=_ERRORS, openapi_extra=_INFER_BODY)
 async def infer(
-    request: Request, model: Model, classifier: ClassifierDep, settings: SettingsDep
+    request: Request,
+    model: Model,
+    classifier: ClassifierDep,
+    settings: SettingsDep,
+    hold: BodyHoldDep,
 ) -> Response:
-    return await _infer(request, classifier, settings, model, None)
+    return await _infer(request, classifier, settings, hold, model, None)
 
 
 @router.post(
@@ -170,17 +175,23 @@ async def version_infer(
     version: Version,
     classifier: ClassifierDep,
     settings: SettingsDep,
+    hold: BodyHoldDep,
 ) -> Response:
-    return await _infer(request, classifier, settings, model, version)
+    return await _infer(request, classifier, settings, hold, model, version)
 
 
 async def _infer(
-    request: Request, classifier: Classifier, settings: Settings, model: str, version: str | None
+    request: Request,
+    classifier: Classifier,
+    settings: Settings,
+    hold: BodyHold,
+    model: str,
+    version: str | None,
 ) -> Response:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send identity")
-    body = await read_body(request, settings.max_request_bytes)
+    body = await read_body(request, settings.max_request_bytes, hold)
     parsed = rest.parse(body, request.headers.get(rest.HEADER_LENGTH), model, version)
     work = engine.infer(classifier, parsed.request, settings)
     result = await unless_disconnected(request.receive, work)

@@ -22,6 +22,7 @@ import grpc
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.api.auth import Tokens
+from service.bodies import BodyBudget
 from service.metrics import Metrics
 from service.oip.grpc_auth import BearerAuthInterceptor
 from service.oip.grpc_service import InferenceService
@@ -100,7 +101,9 @@ def _code_name(code: object) -> str:
 
 
 class GrpcServer:
-    def __init__(self, plane: Plane, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, plane: Plane, settings: Settings, metrics: Metrics, bodies: BodyBudget
+    ) -> None:
         self._settings = settings
         interceptors: list[grpc.aio.ServerInterceptor] = [CallMetrics(metrics)]
         if (tokens := Tokens.from_settings(settings)) is not None:  # after the metrics: counted
@@ -117,7 +120,7 @@ class GrpcServer:
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(plane, settings, metrics), self._server
+            InferenceService(plane, settings, metrics, bodies), self._server
         )
         self.port: int | None = None
 

@@ -23,6 +23,7 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from service.api.middleware import request_id_from, server_timing
+from service.bodies import BodyBudget
 from service.errors import ImgclsError, InvalidParameter
 from service.logs import ACCESS_LOGGER, request_id_var
 from service.metrics import Metrics
@@ -91,10 +92,13 @@ def status_of(exc: ImgclsError) -> grpc.StatusCode:
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
-    def __init__(self, plane: Plane, settings: Settings, metrics: Metrics) -> None:
+    def __init__(
+        self, plane: Plane, settings: Settings, metrics: Metrics, bodies: BodyBudget
+    ) -> None:
         self._plane = plane
         self._settings = settings
         self._metrics = metrics
+        self._bodies = bodies
 
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._plane.liveness() is None)  # as /livez
@@ -134,8 +138,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
             request_id_var.reset(token)
 
     async def _infer(self, request: Any, context: Any, started: float) -> Any:
-        infer_request = _infer_request(request, context.time_remaining())
-        result = await engine.infer(self._plane, infer_request, self._settings)
+        # gRPC hands over the whole message, so its bytes are taken from the REST routes' body
+        # budget only now: they are counted while the request waits for its answer, the long
+        # part; a message that does not fit is refused (RESOURCE_EXHAUSTED, as any overload).
+        hold = self._bodies.hold()
+        try:
+            hold.take(request.ByteSize())
+            infer_request = _infer_request(request, context.time_remaining())
+            result = await engine.infer(self._plane, infer_request, self._settings)
+        finally:
+            hold.release()
         timing = server_timing(result.timing, time.perf_counter() - started)
         context.set_trailing_metadata((("server-timing", timing), ("x-request-id", _id())))
         return _infer_response(result, request.id)

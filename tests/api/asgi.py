@@ -13,14 +13,21 @@ from starlette.types import ASGIApp, Message
 
 @dataclass
 class ScriptedClient:
-    """Sends ``chunks`` as the body, then disconnects when ``disconnect`` is set."""
+    """Sends ``chunks`` as the body, then disconnects when ``disconnect`` is set. With
+    ``stall_after``, a slow upload: that many chunks, then the rest once ``resume`` is set."""
 
     chunks: Sequence[bytes]
     disconnect: asyncio.Event = field(default_factory=asyncio.Event)
     chunks_read: int = 0
     sent: list[Message] = field(default_factory=list)
+    stall_after: int | None = None
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def receive(self) -> Message:
+        if self.chunks_read == self.stall_after:
+            self.stalled.set()
+            await self.resume.wait()
         if self.chunks_read < len(self.chunks):
             self.chunks_read += 1
             more = self.chunks_read < len(self.chunks)

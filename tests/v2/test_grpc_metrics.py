@@ -83,3 +83,35 @@ async def test_grpc_calls_are_counted_by_method_and_code(
     assert grew("imgcls_rejections_total", reason="invalid_parameter") == 1
     # gRPC is not counted as HTTP.
     assert "GRPCInferenceService" not in after
+
+
+async def test_a_message_that_does_not_fit_the_body_budget_is_refused(
+    served: tuple[Served, Any], photo_bytes: Callable[[str], bytes]
+) -> None:
+    """gRPC messages count in the same budget as REST bodies (service/bodies.py): while other
+    requests hold all but 1000 bytes of it, an image is refused RESOURCE_EXHAUSTED (as any
+    overload) and counted as overloaded; once they are done, the same call is answered."""
+    app, stub = served
+    request = service_pb2.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name=INPUT, datatype="BYTES", shape=[1])
+    image = photo_bytes("coffee.png")
+    request.raw_input_contents.append(len(image).to_bytes(4, "little") + image)
+    budget = app.app.state.body_budget
+    others = budget.hold()
+    others.take(budget.capacity - 1000)
+    before = (await app.client.get("/metrics")).text
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ModelInfer(request, timeout=60)
+    finally:
+        others.release()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.details() == (
+        f"request bodies held in memory are at their budget ({budget.capacity - 1000} of "
+        f"{budget.capacity} bytes); this one needs {request.ByteSize()}"
+    )
+    after = (await app.client.get("/metrics")).text
+    rejected = sample(after, "imgcls_rejections_total", reason="overloaded")
+    assert rejected == sample(before, "imgcls_rejections_total", reason="overloaded") + 1
+    assert (await stub.ModelInfer(request, timeout=60)).outputs
+    assert budget.in_use == 0
