@@ -34,6 +34,7 @@ from service import paths
 
 CLASSIFY_PATH = "/v1/classify"
 HEADERS = {"content-type": "image/jpeg"}
+ANSWER_TIMEOUT_S = 60.0  # six times the service's default deadline: an answer lost, not late
 
 
 @dataclass
@@ -111,7 +112,7 @@ class HttpxSender:
     def __init__(self, url: str, connections: int) -> None:
         self.url = url
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self.client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0))
+        self.client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(ANSWER_TIMEOUT_S))
 
     async def post(self, body: bytes, since: float) -> Outcome:
         try:  # reads the whole body
@@ -164,8 +165,14 @@ class RawSender:
             reused = bool(self.idle) and attempt == 0
             conn = self.idle.pop() if reused else None
             try:
-                conn = conn or await asyncio.open_connection(self.host, self.port)
-                status, headers, keep = await self._exchange(conn, body)
+                # Bounded, as httpx's client is: a lost answer is recorded, never waited for.
+                async with asyncio.timeout(ANSWER_TIMEOUT_S):
+                    conn = conn or await asyncio.open_connection(self.host, self.port)
+                    status, headers, keep = await self._exchange(conn, body)
+            except TimeoutError:  # an OSError, but not one a fresh connection would cure
+                if conn is not None:
+                    conn[1].close()
+                return Outcome.since(since, "NoAnswer", sent_late_ms=late_ms)
             except (OSError, asyncio.IncompleteReadError, ValueError, KeyError) as exc:
                 if conn is not None:
                     conn[1].close()

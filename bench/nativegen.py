@@ -27,7 +27,7 @@ from bench.loadgen import Outcome, Step
 
 SOURCE = Path(__file__).parent / "native" / "loadgen.c"
 # The generator's negative statuses, named as the Python sender names its exceptions.
-ERRORS = {-1: "ConnectError", -2: "ConnectionClosed", -3: "BadResponse"}
+ERRORS = {-1: "ConnectError", -2: "ConnectionClosed", -3: "BadResponse", -4: "NoAnswer"}
 
 
 def build(build_dir: Path) -> Path | None:

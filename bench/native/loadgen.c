@@ -15,9 +15,13 @@
  * connection that fails before any byte of its answer is retried once on a new connection.
  *
  * Output, one line per request: status latency_us sent_late_us server_total_us, where status is
- * the HTTP status or a negative error (-1 connect, -2 closed or reset, -3 bad response) and
- * server_total_us is the Server-Timing "total" (-1 when absent); then a last line
- * "# elapsed_us dropped". */
+ * the HTTP status or a negative error (-1 connect, -2 closed or reset, -3 bad response, -4 no
+ * answer) and server_total_us is the Server-Timing "total" (-1 when absent); then a last line
+ * "# elapsed_us dropped".
+ *
+ * After the step's duration, requests still in flight get LOADGEN_DRAIN_S seconds (default 30:
+ * three times the service's 10 s deadline) to be answered; one that is not is recorded as -4 and
+ * the generator ends, so a lost request shows in the results instead of hanging the run. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -37,7 +41,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { E_CONNECT = -1, E_CLOSED = -2, E_BAD = -3 };
+enum { E_CONNECT = -1, E_CLOSED = -2, E_BAD = -3, E_NO_ANSWER = -4 };
 enum { HEAD_MAX = 16384 };
 
 typedef struct {
@@ -185,6 +189,15 @@ static void finish(Conn *c, int status) {
         epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
         drop_conn(c);
     }
+}
+
+/* Waited long enough: recorded as never answered, no retry. */
+static void give_up(Conn *c) {
+    record(E_NO_ANSWER, now_ns() - c->since_ns, c->late_ns, -1);
+    epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+    drop_conn(c);
+    c->busy = 0;
+    in_flight--;
 }
 
 /* A failure: a reused connection that had not yet been answered gets one retry, fresh (the
@@ -390,6 +403,8 @@ int main(int argc, char **argv) {
     epoll_ctl(epfd, EPOLL_CTL_ADD, tfd, &tev);
 
     int64_t start = now_ns(), stop = start + (int64_t)(duration_s * 1e9);
+    const char *drain_env = getenv("LOADGEN_DRAIN_S");
+    int64_t give_up_at = stop + (int64_t)((drain_env ? atof(drain_env) : 30.0) * 1e9);
     int64_t next = start;
     long long index = 0, dropped = 0;
     int users = open_loop ? 0 : (int)arg;
@@ -400,6 +415,11 @@ int main(int argc, char **argv) {
     struct epoll_event events[256];
     for (;;) {
         if (now_ns() >= stop && in_flight == 0) break;
+        if (now_ns() >= give_up_at) {
+            for (int i = 0; i < max_conns; i++)
+                if (conns[i].busy && conns[i].fd >= 0) give_up(&conns[i]);
+            break;
+        }
         int n = epoll_wait(epfd, events, 256, 100);
         if (n < 0 && errno != EINTR) die("epoll_wait");
         for (int i = 0; i < n; i++) {

@@ -78,6 +78,9 @@ async def _respond(
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                 await writer.drain()
                 return
+            elif path == "/never":  # never answers; waits for the client to give up
+                await reader.read()
+                return
             elif path == "/slow":
                 await asyncio.sleep(0.5)
                 writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
@@ -196,6 +199,17 @@ async def test_a_connection_closed_unannounced_is_retried_once_on_a_new_one(exe:
     assert server.connections >= len(outcomes)
     # one user: its retried request is still its one request (the closing one may linger)
     assert server.most_open <= 2
+
+
+async def test_a_request_never_answered_is_recorded_after_the_drain_not_waited_for(
+    exe: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LOADGEN_DRAIN_S", "0.5")  # 30 s by default
+    (outcomes, elapsed, _), server = await one_step(exe, "/never", "closed", 2, 0.2)
+    assert [o.status for o in outcomes] == ["NoAnswer", "NoAnswer"]
+    assert all(o.latency_ms >= 700 for o in outcomes)  # the step's 0.2 s, then the drain's 0.5
+    assert elapsed < 5
+    assert server.connections == 2
 
 
 async def test_a_response_that_is_not_http_is_named(exe: Path) -> None:

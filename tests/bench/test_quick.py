@@ -59,14 +59,19 @@ def quick_run(
         if not (ARTIFACTS / model / "manifest.json").is_file():
             pytest.skip(f"no {model} artifacts: run `make test-models` first")
     out = tmp_path_factory.mktemp("bench")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.run_all", "--quick", f"--out={out}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=420,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.run_all", "--quick", f"--out={out}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=420,  # ~90 s here
+            check=False,
+        )
+    except subprocess.TimeoutExpired as slow:  # say which benchmark it was in
+        err = slow.stderr or b""
+        log = err.decode(errors="replace") if isinstance(err, bytes) else err
+        pytest.fail(f"bench.run_all --quick ran past {slow.timeout:.0f} s:\n{log[-4000:]}")
     return done, out
 
 
