@@ -37,7 +37,8 @@ _ERRORS = openapi_errors(
         413: "body or image (bytes or pixels) over the limit",
         415: "unsupported Content-Type or image format",
         422: "invalid parameter",
-        503: "overloaded (Retry-After), not ready, or draining",
+        503: "overloaded: queue full or request bodies at their memory budget (Retry-After); "
+        "not ready; or draining",
         504: "the request timed out",
     },
 )

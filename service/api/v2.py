@@ -82,7 +82,8 @@ _ERRORS = openapi_errors(
         400: "malformed request: shape, datatype, data, binary sizes, base64, image count",
         404: "unknown model or version",
         413: "body or image (bytes or pixels) over the limit",
-        503: "overloaded (Retry-After), not ready, or draining",
+        503: "overloaded: queue full or request bodies at their memory budget (Retry-After); "
+        "not ready; or draining",
         504: "the request timed out (its parameters.timeout, or the server's)",
     },
 )
