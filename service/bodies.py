@@ -14,6 +14,8 @@ image is decoded and answered). Used from the event loop only: no lock.
 
 from __future__ import annotations
 
+from types import TracebackType
+
 from service.errors import Overloaded
 
 # Bodies drain at the service's pace, a few hundred a second: a second is enough to find room.
@@ -28,7 +30,8 @@ class BodyBudget:
         self.in_use = 0
 
     def hold(self) -> BodyHold:
-        """One request's account: what it takes is given back by ``release``."""
+        """One request's account: what it takes is given back by ``release``, or on leaving
+        ``with budget.hold() as hold:``."""
         return BodyHold(self)
 
 
@@ -36,6 +39,14 @@ class BodyHold:
     def __init__(self, budget: BodyBudget) -> None:
         self._budget = budget
         self.held = 0
+
+    def __enter__(self) -> BodyHold:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
 
     def take(self, nbytes: int) -> None:
         """Count ``nbytes`` more of this request's body, or refuse it (Overloaded) if they do

@@ -40,11 +40,8 @@ async def body_hold(request: Request) -> AsyncIterator[BodyHold]:
     """The request's account in the body budget, given back when the route is done with the
     body (its image decoded and answered, or an error raised)."""
     budget: BodyBudget = request.app.state.body_budget
-    hold = budget.hold()
-    try:
+    with budget.hold() as hold:
         yield hold
-    finally:
-        hold.release()
 
 
 ClassifierDep = Annotated[Classifier, Depends(get_classifier)]

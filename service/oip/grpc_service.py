@@ -141,13 +141,10 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
         # gRPC hands over the whole message, so its bytes are taken from the REST routes' body
         # budget only now: they are counted while the request waits for its answer, the long
         # part; a message that does not fit is refused (RESOURCE_EXHAUSTED, as any overload).
-        hold = self._bodies.hold()
-        try:
+        with self._bodies.hold() as hold:
             hold.take(request.ByteSize())
             infer_request = _infer_request(request, context.time_remaining())
             result = await engine.infer(self._plane, infer_request, self._settings)
-        finally:
-            hold.release()
         timing = server_timing(result.timing, time.perf_counter() - started)
         context.set_trailing_metadata((("server-timing", timing), ("x-request-id", _id())))
         return _infer_response(result, request.id)
