@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import httpx
 
@@ -102,6 +103,7 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 # Send one body; latency counts from ``since`` (open loop: the scheduled send time).
 Post = Callable[[bytes, float], Awaitable[Outcome]]
 Step = tuple[list[Outcome], float, int]  # a step's outcomes, seconds taken, arrivals dropped
+Mode = Literal["open", "closed"]  # Poisson arrivals at a rate, or a number of users in a loop
 
 
 class HttpxSender:

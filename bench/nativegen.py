@@ -21,9 +21,8 @@ import tempfile
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
 
-from bench.loadgen import Outcome, Step
+from bench.loadgen import Mode, Outcome, Step
 
 SOURCE = Path(__file__).parent / "native" / "loadgen.c"
 # The generator's negative statuses, named as the Python sender names its exceptions.
@@ -81,7 +80,7 @@ class NativeGenerator:
 
     async def step(
         self,
-        mode: Literal["open", "closed"],
+        mode: Mode,
         amount: float,  # arrivals per second (open) or users (closed)
         duration_s: float,
         max_outstanding: int,

@@ -20,10 +20,10 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
 from bench.config import BenchConfig, load_jpegs, run_benchmark
-from bench.loadgen import Outcome, RawSender, Step, closed_loop, open_loop
+from bench.loadgen import Mode, Outcome, RawSender, Step, closed_loop, open_loop
 from bench.nativegen import NativeGenerator, build
 from bench.report import Section, Summary, fmt, summarize, table, verdict
 from bench.servers import running, service_spec
@@ -39,10 +39,9 @@ REFUSAL_P99_TARGET_MS = 10.0
 
 @dataclass(frozen=True)
 class OverloadResult:
-    # The mean of the closed-loop capacity measured before the open-loop steps and after them:
-    # on a shared 2-core VM one 12 s measurement varied by +-6 % from run to run, and the goodput
-    # share is a ratio to it. The offered rate is a multiple of the one measured before.
-    capacity_rps: float
+    # Closed-loop capacity, measured before the open-loop steps and after them: on a shared
+    # 2-core VM one 12 s measurement varied by +-6 % from run to run, and the goodput share is a
+    # ratio to their mean. The offered rate is a multiple of the one measured before.
     capacity_before_rps: float
     capacity_after_rps: float
     multiple: float
@@ -60,6 +59,10 @@ class OverloadResult:
     refused_from_send_ms: Summary
     other: dict[str, int]  # statuses besides 200 and 503
     generator_cores: float  # the load generator's CPU during the step, on the server's cores
+
+    @property
+    def capacity_rps(self) -> float:
+        return (self.capacity_before_rps + self.capacity_after_rps) / 2
 
     @property
     def goodput_share(self) -> float:
@@ -98,9 +101,6 @@ def _in_server(outcomes: list[Outcome], status: int) -> Summary:
 
 def _from_send(outcomes: list[Outcome], status: int) -> Summary:
     return summarize([o.latency_ms - o.sent_late_ms for o in outcomes if o.status == status])
-
-
-Mode = Literal["open", "closed"]
 
 
 class Generator(Protocol):
@@ -191,7 +191,6 @@ def _result(
     if dropped:
         other["not sent (client limit)"] = dropped
     return OverloadResult(
-        sum(capacity) / 2,
         *capacity,
         multiple,
         offered,

@@ -10,7 +10,7 @@ import pytest
 
 from bench import loadgen
 from bench.loadgen import RawSender
-from tests.bench.test_nativegen import serving
+from tests.bench.http_server import serving
 
 pytestmark = pytest.mark.anyio
 
