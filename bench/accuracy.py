@@ -16,8 +16,8 @@ from bench.report import Section, bar, fmt, table
 from build.data import DataSplit, choose_split, load_pixels
 from build.evaluate import accuracy, agreement, predict
 from build.sessions import Provider, session
-from service.manifest import load_manifest
-from service.preprocess import PreprocessSpec
+from service.inference.preprocess import PreprocessSpec
+from service.model.manifest import load_manifest
 
 MODELS = ("efficientnet_lite0", "resnet18")
 # variant -> label, the file it runs (fp32, int8 or int8_dynamic), provider

@@ -19,8 +19,8 @@ from PIL import Image
 from bench.report import Section, save_section_data, write_report
 from build.data import IMAGENET_SUBDIR, package_split, read_labels
 from service import paths
-from service.loading import model_file as served_file
-from service.manifest import MANIFEST_NAME, load_manifest
+from service.model.loading import model_file as served_file
+from service.model.manifest import MANIFEST_NAME, load_manifest
 
 RESULTS_ROOT = Path(__file__).resolve().parent / "results"
 # Derived files (TorchScript, dynamically quantized ONNX) are rebuilt from the artifacts when
@@ -55,7 +55,7 @@ class BenchConfig:
 
 def model_file(model_dir: Path, precision: str) -> Path:
     """The file the server would serve for ``precision`` on this CPU (for int8: the weights it
-    computes exactly, service/isa.py), as the model's manifest names it."""
+    computes exactly, service/model/int8_weights.py), as the model's manifest names it."""
     manifest = load_manifest(model_dir)
     return model_dir / manifest.files[served_file(precision, manifest)].path
 

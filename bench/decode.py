@@ -1,10 +1,11 @@
-"""JPEG decode policies: CPU cost and accuracy, through service.preprocess (issue 10).
+"""JPEG decode policies: CPU cost and accuracy, through service.inference.preprocess (issue 10).
 
-Policies; every one ends in service.preprocess's own resize_crop and RGB conversion, the
+Policies; every one ends in service.inference.preprocess's own resize_crop and RGB conversion, the
 functions the server and the build run:
 
 - ``exact``: every pixel decoded by Pillow (no DCT-domain scaling): the reference.
-- ``pillow``: ``service.preprocess.preprocess`` as shipped: Pillow, with its draft mode (DCT
+- ``pillow``: ``service.inference.preprocess.preprocess`` as shipped: Pillow, with its draft mode
+(DCT
   scaling by 1/2, 1/4 or 1/8 while both sides stay >= 256).
 - ``sj_exact``: simplejpeg (libjpeg-turbo) decodes every pixel.
 - ``m8_half``: simplejpeg's M/8 DCT scaling (3/8 too), used when it at least halves each side.
@@ -39,7 +40,7 @@ import numpy.typing as npt
 import simplejpeg
 from PIL import Image
 
-import service.preprocess as pp
+import service.inference.preprocess as pp
 from bench.config import model_file
 from build.data import read_labels
 from build.evaluate import accuracy, agreement, predict
@@ -67,7 +68,8 @@ def m8_preprocess(data: bytes, min_factor: float) -> npt.NDArray[np.uint8]:
 
 @contextlib.contextmanager
 def policy(name: str) -> Iterator[Decoder]:
-    """The policy's decode function (service.preprocess patched for the block, not per call:
+    """The policy's decode function (service.inference.preprocess patched for the block, not per
+    call:
     mock.patch costs more than some differences being measured)."""
     min_factor = {"sj_exact": float("inf"), "m8_half": 2.0, "m8_any": 1.0}
     if name in min_factor:

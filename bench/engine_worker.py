@@ -38,7 +38,7 @@ def dynamic_int8_file(fp32: Path) -> Path:
     """The usual tutorial recipe: quantize_dynamic on the fp32 file, default options. Built once
     per fp32 file (keyed by its sha256 prefix)."""
     from bench.config import CACHE_DIR
-    from service.manifest import sha256_file
+    from service.model.manifest import sha256_file
 
     path = CACHE_DIR / f"{fp32.parent.name}.{sha256_file(fp32)[:12]}.int8.dynamic.onnx"
     if not path.is_file():
@@ -104,7 +104,7 @@ class Worker:
     def load(
         self, engine: str, model: str, files: dict[str, str], threads: int, images: list[str]
     ) -> dict[str, Any]:
-        from service.preprocess import PreprocessSpec, preprocess
+        from service.inference.preprocess import PreprocessSpec, preprocess
 
         self.images = [preprocess(Path(p).read_bytes(), PreprocessSpec()) for p in images]
         start = time.perf_counter()

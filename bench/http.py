@@ -32,9 +32,9 @@ from bench.report import TARGETS, Section, Summary, bar, bar_plot, fmt, summariz
 from bench.servers import Load, ServerResult
 from build import sessions
 from build.sessions import Provider
-from service import isa
-from service.cpus import available_cpus
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
+from service.model import int8_weights as isa
+from service.process import available_cpus
 from service.settings import Settings
 
 MODEL = "resnet18"  # the targets are stated for ResNet-18

@@ -20,8 +20,8 @@ from bench.config import BenchConfig, load_jpegs, run_benchmark
 from bench.loadgen import Outcome, closed_loop, measure_step
 from bench.report import Section, bar, fmt, median_of, table
 from build.sessions import available_providers
-from service.classifier import Classifier
-from service.metrics import Metrics
+from service.inference.classifier import Classifier
+from service.observability.metrics import Metrics
 from service.settings import Settings
 
 MODEL = "resnet18"

@@ -11,7 +11,7 @@ from each arrival's scheduled time (a late send counts against the server).
 
 Variants take the knobs of bench.profile (http, loop, access_log), IMGCLS_*
 variables, and ``spin=1`` (ONNX Runtime's intra-op workers spin between runs, the runtime's
-default that service/runner.py turns off).
+default that service/model/runner.py turns off).
 """
 
 from __future__ import annotations

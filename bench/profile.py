@@ -69,9 +69,9 @@ def _name_os_threads() -> None:
 
 
 def _spinning() -> None:
-    """ONNX Runtime's intra-op workers spin between runs (its default; service/runner.py turns
+    """ONNX Runtime's intra-op workers spin between runs (its default; service/model/runner.py turns
     it off): the sparse-load mitigation that bench/lowrate.py prices."""
-    from service import runner
+    from service.model import runner
 
     plain = runner.session_options
 
@@ -90,8 +90,8 @@ def _openvino_config(path: Path) -> None:
     openvino 1.24 fails to parse it and the session falls back to the CPU provider."""
     import onnxruntime as ort
 
-    from service import runner
-    from service.providers import CPU, OPENVINO
+    from service.model import runner
+    from service.model.providers import CPU, OPENVINO
 
     plain = runner.create_session
 
@@ -138,7 +138,7 @@ def serve(knobs: dict[str, str]) -> None:
     if knobs.get("access_log") == "off":
         import logging
 
-        from service.logs import ACCESS_LOGGER
+        from service.observability.logs import ACCESS_LOGGER
 
         logging.getLogger(ACCESS_LOGGER).disabled = True
     main()

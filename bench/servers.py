@@ -25,7 +25,7 @@ from tqdm import tqdm
 from bench.config import BenchConfig, model_file
 from bench.loadgen import STEP_HEADERS, StepResult, step_row
 from bench.report import line_plot, table
-from service.manifest import load_manifest
+from service.model.manifest import load_manifest
 
 
 class ChildFailed(RuntimeError):

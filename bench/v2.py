@@ -29,7 +29,7 @@ from bench.config import BenchConfig, load_jpegs, model_file, run_benchmark
 from bench.loadgen import Outcome, Post, RawSender, StepResult, closed_loop, measure_step
 from bench.report import Section, bar, bar_plot, fmt, summarize, table, verdict
 from bench.servers import Server, UsageSampler, running, service_spec
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 Pixels = np.ndarray[Any, np.dtype[np.uint8]]
@@ -40,7 +40,7 @@ CLIENTS = {
     REST: "binary tensor extension, a raw asyncio HTTP/1.1 client (bench.loadgen.RawSender)",
     GRPC: "raw_input_contents, tritonclient.grpc.aio (one channel)",
     V1: "multipart, 8 files per request, the same raw HTTP/1.1 client",
-    CEILING: "a separate process, no client: service.runner.create_session with the server's "
+    CEILING: "a separate process, no client: service.model.runner.create_session with the server's "
     "provider and intra-op threads (from /v1/model), one batch of the same 8 photos back to back",
 }
 
@@ -62,12 +62,12 @@ def photos(data_dir: Path) -> tuple[list[bytes], Pixels]:
 
 def ceiling(argv: Sequence[str]) -> dict[str, float]:
     """In its own process (``measure_ceiling``): the session alone, batch 8, for a time."""
-    from service.runner import create_session
+    from service.model.runner import create_session
 
     model, provider, threads, data_dir, seconds = argv
     session = create_session(Path(model), provider, int(threads))
     feed = {session.get_inputs()[0].name: photos(Path(data_dir))[1]}
-    out = [session.get_outputs()[0].name]  # the logits only, as service.runner asks
+    out = [session.get_outputs()[0].name]  # the logits only, as service.model.runner asks
     for _ in range(3):
         session.run(out, feed)
     times, start, cpu0 = [], time.perf_counter(), time.process_time()

@@ -14,7 +14,7 @@ from torch import nn
 
 from build.errors import BuildError, WeightsError
 from build.weights import OfficialWeights, ResolvedWeights
-from service.preprocess import PreprocessSpec
+from service.inference.preprocess import PreprocessSpec
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -6,7 +6,8 @@ that ship inside installed packages (scikit-image, matplotlib), labeled with the
 good classifier may answer; unlabeled package images calibrate. That evaluation is small and the
 report says so.
 
-Every image goes through service.preprocess.preprocess, the function the server runs, so the int8
+Every image goes through service.inference.preprocess.preprocess, the function the server runs, so
+the int8
 model is calibrated and judged on exactly the pixels it will be served.
 """
 
@@ -24,8 +25,8 @@ from tqdm import tqdm
 
 from build.errors import DataError
 from service.errors import ImgclsError
-from service.manifest import sha256_file
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
+from service.model.manifest import sha256_file
 
 IMAGENET_SUBDIR = "imagenet-sample-images"
 CALIBRATION_SIZE = 100

@@ -16,8 +16,8 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from build.sessions import Provider, available_providers, reference_session, run, session
-from service.manifest import Accuracy, ProviderEvaluation
-from service.postprocess import top1_agreement
+from service.inference.postprocess import top1_agreement
+from service.model.manifest import Accuracy, ProviderEvaluation
 
 Logits = npt.NDArray[np.float32]
 EVAL_BATCH = 16

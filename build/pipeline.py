@@ -29,9 +29,10 @@ from build.catalog import ModelEntry
 from build.errors import BuildError, GateFailed, WeightsUnavailable
 from build.graph import UInt8Classifier
 from build.weights import ResolvedWeights, resolve
-from service import isa, paths
-from service.isa import WeightBits
-from service.manifest import (
+from service import paths
+from service.model import int8_weights as isa
+from service.model.int8_weights import WeightBits
+from service.model.manifest import (
     MANIFEST_NAME,
     EvaluationInfo,
     ExportInfo,
@@ -48,7 +49,8 @@ log = logging.getLogger("build")
 Stage = Literal["all", "export", "quantize", "evaluate"]
 FP32_NAME = "model.fp32.onnx"
 INT8_NAME = "model.int8.onnx"  # full-range weights, for CPUs with VNNI/AMX
-INT8_W7_NAME = "model.int8-w7.onnx"  # 7-bit weights, for x86 without VNNI (service/isa.py)
+INT8_W7_NAME = "model.int8-w7.onnx"  # 7-bit weights, for x86 without VNNI
+# (service/model/int8_weights.py)
 INT8_NAMES: dict[WeightBits, str] = {"int8": INT8_NAME, "int8_w7": INT8_W7_NAME}
 LABELS_NAME = "labels.txt"
 STATE_NAME = "build_state.json"

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from build.catalog import QuantRecipe
 from build.export import INPUT_NAME
-from service.isa import WeightBits
+from service.model.int8_weights import WeightBits
 
 CALIBRATION_BATCH = 10
 _METHODS = {
@@ -96,7 +96,7 @@ def quantize_with_ranges(
 ) -> None:
     """QDQ-quantize with ranges already measured (the recipe's calibration is not rerun).
     ``weights``: "int8" (full range, for CPUs with VNNI/AMX) or "int8_w7" (7-bit weights, for
-    x86 CPUs whose u8s8 kernels saturate: service/isa.py)."""
+    x86 CPUs whose u8s8 kernels saturate: service/model/int8_weights.py)."""
     quantizer = QDQQuantizer(
         load_model_with_shape_infer(prepared_path),
         True,  # per_channel: one scale per output channel keeps depthwise convs accurate

@@ -1,5 +1,5 @@
 """ONNX Runtime sessions for the build's own measurements: the server's own factory
-(service.runner.create_session), so what the build measures and writes into the manifest is
+(service.model.runner.create_session), so what the build measures and writes into the manifest is
 measured with the server's thread budget and session options."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from service import runner
-from service.cpus import available_cpus
-from service.providers import PROVIDER_NAMES
+from service.model import runner
+from service.model.providers import PROVIDER_NAMES
+from service.process import available_cpus
 
 Provider = Literal["cpu", "openvino"]
 
@@ -30,7 +30,7 @@ def session(path: Path, provider: Provider = "cpu", threads: int | None = None) 
 def reference_session(path: Path, threads: int | None = None) -> Any:
     """The CPU provider with graph optimisation off: QDQ nodes run as written (dequantize,
     float kernel, quantize), so no int8 kernel can saturate. What a CPU with VNNI/AMX computes,
-    on any CPU (service/isa.py), at about fp32's speed."""
+    on any CPU (service/model/int8_weights.py), at about fp32's speed."""
     options = runner.session_options(threads or available_cpus())
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(str(path), sess_options=options, providers=[PROVIDER_NAMES["cpu"]])

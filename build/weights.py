@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from build.errors import WeightsError, WeightsUnavailable
-from service.manifest import sha256_file
+from service.model.manifest import sha256_file
 
 RANDOM = "random"
 DOWNLOAD_TIMEOUT_S = 10.0

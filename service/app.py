@@ -19,20 +19,22 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.api import health, prometheus, v1, v2
-from service.api.auth import BearerAuth, Tokens, needs_token
-from service.api.docs import install_docs
-from service.api.door import AdmissionDoor, EarlyDoor
-from service.api.errors import install_error_handlers
-from service.api.middleware import RequestMiddleware
-from service.api.page import install_page
-from service.bodies import BodyBudget
-from service.classifier import Classifier
-from service.metrics import Metrics
+from service.http import health, prometheus, v1, v2
+from service.http.auth import BearerAuth, needs_token
+from service.http.docs import install_docs
+from service.http.door import AdmissionDoor, EarlyDoor
+from service.http.errors import install_error_handlers
+from service.http.middleware import RequestMiddleware
+from service.http.page import install_page
+from service.http.state import ServiceState, attach, service_state
+from service.inference.classifier import Classifier
+from service.limits.body_budget import BodyBudget
+from service.observability.metrics import Metrics
+from service.security import Tokens
 from service.settings import Settings
 
 if TYPE_CHECKING:
-    from service.oip.grpc_server import GrpcServer
+    from service.grpc.server import GrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +53,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        classifier = classifier_factory(settings, metrics)
-        app.state.classifier = classifier
+        state.classifier = classifier = classifier_factory(settings, metrics)
         # Before the model loads: a port that cannot be bound fails the start at once.
-        app.state.grpc_server = await _start_grpc(
-            classifier, settings, metrics, app.state.body_budget
-        )
+        grpc_server = await _start_grpc(classifier, settings, metrics, state.body_budget)
+        state.grpc_port = grpc_server.port if grpc_server is not None else None
         # Tests await this task instead of polling /readyz.
-        app.state.start_task = asyncio.create_task(_start(classifier, on_start_failure))
+        state.start_task = start_task = asyncio.create_task(_start(classifier, on_start_failure))
         try:
             yield
         finally:
-            app.state.start_task.cancel()
-            if app.state.grpc_server is not None:  # drained already: this ends idle streams
-                await app.state.grpc_server.stop(settings.drain_timeout_s)
+            start_task.cancel()
+            if grpc_server is not None:  # drained already: this ends idle streams
+                await grpc_server.stop(settings.drain_timeout_s)
             await classifier.stop()
             log.info("stopped")
 
@@ -73,13 +73,12 @@ def create_app(
         summary="ImageNet image classification on CPU (ONNX Runtime, int8).",
         version="1",
         lifespan=lifespan,
-        # FastAPI's own pages load their JS/CSS from a CDN (blank offline): see service.api.docs.
+        # FastAPI's own pages load their JS/CSS from a CDN (blank offline): see service.http.docs.
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.metrics = metrics
-    app.state.body_budget = budget = BodyBudget(settings.body_budget_bytes)
+    state = attach(app, ServiceState(settings, metrics, BodyBudget(settings.body_budget_bytes)))
+    budget = state.body_budget
     metrics.body_bytes.set_function(lambda: budget.in_use)
     install_error_handlers(app)
     # Outermost last: RequestMiddleware -> CORS -> BearerAuth -> AdmissionDoor -> routes.
@@ -97,8 +96,8 @@ def create_app(
             expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
         )
     app.add_middleware(RequestMiddleware, metrics=metrics)
-    # What the HTTP protocol may refuse before the app runs (service/api/protocol_door.py).
-    app.state.early_door = EarlyDoor(app, metrics, tokens, cors=bool(origins))
+    # What the HTTP protocol may refuse before the app runs (service/server/protocol.py).
+    state.early_door = EarlyDoor(app, metrics, tokens, cors=bool(origins))
     for module in (v1, v2, health, prometheus):
         app.include_router(module.router)
     install_page(app)
@@ -132,7 +131,7 @@ async def _start_grpc(
     (grpcio, tritonclient's generated definitions) are imported only then."""
     if settings.grpc_port is None:
         return None
-    from service.oip.grpc_server import GrpcServer
+    from service.grpc.server import GrpcServer
 
     server = GrpcServer(classifier, settings, metrics, bodies)
     await server.start(settings.grpc_port)
@@ -142,8 +141,9 @@ async def _start_grpc(
 async def drain(app: FastAPI, timeout_s: float) -> None:
     """Graceful stop, first half: refuse new work and turn readiness 503 at once, then wait (at
     most ``timeout_s``) until every admitted request has its answer."""
-    app.state.draining = True  # responses now carry Connection: close (RequestMiddleware)
-    classifier: Classifier | None = getattr(app.state, "classifier", None)
+    state = service_state(app)
+    state.draining = True  # responses now carry Connection: close (RequestMiddleware)
+    classifier = state.classifier
     if classifier is None:
         return
     classifier.begin_drain()

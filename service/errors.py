@@ -3,6 +3,9 @@ exception handler renders every error as ``{"error": {"code": ..., "message": ..
 
     ImgclsError                      500 internal
     ├── BadImage                     400 bad_image            undecodable, truncated, corrupt
+    ├── Unauthorized                 401 unauthorized         no valid bearer token
+    ├── NotFound                     404 not_found            no such route, model or version
+    ├── MethodNotAllowed             405 method_not_allowed   carries Allow
     ├── ImageTooLarge                413 image_too_large      bytes or pixels over the limit
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidParameter             422 invalid_parameter
@@ -16,8 +19,8 @@ exception handler renders every error as ``{"error": {"code": ..., "message": ..
 ``code`` values double as the bounded ``reason`` label of the rejection metrics.
 
 A 500 is the server's own failure, and its ``message`` may quote an exception (ONNX Runtime's
-text names nodes, shapes, paths): it is for the log only. The caller is told the class's fixed
-``public_message`` and the request id to find the log lines by (service/api/errors.py).
+text names nodes, shapes, paths): it is for the log only. ``caller_message`` is the one place
+that rule lives: every transport tells the caller that, never ``message`` itself.
 """
 
 from __future__ import annotations
@@ -36,10 +39,47 @@ class ImgclsError(Exception):
         """Extra response headers (Retry-After for 503s)."""
         return {}
 
+    @property
+    def hides_message(self) -> bool:
+        """The server's own failure: its message is for the log only."""
+        return self.status == 500
+
+    def caller_message(self, request_id: str) -> str:
+        """What the caller is told: the message, or for the server's own failure the fixed
+        public message and the request id that finds the log lines."""
+        if self.hides_message:
+            return f"{self.public_message}; see server logs for request {request_id}"
+        return self.message
+
 
 class BadImage(ImgclsError):
     status = 400
     code = "bad_image"
+
+
+class Unauthorized(ImgclsError):
+    status = 401
+    code = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="imgcls"'}
+
+
+class NotFound(ImgclsError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ImgclsError):
+    status = 405
+    code = "method_not_allowed"
+
+    def __init__(self, message: str, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": self.allow} if self.allow else {}
 
 
 class ImageTooLarge(ImgclsError):

@@ -1,97 +1,262 @@
-"""Every setting of the service, read from IMGCLS_* environment variables. One instance is built
-in ``python -m service`` (or by a test) and passed down; nothing reads the environment at import.
-Each name carries its unit; the README documents default and trade-off for each."""
+"""Every setting of the service, read from IMGCLS_* environment variables into one frozen
+``Settings``, built in ``python -m service`` (or by a test) and passed down; nothing reads the
+environment at import. Each name carries its unit. Each field's description is its
+documentation: docs/reference/settings.md is generated from this class
+(``python -m service.settings_reference``) and a test fails when the committed copy is stale."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import Field, PositiveFloat, PositiveInt, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service import paths
-from service.cpus import available_cpus
+from service.process import available_cpus
 
 # Room for multipart boundaries and part headers, or JSON punctuation, around the image bytes.
 _ENVELOPE_BYTES = 64 * 1024
 
 Provider = Literal["auto", "cpu", "openvino"]
-Precision = Literal["int8", "fp32"]
+Precision = Literal["int8", "fp32"]  # what to serve; the manifest's file keys are FileKey
+
+CPUS = "the CPUs this process may use: min(affinity mask, cgroup CPU quota), resolved once"
+
+
+def _in(group: str, *, advanced: bool = False, default: str | None = None) -> dict[str, Any]:
+    """A field's place in the generated reference (and its default, when computed)."""
+    extra: dict[str, Any] = {"group": group, "advanced": advanced}
+    if default is not None:
+        extra["default_text"] = default
+    return extra
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGCLS_", frozen=True, extra="ignore")
 
-    # Model
-    model_dir: Path | None = None  # None: the best built model under artifacts_dir (README)
-    artifacts_dir: Path = paths.DEFAULT_ARTIFACTS_DIR
-    precision: Precision = "int8"
-    provider: Provider = "auto"
-    # Unset: the CPUs this process may use (affinity and cgroup quota), resolved once, here, so
-    # every reader (session, decode pool, /v1/model, metrics) sees the same number.
-    intra_op_threads: PositiveInt = Field(default_factory=available_cpus)
-    # Batches in flight at once under load, each on its own inference thread and its share of
-    # the threads above (OpenVINO: its streams); a batch that runs alone gets every thread.
-    # Unset: chosen at start-up by measurement (service/layout.py): 2 where inference costs at
-    # least twice the decoding per image (+17 % req/s on 2 AVX2 cores), else 1 (+4-8 % req/s
-    # with AMX, where decoding costs as much). 1: one batch at a time on every thread.
-    inference_streams: PositiveInt | None = None
+    # -- Model -------------------------------------------------------------------------------
+    model_dir: Path | None = Field(
+        default=None,
+        description="The model folder to serve. Unset: the best built model under "
+        "IMGCLS_ARTIFACTS_DIR (trained before untrained, then resnet18 before "
+        "efficientnet_lite0).",
+        json_schema_extra=_in("Model"),
+    )
+    artifacts_dir: Path = Field(
+        default=paths.DEFAULT_ARTIFACTS_DIR,
+        description="Where build/ wrote the models.",
+        json_schema_extra=_in("Model", default="model_artifacts"),
+    )
+    precision: Precision = Field(
+        default="int8",
+        description="int8 serves the quantized model; fp32 the unquantized export (2.4-3.5x "
+        "slower per image, for comparison).",
+        json_schema_extra=_in("Model"),
+    )
+    provider: Provider = Field(
+        default="auto",
+        description="Execution provider. auto: where OpenVINO is installed, it must give the "
+        "CPU provider's top-1 on the warm-up images, then the faster of the two serves "
+        "(+~0.6 s start-up); cpu: ONNX Runtime's own (fastest start); openvino: fails to start "
+        "without it. The choice and its reason: the log, GET /v1/model, "
+        "imgcls_provider_selected.",
+        json_schema_extra=_in("Model"),
+    )
 
-    # Batching
-    # 4, measured (bench/inprocess.py, README): as many img/s and CPU ms per image as 8 on 2
-    # cores, half the batch latency, one OpenVINO shape fewer to compile at start.
-    max_batch_size: PositiveInt = 4
-    max_batch_wait_s: float = Field(default=0.0, ge=0.0)
-    queue_capacity: PositiveInt = 64
-    request_timeout_s: PositiveFloat = 10.0
-    # A batch running longer than this means a hung runtime: readiness and liveness fail so the
-    # orchestrator restarts the process (batches take milliseconds; warm-up is not counted).
-    inference_stall_s: PositiveFloat = 30.0
+    # -- Batching and admission --------------------------------------------------------------
+    max_batch_size: PositiveInt = Field(
+        default=4,
+        description="Images per inference batch. Larger costs less CPU per image on OpenVINO "
+        "but every image of a batch waits for all of it, and each size is one more compile at "
+        "start; 1 turns batching off.",
+        json_schema_extra=_in("Batching and admission"),
+    )
+    queue_capacity: PositiveInt = Field(
+        default=64,
+        description="Images admitted at once (decoding, queued or running); beyond it 503 "
+        "overloaded with Retry-After. Larger absorbs bursts and lengthens the worst queue wait.",
+        json_schema_extra=_in("Batching and admission"),
+    )
+    request_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="Seconds from admission across decode, queue and inference; past it 504, "
+        "and an image not yet run never runs.",
+        json_schema_extra=_in("Batching and admission"),
+    )
+    max_batch_wait_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Seconds a batch is held open to fill. 0: run as soon as the inference "
+        "thread is free with what queued meanwhile; >0: more throughput under steady load, that "
+        "much more latency when quiet.",
+        json_schema_extra=_in("Batching and admission", advanced=True),
+    )
+    intra_op_threads: PositiveInt = Field(
+        default_factory=available_cpus,
+        description="ONNX Runtime / OpenVINO threads for a batch that runs alone (batches side "
+        "by side share them). Unset: " + CPUS + ".",
+        json_schema_extra=_in("Batching and admission", advanced=True, default="CPUs available"),
+    )
+    inference_streams: PositiveInt | None = Field(
+        default=None,
+        description="Batches in flight at once under load, each on its own inference thread "
+        "(OpenVINO: its streams); a batch that runs alone gets every thread. Unset: measured at "
+        "start, 2 where inference costs at least twice the decoding per image, else 1 "
+        "(docs/decisions/inference-streams.md).",
+        json_schema_extra=_in("Batching and admission", advanced=True, default="measured"),
+    )
+    inference_stall_s: PositiveFloat = Field(
+        default=30.0,
+        description="A batch running longer than this means a hung runtime: /livez and /readyz "
+        "answer 503 'failed: inference stalled' so the orchestrator restarts the pod.",
+        json_schema_extra=_in("Batching and admission", advanced=True),
+    )
+    worker_nice: int = Field(
+        default=19,
+        ge=0,
+        le=19,
+        description="Nice levels added to decode workers and inference threads, so the event "
+        "loop reads, answers and refuses at once however busy they are "
+        "(docs/decisions/worker-niceness.md). 0: equal priority.",
+        json_schema_extra=_in("Batching and admission", advanced=True),
+    )
 
-    # Decode workers and inference threads run this much nicer than the event loop (service/
-    # priority.py): the loop answers, and refuses, at once however busy the workers are.
-    # 19, measured (bench/overload.py, two interleaved pairs of runs): at 4x capacity the 503
-    # p99 fell from 22-26 to 10-13 ms and goodput rose from 71-80 to 79-96 % of capacity
-    # against nice 5. In a container the workers compete only with the service's own loop.
-    worker_nice: int = Field(default=19, ge=0, le=19)
+    # -- Input limits ------------------------------------------------------------------------
+    max_upload_bytes: PositiveInt = Field(
+        default=20 * 1024 * 1024,
+        description="Bytes of one image; over it 413, refused from Content-Length or at the "
+        "first chunk over, before the rest is read.",
+        json_schema_extra=_in("Input limits"),
+    )
+    max_image_pixels: PositiveInt = Field(
+        default=40_000_000,
+        description="Pixels (width x height) of one image, checked from its header before "
+        "decoding (413): the decompression-bomb guard.",
+        json_schema_extra=_in("Input limits"),
+    )
+    max_batch_images: PositiveInt = Field(
+        default=32,
+        description="Images in one batch request (/v1/classify/batch, a /v2 or gRPC input); "
+        "over it 422. Half the queue, so one request cannot take every admission slot.",
+        json_schema_extra=_in("Input limits"),
+    )
+    max_request_bytes: PositiveInt = Field(
+        default=64 * 1024 * 1024,
+        description="Bytes of a whole batch request body (and a gRPC message).",
+        json_schema_extra=_in("Input limits"),
+    )
+    body_budget_bytes: PositiveInt = Field(
+        default=128 * 1024 * 1024,
+        description="Request-body bytes (and gRPC messages) held in memory at once across all "
+        "requests, counted from Content-Length before any is read; a body that does not fit "
+        "gets 503 overloaded with Retry-After. Must hold the largest body a route takes "
+        "(docs/decisions/body-budget.md).",
+        json_schema_extra=_in("Input limits"),
+    )
+    decode_workers: PositiveInt = Field(
+        default_factory=available_cpus,
+        description="Threads decoding and resizing images beside inference. Unset: " + CPUS + ".",
+        json_schema_extra=_in("Input limits", advanced=True, default="CPUs available"),
+    )
+    decode_budget_pixels: PositiveInt = Field(
+        default=40_000_000,
+        description="Full-size pixels decoded at once across the decode workers (a JPEG counts "
+        "after its DCT downscale); an image that does not fit waits its turn. Bounds decode "
+        "memory: the default keeps the worst case (a 40 MP RGBA PNG) to one at a time.",
+        json_schema_extra=_in("Input limits", advanced=True),
+    )
 
-    # Input
-    decode_workers: PositiveInt = Field(default_factory=available_cpus)
-    max_upload_bytes: PositiveInt = 20 * 1024 * 1024
-    max_image_pixels: PositiveInt = 40_000_000
-    # Full-size pixels decoded at once across the decode workers (service/budget.py): bounds
-    # decode memory at about 8-9 bytes per budgeted pixel whatever arrives together.
-    decode_budget_pixels: PositiveInt = 40_000_000
-    # Half the queue: one batch request can never take every admission slot by itself.
-    max_batch_images: PositiveInt = 32  # images in one /v1/classify/batch request
-    max_request_bytes: PositiveInt = 64 * 1024 * 1024  # a whole batch request body
-    # Request-body bytes held in memory at once across requests (service/bodies.py); a body
-    # that does not fit gets 503 overloaded. At least one largest body must fit.
-    body_budget_bytes: PositiveInt = 128 * 1024 * 1024
+    # -- HTTP server -------------------------------------------------------------------------
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to listen on; 0.0.0.0 in a container.",
+        json_schema_extra=_in("HTTP server"),
+    )
+    port: int = Field(
+        default=8000,
+        ge=0,
+        le=65535,
+        description="HTTP port.",
+        json_schema_extra=_in("HTTP server"),
+    )
+    grpc_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="Serve the Open Inference Protocol over gRPC on this port (8001 is "
+        "Triton's). Unset: off, so no second listener opens unasked.",
+        json_schema_extra=_in("HTTP server", default="off"),
+    )
+    http_keep_alive_s: PositiveFloat = Field(
+        default=5.0,
+        description="Idle keep-alive connections close after this many seconds; behind a load "
+        "balancer, set it above the balancer's idle timeout.",
+        json_schema_extra=_in("HTTP server"),
+    )
+    drain_timeout_s: float = Field(
+        default=20.0,
+        ge=0.0,
+        description="How long SIGTERM waits for admitted requests; keep it below the "
+        "orchestrator's grace period (the Kubernetes manifest here: 40 s).",
+        json_schema_extra=_in("HTTP server"),
+    )
+    http_limit_concurrency: PositiveInt | None = Field(
+        default=1024,
+        description="Open connections plus tasks before uvicorn answers a plain-text 503: a "
+        "last line of defence; admission is really IMGCLS_QUEUE_CAPACITY.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
+    http_backlog: PositiveInt = Field(
+        default=2048,
+        description="listen() backlog: connections waiting for accept(); capped by "
+        "net.core.somaxconn.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
 
-    # HTTP server (uvicorn, one worker)
-    http_limit_concurrency: PositiveInt | None = 1024  # open connections+tasks, then plain 503
-    http_backlog: PositiveInt = 2048  # listen() backlog: connections waiting for accept()
-    http_keep_alive_s: PositiveFloat = 5.0  # idle keep-alive connections are closed after this
+    # -- Security ----------------------------------------------------------------------------
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated bearer tokens accepted on /v1, /v2 and gRPC; never logged. "
+        "Unset (and no file): no authentication.",
+        json_schema_extra=_in("Security", default="unset (no auth)"),
+    )
+    api_tokens_file: Path | None = Field(
+        default=None,
+        description="A file of bearer tokens, one per line, re-read when it changes: rotation "
+        "without a restart. A file that cannot be read keeps the tokens read last.",
+        json_schema_extra=_in("Security"),
+    )
+    auth_probes: bool = Field(
+        default=False,
+        description="Also require a token on /livez, /readyz and /v2/health/* (kubelets send "
+        "none: only behind a proxy that adds it).",
+        json_schema_extra=_in("Security"),
+    )
+    auth_metrics: bool = Field(
+        default=False,
+        description="Also require a token on /metrics (give Prometheus authorization: "
+        "credentials:).",
+        json_schema_extra=_in("Security"),
+    )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated browser origins allowed to call the API. Empty: CORS off.",
+        json_schema_extra=_in("Security", default="unset (CORS off)"),
+    )
 
-    # Security (README: Security). No tokens: no authentication.
-    api_tokens: SecretStr | None = None  # comma-separated bearer tokens; never logged
-    api_tokens_file: Path | None = None  # one token per line, re-read when it changes
-    auth_probes: bool = False  # require the token on /livez, /readyz, /v2/health/*
-    auth_metrics: bool = False  # require the token on /metrics
-    cors_origins: str = ""  # comma-separated origins allowed to call the API from a browser
-
-    # Process
-    drain_timeout_s: float = Field(default=20.0, ge=0.0)
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    # Open Inference Protocol v2 over gRPC on this port. Unset: off, so no second listener opens
-    # unasked (two servers on one host would clash on a fixed default); 8001 is Triton's.
-    grpc_port: int | None = Field(default=None, ge=0, le=65535)
-    log_format: Literal["json", "text"] = "json"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # -- Logs --------------------------------------------------------------------------------
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one object per line, each with its request id; text for humans.",
+        json_schema_extra=_in("Logs"),
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="warning drops the per-request access lines.",
+        json_schema_extra=_in("Logs"),
+    )
 
     @property
     def max_single_body_bytes(self) -> int:

@@ -6,7 +6,8 @@ batches. It uses the service's preprocessing, so it decodes the very same pixels
     python -m bench.peers.bentoml_ort --port 8004 --labels L --model-file F (the manifest's)
 
 Where the work runs, in BentoML's one worker process: each request's body is decoded as
-BentoML parses the request (a validator on the input type runs ``service.preprocess``, on the
+BentoML parses the request (a validator on the input type runs ``service.inference.preprocess``, on
+the
 event loop, one request at a time), so only the inference is batched: the dispatcher
 concatenates the decoded (1, 224, 224, 3) arrays and runs the session on its one worker thread.
 A batchable API answers a list per request (BentoML's batch contract); ``OneAnswer`` unwraps it
@@ -37,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 
 from bench.peers import parser, top3
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = PreprocessSpec()

@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bench.peers import parser, top3
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
 
 
 def compile_model(model_file: Path, spec: PreprocessSpec) -> Any:

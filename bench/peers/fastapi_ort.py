@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 
 from bench.peers import parser, top3
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
 
 
 def create_app(session: ort.InferenceSession, labels: list[str], name: str) -> FastAPI:

@@ -1,5 +1,5 @@
 """The Open Inference Protocol v2 (KServe's V2 protocol, as Triton and OpenVINO Model Server
-speak it) on the service's one data plane, over REST (service/api/v2.py) and gRPC.
+speak it) on the service's one data plane, over REST (service/http/v2.py) and gRPC.
 
     plane.py        what the protocol needs from the Classifier (logits, labels, readiness)
     errors.py       the protocol's own errors (unknown model or version)

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from service.api.context import slowest
-from service.classifier import ModelMeta, Timing
 from service.errors import ImageTooLarge, ImgclsError, InvalidParameter
+from service.inference.postprocess import Logits, softmax
+from service.model.loading import ModelMeta
+from service.observability.timing import Timing, slowest
 from service.oip.metadata import (
     FP32,
     INPUT_DATATYPES,
@@ -30,7 +31,6 @@ from service.oip.metadata import (
 )
 from service.oip.plane import Plane, Scores
 from service.oip.tensors import BYTES, Tensor
-from service.postprocess import Logits, softmax
 from service.settings import Settings
 
 CLASSIFICATION = "classification"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata as dist
 from typing import Any
 
-from service.classifier import ModelMeta
+from service.model.loading import ModelMeta
 from service.oip.errors import ModelNotFound
 from service.oip.tensors import BYTES
 

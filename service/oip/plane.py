@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from service.classifier import ModelMeta, Readiness, Scores
-from service.preprocess import Pixels
+from service.inference.classifier import Scores
+from service.inference.preprocess import Pixels
+from service.limits.lifecycle import Readiness
+from service.model.loading import ModelMeta
 
 __all__ = ["Plane", "Scores"]
 

@@ -15,7 +15,8 @@ import pytest
 from fastapi import FastAPI
 
 from service.app import create_app
-from service.metrics import Metrics
+from service.http.state import service_state
+from service.observability.metrics import Metrics
 from service.settings import Settings
 from tests.api.fakes import FakeClassifier
 
@@ -33,7 +34,7 @@ class Served:
 
     @property
     def classifier(self) -> Any:
-        return self.app.state.classifier
+        return service_state(self.app).classifier
 
 
 @contextlib.asynccontextmanager
@@ -48,7 +49,7 @@ async def serve(
     app = create_app(settings, metrics=metrics, **kwargs)
     async with app.router.lifespan_context(app):
         if wait_started:
-            await app.state.start_task
+            await service_state(app).start_task
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://imgcls") as client:
             yield Served(app, client, metrics)

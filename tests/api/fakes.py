@@ -1,22 +1,25 @@
-"""A stand-in for service.classifier.Classifier, for the tests where a fake is the point:
+"""A stand-in for service.inference.classifier.Classifier, for the tests where a fake is the point:
 forcing a 500/503/504, holding requests in flight (drain, disconnect) or holding start-up.
 Everything else in tests/api runs the real Classifier on the real model.
 
 Only the answer is fake. States, readiness reasons, admission (Draining, NotReady, Overloaded),
-the in-flight count and drain are the real service.lifecycle.Lifecycle, so the API's drain and
+the in-flight count and drain are the real service.limits.lifecycle.Lifecycle, so the API's drain
+and
 503 tests exercise the code that serves."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from service.classifier import Classification, ModelMeta, Prediction, Readiness, Timing
 from service.errors import NotReady
-from service.lifecycle import Lifecycle, Reservation, State
-from service.manifest import Manifest
-from service.metrics import Metrics
+from service.inference.classifier import Classification
+from service.inference.postprocess import Prediction
+from service.limits.lifecycle import Lifecycle, Readiness, Reservation, State
+from service.model.loading import ModelMeta
+from service.observability.metrics import Metrics
+from service.observability.timing import Timing
 from service.settings import Settings
+from tests.factories import model_meta
 
 FAKE_TIMING = Timing(decode_s=0.001, queue_s=0.002, inference_s=0.003, batch_size=4)
 
@@ -101,22 +104,4 @@ class FakeClassifier:
     def meta(self) -> ModelMeta:
         if self.lifecycle.state is State.LOADING:
             raise NotReady("the model is not loaded (loading)")
-        return ModelMeta(
-            name="fake",
-            version="0",
-            untrained=self.untrained,
-            precision="int8",
-            provider="CPUExecutionProvider",
-            provider_reason="fake",
-            intra_op_threads=1,
-            decode_workers=1,
-            max_batch_size=4,
-            num_classes=1000,
-            input_shape=(224, 224, 3),
-            warmup_latency_s={1: 0.001},
-            # Unvalidated and nearly empty: no API answer the fake serves reads the manifest.
-            manifest=Manifest.model_construct(evaluation=None),  # type: ignore[call-arg]
-            model_dir=Path("fake"),
-            provider_reason_code="configured",
-            served_top1=None,
-        )
+        return model_meta(untrained=self.untrained)

@@ -1,4 +1,5 @@
-"""The body budget (IMGCLS_BODY_BUDGET_BYTES, service/bodies.py): request bodies held in memory
+"""The body budget (IMGCLS_BODY_BUDGET_BYTES, service/limits/body_budget.py): request bodies held
+in memory
 at once are bounded. While a slow upload holds part of the budget, a body that would not fit
 beside it is refused with 503 overloaded and Retry-After before any of it is read (or, sent
 chunked, at the first chunk that would not fit); once the holder is answered, its bytes are

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from service.batcher import MicroBatcher
-from service.classifier import Classifier
 from service.errors import DeadlineExceeded, InferenceFailed, NotReady, Overloaded
-from service.postprocess import Logits
-from service.preprocess import Pixels
-from service.runner import Batch, Runner
+from service.inference.batcher import MicroBatcher
+from service.inference.classifier import Classifier
+from service.inference.postprocess import Logits
+from service.inference.preprocess import Pixels
+from service.model.runner import Batch, Runner
 from service.settings import Settings
 from tests.api.conftest import Served, fake_factory, serve
 from tests.unit.tiny import colour_png, write_tiny_artifacts
@@ -201,9 +201,13 @@ async def test_422_empty_batch(real: Served) -> None:
 
 
 async def test_404_and_405_in_the_same_shape(real: Served) -> None:
-    missing = await real.client.get("/v2/nothing")
+    missing = await real.client.get("/v1/nothing")
     assert missing.status_code == 404
     assert missing.json() == error("not_found", "Not Found")
+    # Under /v2 (Triton's routes this server lacks, say) in the protocol's shape.
+    protocol = await real.client.get("/v2/repository/index")
+    assert protocol.status_code == 404
+    assert protocol.json() == {"error": "Not Found"}
     wrong_method = await real.client.get("/v1/classify")
     assert wrong_method.status_code == 405
     assert wrong_method.json() == error("method_not_allowed", "Method Not Allowed")
@@ -278,7 +282,7 @@ async def test_500_unexpected_exception_is_logged_never_shown(
 ) -> None:
     boom = RuntimeError("secret internals /etc/passwd")
     async with serve(Settings(), fake_factory(error=boom)) as served:
-        with caplog.at_level(logging.ERROR, logger="service.api.middleware"):
+        with caplog.at_level(logging.ERROR, logger="service.http.middleware"):
             response = await served.client.post(
                 "/v1/classify",
                 content=b"img",
@@ -291,7 +295,7 @@ async def test_500_unexpected_exception_is_logged_never_shown(
     assert "secret" not in response.text
     assert "Traceback" not in response.text
     assert response.headers["X-Request-ID"] == "req-500"
-    record = next(r for r in caplog.records if r.name == "service.api.middleware")
+    record = next(r for r in caplog.records if r.name == "service.http.middleware")
     assert record.exc_info is not None
     assert record.exc_info[1] is boom
 
@@ -331,7 +335,7 @@ async def test_500_inference_error_text_is_logged_once_never_shown(
     assert response.headers["X-Request-ID"] == "req-ort"
     # The detail (type, message, traceback) is logged once, naming the request...
     [record] = [r for r in caplog.records if r.exc_info]
-    assert record.name == "service.batcher"
+    assert record.name == "service.inference.batcher"
     assert record.getMessage() == "batch of 1 failed; requests: req-ort"
     assert record.exc_info is not None
     ort_error = record.exc_info[1]

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from service.batcher import MicroBatcher
-from service.classifier import Classifier
-from service.metrics import Metrics
-from service.postprocess import Logits
-from service.preprocess import Pixels
-from service.runner import Batch, Runner
+from service.inference.batcher import MicroBatcher
+from service.inference.classifier import Classifier
+from service.inference.postprocess import Logits
+from service.inference.preprocess import Pixels
+from service.model.runner import Batch, Runner
+from service.observability.metrics import Metrics
 from service.settings import Settings
 from tests.api.conftest import Served, serve
 from tests.unit.tiny import colour_png, write_tiny_artifacts

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.logs import setup_logging
+from service.observability.logs import setup_logging
 from service.settings import Settings
 from tests.api.conftest import fake_factory, serve
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from service import isa
 from service.app import drain
-from service.manifest import file_entry, load_manifest, write_manifest
+from service.http.state import service_state
+from service.model import int8_weights as isa
+from service.model.manifest import file_entry, load_manifest, write_manifest
 from service.settings import Settings
 from tests.api.conftest import Served, fake_factory, serve
 from tests.unit.tiny import write_tiny_artifacts
@@ -33,7 +34,7 @@ async def test_readyz_503_until_start_returns_then_200() -> None:
             "/v1/classify", content=b"img", headers={"Content-Type": "image/png"}
         )
         served.classifier.release.set()
-        await served.app.state.start_task
+        await service_state(served.app).start_task
         after = await served.client.get("/readyz")
     assert before.status_code == 503
     assert before.json() == {"ready": False, "reason": "loading", "details": {"in_flight": 0}}

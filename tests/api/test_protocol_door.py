@@ -1,4 +1,4 @@
-"""The door in uvicorn's HTTP protocol (service/api/protocol_door.py), in a real uvicorn server
+"""The door in uvicorn's HTTP protocol (service/server/protocol.py), in a real uvicorn server
 on a loopback port, with the fake classifier holding one request so that the queue (capacity 1)
 is full. The app is wrapped in a recorder: a refusal answered by the protocol never reaches it.
 What is compared with the app's own answer is what a caller sees."""
@@ -21,11 +21,12 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
-from service.__main__ import _protocol
-from service.api.protocol_door import door_protocol
 from service.app import create_app
-from service.logs import ACCESS_LOGGER
-from service.metrics import Metrics
+from service.http.state import service_state
+from service.observability.logs import ACCESS_LOGGER
+from service.observability.metrics import Metrics
+from service.server.draining import _protocol
+from service.server.protocol import door_protocol
 from service.settings import Settings
 from tests.api.conftest import fake_factory, serve
 
@@ -46,7 +47,7 @@ class Live:
 
     @property
     def classifier(self) -> Any:
-        return self.app.state.classifier
+        return service_state(self.app).classifier
 
 
 @contextlib.asynccontextmanager
@@ -66,11 +67,11 @@ async def live(settings: Settings) -> AsyncIterator[Live]:
 
     config = uvicorn.Config(
         recorder,
-        http=door_protocol(app.state.early_door),
+        http=door_protocol(service_state(app).early_door),
         lifespan="on",
         log_config=None,
         access_log=False,
-        server_header=False,  # as service/__main__.py configures it
+        server_header=False,  # as service/server/draining.py configures it
         timeout_graceful_shutdown=2,  # a failed test's half-sent upload must not hold the stop
     )
     server = uvicorn.Server(config)
@@ -79,7 +80,7 @@ async def live(settings: Settings) -> AsyncIterator[Live]:
         async with asyncio.timeout(10):
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
                 await asyncio.sleep(0.01)
-            await app.state.start_task
+            await service_state(app).start_task
         async with httpx.AsyncClient(base_url=served.url) as client:
             token = settings.api_tokens
             auth = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
@@ -260,7 +261,7 @@ async def test_with_a_valid_token_the_protocol_refuses() -> None:
 
 
 def test_the_service_serves_through_the_door_protocol() -> None:
-    """python -m service's uvicorn config (service/__main__.py) uses it on httptools."""
+    """python -m service's uvicorn config (service/server/draining.py) uses it on httptools."""
     app = create_app(Settings(), metrics=Metrics())
     protocol = _protocol("httptools", app)
     assert not isinstance(protocol, str)

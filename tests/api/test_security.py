@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from service.api.auth import BearerAuth
+from service.http.auth import BearerAuth
 from service.settings import Settings
 from tests.api.conftest import Served, fake_factory, serve
 

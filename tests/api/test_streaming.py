@@ -62,7 +62,7 @@ async def test_disconnect_while_waiting_cancels_the_work(
             call(served.app, http_scope(path, {"Content-Type": content_type}), client)
         )
         await fake.wait_admitted(images)  # every image is waiting inside classify
-        with caplog.at_level(logging.INFO, logger="service.api.errors"):
+        with caplog.at_level(logging.INFO, logger="service.http.errors"):
             client.disconnect.set()
             await request
         assert fake.cancelled == images

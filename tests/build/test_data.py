@@ -9,7 +9,7 @@ import pytest
 
 from build import data
 from build.errors import DataError
-from service.preprocess import PreprocessSpec
+from service.inference.preprocess import PreprocessSpec
 
 
 @pytest.fixture(scope="module")

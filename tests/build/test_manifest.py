@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from build.catalog import class_names
-from service.manifest import ManifestError, load_labels, load_manifest, verified_model_path
+from service.model.manifest import ManifestError, load_labels, load_manifest, verified_model_path
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from build import data
 from build.__main__ import main
 from build.pipeline import INT8_NAMES
 from build.sessions import run, session
-from service import isa
-from service.manifest import load_labels, load_manifest, verified_model_path
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
+from service.model import int8_weights as isa
+from service.model.manifest import load_labels, load_manifest, verified_model_path
 
 pytestmark = pytest.mark.slow
 

@@ -138,7 +138,8 @@ def test_sigterm_under_keep_alive_load_answers_every_request_it_read(
     # logged: the two counts are the same requests.
     assert outcomes[ANSWERED] == handled, dict(outcomes)
     # Nothing is lost, not even a connection the kernel completed in the last instant before
-    # the port closed: new handshakes are stopped first (service/synfilter.py), those under way
+    # the port closed: new handshakes are stopped first (service/server/syn_filter.py), those under
+    # way
     # are accepted and answered. Before the drain closed connections cleanly, 2-10 (httpx) and
     # all 32 (raw) were lost; with a one-slot accept queue instead of the filter, 0-2.
     assert outcomes[LOST] == 0, dict(outcomes)

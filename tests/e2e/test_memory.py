@@ -87,7 +87,7 @@ def test_concurrent_large_images_cost_the_budget_not_their_number(
     below, above = bound_mb
     # One RGBA image of this size costs about 310 MB to decode (its pixels, then Pillow's
     # premultiplied copy for the resize); two at once, about 620. Measured: +300 and +540 MB
-    # over the peak at ready. (Before service.memory, freed decode memory stayed in glibc's
+    # over the peak at ready. (Before service.process, freed decode memory stayed in glibc's
     # per-thread heaps and even one-at-a-time decodes added up: +530 MB.)
     if below is not None:
         assert growth < below, f"peak RSS grew {growth:.0f} MB"

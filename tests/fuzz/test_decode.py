@@ -1,4 +1,5 @@
-"""The decode path (service.preprocess) under hostile bytes: whatever it is given, it returns
+"""The decode path (service.inference.preprocess) under hostile bytes: whatever it is given, it
+returns
 the model's (224, 224, 3) uint8 input or raises one of its three documented errors. Anything
 else (another exception type, a wrong shape) would reach a caller as a 500."""
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import PreprocessSpec, preprocess
+from service.inference.preprocess import PreprocessSpec, preprocess
 
 SPEC = PreprocessSpec()
 MAX_PIXELS = 4_000_000  # small, so a fuzzed header that claims a huge size is refused cheaply

@@ -30,6 +30,6 @@ def tiny_model_path(tiny_artifacts: Path) -> Path:
 @pytest.fixture
 def no_openvino(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend onnxruntime offers only the CPU provider."""
-    from service import runner
+    from service.model import runner
 
     monkeypatch.setattr(runner, "available_providers", lambda: [runner.CPU])

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 
-from service.batcher import Done, DrainRate, MicroBatcher
 from service.errors import DeadlineExceeded, Draining, InferenceFailed, Overloaded
-from service.logs import request_id_var
-from service.metrics import Metrics
+from service.inference.batcher import Done, DrainRate, MicroBatcher
+from service.observability.logs import request_id_var
+from service.observability.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 FAR = 1e6  # a deadline nobody reaches
@@ -372,7 +372,7 @@ async def test_the_exception_text_goes_to_the_log_once_and_never_to_the_callers(
     await model.wait_entered()
     doomed = [submit_as(batcher, "a", "req-a"), submit_as(batcher, "boom", "req-b")]
     await settle()
-    with caplog.at_level(logging.ERROR, logger="service.batcher"):
+    with caplog.at_level(logging.ERROR, logger="service.inference.batcher"):
         model.gate.set()
         await head
         errors = await asyncio.gather(*doomed, return_exceptions=True)
@@ -381,7 +381,7 @@ async def test_the_exception_text_goes_to_the_log_once_and_never_to_the_callers(
         assert (error.code, error.message) == ("inference_failed", "inference failed")
         assert "kaboom" not in str(error)
         assert "ValueError" not in str(error)
-    [record] = [r for r in caplog.records if r.name == "service.batcher"]  # logged once
+    [record] = [r for r in caplog.records if r.name == "service.inference.batcher"]  # logged once
     assert record.getMessage() == "batch of 2 failed; requests: req-a, req-b"
     assert record.exc_info is not None
     assert isinstance(record.exc_info[1], ValueError)

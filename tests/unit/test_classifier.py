@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from service import isa
-from service.classifier import Classifier, find_model_dir
 from service.errors import (
     BadImage,
     DeadlineExceeded,
@@ -23,9 +21,12 @@ from service.errors import (
     Overloaded,
     UnsupportedMediaType,
 )
-from service.manifest import ManifestError, load_manifest
-from service.metrics import Metrics
-from service.providers import CPU
+from service.inference.classifier import Classifier
+from service.model import int8_weights as isa
+from service.model.loading import find_model_dir
+from service.model.manifest import ManifestError, load_manifest
+from service.model.providers import CPU
+from service.observability.metrics import Metrics
 from service.settings import Settings
 from tests.unit.tiny import colour_png, write_tiny_artifacts
 
@@ -142,7 +143,8 @@ async def test_not_ready_before_start_then_ready_with_meta(tiny_artifacts: Path)
                                         "intra_op_threads": "1", "decode_workers": "2",
                                         "inference_streams": "1",
                                         "max_batch_size": "4"}) == 1  # fmt: skip
-    # One intra-op thread: nothing to share, so one stream without measuring (service/layout.py).
+    # One intra-op thread: nothing to share, so one stream without measuring
+    # (service/model/inference_streams.py).
     assert (meta.inference_streams, meta.inference_streams_reason) == (
         1,
         "auto: one inference thread, one batch at a time",

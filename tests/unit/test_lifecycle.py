@@ -10,8 +10,8 @@ import logging
 import pytest
 
 from service.errors import Draining, NotReady, Overloaded, Unavailable
-from service.lifecycle import Lifecycle, State, holding
-from service.metrics import Metrics
+from service.limits.lifecycle import Lifecycle, State, holding
+from service.observability.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
 
@@ -206,7 +206,7 @@ async def test_drain_waits_for_every_admitted_call_and_refuses_new_ones(
         assert isinstance(refusal(life), Draining)
         release.set()
         await held
-    with caplog.at_level(logging.WARNING, logger="service.lifecycle"):
+    with caplog.at_level(logging.WARNING, logger="service.limits.lifecycle"):
         await draining
     assert life.in_flight == 0
     assert "drain timed out" not in caplog.text  # it returned because the last call ended
@@ -217,12 +217,12 @@ async def test_drain_gives_up_at_its_timeout_and_says_so(
 ) -> None:
     life = Lifecycle(Metrics(), capacity=4)
     life.ready(retry_after_s=lambda n: 1)
-    with caplog.at_level(logging.WARNING, logger="service.lifecycle"), life.admit():
+    with caplog.at_level(logging.WARNING, logger="service.limits.lifecycle"), life.admit():
         await life.drain(timeout_s=0)  # one call never answered
     assert "drain timed out after 0.0 s with 1 in flight" in caplog.text
 
 
-# -- reservations: slots taken at the door (service/api/protocol_door.py) ---------------------
+# -- reservations: slots taken at the door (service/server/protocol.py) ---------------------
 
 
 def ready_life(capacity: int) -> Lifecycle:

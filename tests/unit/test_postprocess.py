@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.postprocess import Prediction, softmax, top_k
+from service.inference.postprocess import Prediction, softmax, top_k
 
 LABELS = ["cat", "dog", "eel", "fox"]
 

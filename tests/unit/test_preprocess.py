@@ -1,4 +1,4 @@
-"""service.preprocess: bytes -> (224, 224, 3) uint8 RGB, and the errors it may raise."""
+"""service.inference.preprocess: bytes -> (224, 224, 3) uint8 RGB, and the errors it may raise."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 from PIL.JpegImagePlugin import JpegImageFile
 
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import PreprocessSpec, check_media_type, preprocess, resize_crop
+from service.inference.preprocess import PreprocessSpec, check_media_type, preprocess, resize_crop
 
 SPEC = PreprocessSpec()
 

@@ -1,4 +1,4 @@
-"""A refusal rendered once and reused (service/api/door.py): the bytes the HTTP protocol sends
+"""A refusal rendered once and reused (service/http/door.py): the bytes the HTTP protocol sends
 must be the response the ASGI door would build, and a cached rendering must never answer a
 refusal that differs in anything a caller reads (message, Retry-After, protocol)."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 
-from service.api.door import Refusal
 from service.errors import Draining, Overloaded
+from service.http.door import Refusal
 
 V1 = "/v1/classify"
 V2 = "/v2/models/resnet18/infer"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service import runner
-from service.runner import (
+from service.model import runner
+from service.model.runner import (
     CPU,
     OPENVINO,
     Runner,

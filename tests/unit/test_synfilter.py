@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.synfilter import stop_new_handshakes
+from service.server.syn_filter import stop_new_handshakes
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="a Linux socket filter")
 

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from service.manifest import (
+from service.model.manifest import (
     Accuracy,
     EvaluationInfo,
     ExportInfo,

@@ -13,6 +13,7 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from service.http.state import service_state
 from service.settings import Settings
 from tests.api.conftest import Served, serve
 from tests.v2.wire import INPUT, MODEL
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.anyio
 async def served(trained_model_dir: Path) -> AsyncIterator[tuple[Served, Any]]:
     settings = Settings(model_dir=trained_model_dir, host="127.0.0.1", grpc_port=0)
     async with serve(settings) as served:
-        port = served.app.state.grpc_server.port
+        port = service_state(served.app).grpc_port
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             yield served, service_pb2_grpc.GRPCInferenceServiceStub(channel)
 
@@ -88,7 +89,8 @@ async def test_grpc_calls_are_counted_by_method_and_code(
 async def test_a_message_that_does_not_fit_the_body_budget_is_refused(
     served: tuple[Served, Any], photo_bytes: Callable[[str], bytes]
 ) -> None:
-    """gRPC messages count in the same budget as REST bodies (service/bodies.py): while other
+    """gRPC messages count in the same budget as REST bodies (service/limits/body_budget.py): while
+    other
     requests hold all but 1000 bytes of it, an image is refused RESOURCE_EXHAUSTED (as any
     overload) and counted as overloaded; once they are done, the same call is answered."""
     app, stub = served
@@ -96,7 +98,7 @@ async def test_a_message_that_does_not_fit_the_body_budget_is_refused(
     request.inputs.add(name=INPUT, datatype="BYTES", shape=[1])
     image = photo_bytes("coffee.png")
     request.raw_input_contents.append(len(image).to_bytes(4, "little") + image)
-    budget = app.app.state.body_budget
+    budget = service_state(app.app).body_budget
     others = budget.hold()
     others.take(budget.capacity - 1000)
     before = (await app.client.get("/metrics")).text

@@ -19,7 +19,7 @@ import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.postprocess import softmax
+from service.inference.postprocess import softmax
 from tests.e2e.conftest import ServiceProcess, free_port, run_service
 from tests.v2.wire import INPUT, MODEL, binary_body, classification, pixels
 

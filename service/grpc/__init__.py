@@ -1,0 +1,2 @@
+"""The Open Inference Protocol over gRPC: the grpc.aio server, the servicer and its bearer-token
+interceptor."""

@@ -1,0 +1,2 @@
+"""The data path: preprocessing (shared with build/), the micro-batcher, postprocessing and the
+Classifier that composes them."""

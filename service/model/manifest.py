@@ -1,0 +1,200 @@
+"""model_artifacts/<model>/manifest.json: the contract between build/ (writer) and the service
+(reader). Everything a server or an auditor needs to know about a model lives here, and the
+service refuses a model file whose sha256 does not match it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MANIFEST_NAME = "manifest.json"
+SCHEMA_VERSION = 1
+# File keys: "int8" has full-range weights, "int8_w7" 7-bit ones for x86 CPUs without VNNI,
+# whose u8s8 kernels would saturate (service/model/int8_weights.py); "int8" serving picks one per
+# machine.
+FileKey = Literal["fp32", "int8", "int8_w7"]
+
+
+class ManifestError(Exception):
+    """The manifest is missing, malformed, or does not match the files beside it."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
+
+
+class ModelInfo(_Frozen):
+    name: str  # catalog name: resnet18 | efficientnet_lite0
+    version: str  # catalog version + weights digest prefix, e.g. "1.0-f37072fd"
+    architecture: str
+    weights_source: str  # "torchvision:IMAGENET1K_V1", "file:/path", "pypi:...", "random"
+    weights_sha256: str | None
+    untrained: bool
+
+
+class InputSpec(_Frozen):
+    """What the graph takes. Normalisation is folded into the graph, so the service feeds the
+    resized, cropped RGB pixels as uint8 and never does float maths per request."""
+
+    name: str
+    shape: tuple[int | str, int, int, int]  # ("batch", H, W, 3)
+    dtype: Literal["uint8"]
+    layout: Literal["NHWC"]
+    resize_size: int  # shorter side is resized to this ...
+    crop_size: int  # ... then the centre crop_size x crop_size is taken
+    interpolation: Literal["bilinear"]
+    mean: tuple[float, float, float]  # on the 0..1 scale, applied inside the graph
+    std: tuple[float, float, float]
+
+
+class OutputSpec(_Frozen):
+    name: str
+    num_classes: int
+    kind: Literal["logits"]
+
+
+class FileEntry(_Frozen):
+    path: str  # relative to the model directory
+    sha256: str
+    bytes: int
+
+
+class ExportInfo(_Frozen):
+    exporter: str
+    opset: int
+    dynamic_batch: bool
+    max_abs_logit_diff: float  # torch vs ORT fp32 on real images
+    diff_images: int
+
+
+class QuantizationInfo(_Frozen):
+    format: Literal["QDQ"]
+    per_channel: bool
+    activation_type: str  # QUInt8
+    weight_type: str  # QInt8
+    calibration_method: str
+    calibration_images: int
+    calibration_sha256: str  # over the sorted sha256s of the calibration files
+    calibration_source: str
+    nodes_excluded: tuple[str, ...] = ()
+
+
+class Accuracy(_Frozen):
+    top1: float  # percent
+    top5: float
+
+
+class ProviderEvaluation(_Frozen):
+    """The int8 model as one execution provider runs it: providers compile QDQ differently."""
+
+    int8: Accuracy
+    top1_agreement: float  # percent, against fp32 on the CPU provider
+    passed: bool
+
+
+class EvaluationInfo(_Frozen):
+    dataset: str
+    images: int
+    small: bool  # True when the labeled set was unavailable and shipped photos were used
+    fp32: Accuracy
+    int8: Accuracy
+    top1_agreement: float  # percent of images where fp32 and int8 agree on top-1
+    max_top1_drop_points: float  # the gate
+    passed: bool
+    # False for untrained weights: accuracy is chance either way, only agreement means anything.
+    gate_applicable: bool = True
+    int8_providers: dict[str, ProviderEvaluation] = Field(default_factory=dict)  # "cpu", ...
+    images_sha256: str | None = None  # over the sorted sha256s of the evaluation files
+    latency_ms_batch1: dict[str, float] = Field(default_factory=dict)  # "cpu/int8": median ms
+    # The int8 file int8_providers were measured on: the one the build machine's CPU computes
+    # exactly (service/model/int8_weights.py).
+    int8_file: str = "int8"
+    # Every other int8 file, computed exactly by ONNX Runtime's unfused reference execution
+    # (QDQ nodes + float kernels, no saturating int8 kernel): what a CPU of the other kind runs.
+    int8_reference: dict[str, ProviderEvaluation] = Field(default_factory=dict)
+
+
+class Manifest(_Frozen):
+    schema_version: int = SCHEMA_VERSION
+    model: ModelInfo
+    input: InputSpec
+    output: OutputSpec
+    labels: str = "labels.txt"
+    files: dict[FileKey, FileEntry]
+    export: ExportInfo
+    quantization: QuantizationInfo
+    evaluation: EvaluationInfo | None
+    versions: dict[str, str]
+    stage_seconds: dict[str, float] = Field(default_factory=dict)
+    built_at: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_entry(model_dir: Path, path: Path) -> FileEntry:
+    return FileEntry(
+        path=str(path.relative_to(model_dir)), sha256=sha256_file(path), bytes=path.stat().st_size
+    )
+
+
+def write_manifest(model_dir: Path, manifest: Manifest) -> Path:
+    target = model_dir / MANIFEST_NAME
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+    tmp.replace(target)  # atomic: a reader never sees half a manifest
+    return target
+
+
+def load_manifest(model_dir: Path) -> Manifest:
+    path = model_dir / MANIFEST_NAME
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ManifestError(f"no {MANIFEST_NAME} in {model_dir}: build the model first") from exc
+    except json.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{path}: schema_version {raw.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ManifestError(f"{path} does not match the manifest schema: {exc}") from exc
+
+
+def verified_model_path(model_dir: Path, manifest: Manifest, precision: FileKey) -> Path:
+    """The model file for ``precision``, after checking its size and sha256 against the manifest."""
+    entry = manifest.files.get(precision)
+    if entry is None:
+        raise ManifestError(f"manifest lists no {precision} model")
+    path = model_dir / entry.path
+    if not path.is_file():
+        raise ManifestError(f"{path} is missing")
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise ManifestError(
+            f"{path}: sha256 {actual[:12]}... does not match the manifest's {entry.sha256[:12]}..."
+        )
+    return path
+
+
+def load_labels(model_dir: Path, manifest: Manifest) -> list[str]:
+    labels = (model_dir / manifest.labels).read_text().splitlines()
+    if len(labels) != manifest.output.num_classes:
+        raise ManifestError(
+            f"{manifest.labels} has {len(labels)} labels, the model outputs "
+            f"{manifest.output.num_classes} classes"
+        )
+    return labels

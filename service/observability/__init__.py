@@ -1,0 +1,1 @@
+"""Metrics, logs, request ids and per-request timing, shared by every transport."""
