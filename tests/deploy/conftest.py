@@ -24,7 +24,7 @@ from tests.conftest import REPO
 # trained_server: the service run from the checkout, to compare the image's answers with.
 from tests.e2e.conftest import free_port, require_binary, trained_server, wait_until
 
-TEST_IMAGE = "localhost/imgcls:test"
+TEST_IMAGE = os.environ.get("IMGCLS_TEST_IMAGE", "localhost/imgcls:test")
 # A clean machine: podman install, base image, torch install, model build, runtime stage.
 IMAGE_BUILD_TIMEOUT_S = 2400
 READY_TIMEOUT_S = 120.0
