@@ -26,8 +26,8 @@ from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from tqdm import tqdm
 
-from build.catalog import QuantRecipe
 from build.export import INPUT_NAME
+from build.recipe import QuantRecipe
 from service.model.int8_weights import WeightBits
 
 CALIBRATION_BATCH = 10
