@@ -159,6 +159,22 @@ class Build:
         given = self.options.max_top1_drop
         return self.config.gate.max_top1_drop if given is None else given
 
+    def warn_if_gate_below_resolution(self) -> None:
+        """One image of a small evaluation split moves top-1 by more than a fine gate allows:
+        said once, so a user reads a failure as one image, not as a broken model."""
+        images = len(self.split.evaluation)
+        step = 100.0 / max(1, images)
+        if step > self.max_top1_drop:
+            log.warning(
+                "%s: one image of the %d-image evaluation split is %.2f points of top-1, more "
+                "than the gate's %g: a single changed answer fails the build (add images, or "
+                "raise [gate] max_top1_drop)",
+                self.name,
+                images,
+                step,
+                self.max_top1_drop,
+            )
+
     def pixels(self, paths_: tuple[Path, ...], what: str) -> npt.NDArray[np.uint8]:
         return data.load_pixels(paths_, self.spec, what)
 
@@ -590,6 +606,7 @@ def staged(b: Build, fresh: bool) -> Iterator[None]:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     b.work = Path(tempfile.mkdtemp(prefix=f".{b.name}.building-", dir=out))
+    b.work.chmod(0o755)  # mkdtemp's 0700 would hide the model from the service's user
     try:
         if not fresh:
             if not (b.model_dir / STATE_NAME).is_file():
@@ -634,6 +651,7 @@ def load_build(options: BuildOptions) -> Build:
     b = Build(config=config, options=options)
     _ = b.labels, b.torch
     _ = b.split  # find and check the data first: a bad folder fails in seconds, not after export
+    b.warn_if_gate_below_resolution()
     return b
 
 
