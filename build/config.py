@@ -21,6 +21,8 @@ from build.errors import ConfigError
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 Dataset = Literal["imagenet-sample"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # [preprocess]'s defaults: torchvision's normalisation
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # Shipped configs: build/models/<name>.toml (the catalog: `--model <name>` is their alias).
 SHIPPED_DIR = Path(__file__).resolve().parent / "models"
 
@@ -73,8 +75,8 @@ class LabelsConfig(_Section):
 class PreprocessConfig(_Section):
     resize: int = Field(256, ge=8, le=4096)  # the shorter side is resized to this ...
     crop: int = Field(224, ge=8, le=4096)  # ... then the centre crop x crop is taken
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)  # on the 0..1 scale
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # on the 0..1 scale
+    std: tuple[float, float, float] = IMAGENET_STD
 
     @model_validator(mode="after")
     def _sane(self) -> Self:
@@ -191,7 +193,11 @@ def _is_official(weights: str) -> bool:
 def _describe(error: ValidationError, where: str) -> str:
     first = error.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    key = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else (loc[0] if loc else "")
+    sections = set(ModelConfig.model_fields) - {"name", "version", "description", "path"}
+    if len(loc) > 1:
+        key = f"[{loc[0]}] {'.'.join(loc[1:])}"
+    else:
+        key = f"[{loc[0]}]" if loc and loc[0] in sections else (loc[0] if loc else "")
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":
         message = "is required"

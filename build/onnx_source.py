@@ -10,6 +10,7 @@ relabelling the opset (what the quantizer would do) changes the meaning of sever
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,16 @@ def summarize(model: onnx.ModelProto, path: Path, crop: int) -> OnnxSummary:
     return OnnxSummary(image.name, dims, out.name, _opset(model), model.producer_name)
 
 
+def loadable(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with the lowest IR version its opsets need: a newer onnx package writes
+    an IR version ONNX Runtime may not read yet, though it runs every operator in the graph."""
+    lowest = helper.find_min_ir_version_for(list(model.opset_import), ignore_unknown=True)
+    if model.ir_version > lowest:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        model.ir_version = lowest
+    return model
+
+
 def _upgrade(model: onnx.ModelProto, path: Path) -> onnx.ModelProto:
     if _opset(model) >= MIN_OPSET:
         return model
@@ -169,7 +180,7 @@ def wrap(
     path: Path,
 ) -> onnx.ModelProto:
     """The user's graph behind the uint8 NHWC front, output renamed to logits, batch dynamic."""
-    model = onnx.compose.add_prefix(_upgrade(model, path), _PREFIX)
+    model = onnx.compose.add_prefix(loadable(_upgrade(model, path)), _PREFIX)
     graph = model.graph
     net_input, net_output = _PREFIX + summary.input_name, _PREFIX + summary.output_name
     nodes, inits = _front(crop, net_input, mean, std)
@@ -235,7 +246,7 @@ def _run(sess: Any, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
 
 
 def compare_with_original(
-    original: Path,
+    original: onnx.ModelProto,
     wrapped_logits: npt.NDArray[np.float32],
     pixels: npt.NDArray[np.uint8],
     summary: OnnxSummary,
@@ -249,7 +260,10 @@ def compare_with_original(
     x = (x - np.array(mean, np.float32).reshape(1, 3, 1, 1)) / np.array(std, np.float32).reshape(
         1, 3, 1, 1
     )
-    sess = session(original)
+    with tempfile.TemporaryDirectory(prefix="imgcls-onnx-") as tmp:
+        path = Path(tmp) / "source.onnx"
+        onnx.save(loadable(original), str(path))
+        sess = session(path)
     expected = np.concatenate(
         [
             sess.run([summary.output_name], {summary.input_name: x[i : i + 1]})[0]

@@ -272,7 +272,7 @@ def _export_onnx(b: Build, fp32: Path) -> ExportInfo:
     onnx_source.check_runs(fp32, pixels, len(b.labels), src.onnx)
     logits = evaluate.predict(sessions.session(fp32, "cpu"), pixels, "export check")
     diff = onnx_source.compare_with_original(
-        src.onnx, logits, pixels, summary, p.mean, p.std, probabilities
+        model, logits, pixels, summary, p.mean, p.std, probabilities
     )
     if diff > 1e-2 * max(1.0, float(np.max(np.abs(logits)))):
         raise SourceError(
