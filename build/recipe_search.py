@@ -1,7 +1,7 @@
 """The recipe search: when the configured int8 recipe misses the gate or the target agreement,
 try, in order, (1) the other calibration methods, (2) the most sensitive layers kept in float,
 cumulatively, (3) bf16 where the CPU has it; stop at the first step that meets the target, else
-keep the best step that meets the gate.
+keep the cheapest step that meets the gate within one image of the best agreement.
 
 Every candidate is measured the same way, on the evaluation split: the int8 file this CPU
 serves, on the CPU provider (top-1, drop, agreement with fp32, batch-1 latency). Layer
@@ -185,6 +185,18 @@ def _best(candidates: list[Measured]) -> Measured:
     )
 
 
+def _cheapest_near_best(steps: list[Measured], images: int) -> Measured | None:
+    """Among the steps that meet the gate, the first (steps come cheapest first: calibration,
+    then more and more layers in float) whose agreement is within one image of the best: a
+    slower recipe must win by more than one image's worth of noise."""
+    passing = [m for m in steps if m.step.meets_gate]
+    if not passing:
+        return None
+    best = max(m.step.top1_agreement or 0.0 for m in passing)
+    one_image = 100.0 / max(1, images)
+    return next(m for m in passing if (m.step.top1_agreement or 0.0) >= best - one_image)
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
     recipe: QuantRecipe | None  # None: no int8 recipe meets the gate
@@ -219,9 +231,8 @@ def search(
             if meets_target(steps[-1]):
                 break
     int8_steps = [m.step for m in steps]
-    passing = [m for m in steps if m.step.meets_gate]
-    best = next((m for m in steps if meets_target(m)), None) or (
-        _best(passing) if passing else None
+    best = next((m for m in steps if meets_target(m)), None) or _cheapest_near_best(
+        steps, len(trial.evaluation)
     )
     bf16 = None
     if best is None or not meets_target(best):
