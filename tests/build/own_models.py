@@ -14,10 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import onnx
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from PIL import Image, ImageDraw
 from torch import nn
 
+from build.config import IMAGENET_MEAN, IMAGENET_STD
 from build.graph import UInt8Classifier
 from service.inference.preprocess import PreprocessSpec, preprocess
 
@@ -197,3 +200,32 @@ def write_config(path: Path, body: str) -> Path:
 def copy_tree(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def colour_classifier(path: Path, train: Path) -> Path:
+    """logits_k = -|x - c_k|^2 (up to a constant) on the image's mean normalised colour x, with
+    c_k the mean colour of class k's training images: a real, if tiny, classifier."""
+    spec = PreprocessSpec(64, 56)
+    centres = []
+    for label in SHAPES:
+        pixels = pixels_of(sorted((train / label).iterdir()), spec).astype(np.float32) / 255.0
+        mean, std = np.array(IMAGENET_MEAN), np.array(IMAGENET_STD)
+        centres.append((pixels.mean(axis=(0, 1, 2)) - mean) / std)
+    c = np.array(centres, np.float32)
+    weight = numpy_helper.from_array(2.0 * c, "w")
+    bias = numpy_helper.from_array(-(c**2).sum(1), "b")
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["colour"]),
+            helper.make_node("Gemm", ["colour", "w", "b"], ["logits"], transB=1),
+        ],
+        "colours",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 56, 56])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(SHAPES)])],
+        initializer=[weight, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

@@ -222,6 +222,37 @@ max_float_nodes = 2
     return build(config, tmp_path_factory.mktemp("resnet-out"))
 
 
+@pytest.fixture(scope="module")
+def colours_model(shapes: Path, tmp_path_factory: pytest.TempPathFactory) -> Built:
+    """The quickest real custom model: an ONNX graph of two nodes (mean colour -> nearest
+    class colour) fitted on the training shapes, built in seconds."""
+    om.colour_classifier(shapes / "colours.onnx", shapes / "train")
+    config = om.write_config(
+        shapes / "colours.toml",
+        """
+name = "colours"
+[source]
+onnx = "colours.onnx"
+[labels]
+file = "labels.txt"
+[preprocess]
+resize = 64
+crop = 56
+[data]
+dir = "images"
+""",
+    )
+    return build(config, tmp_path_factory.mktemp("colours-out"))
+
+
+def test_a_tiny_onnx_classifier_builds_and_is_accurate(colours_model: Built):
+    ev = colours_model.manifest.evaluation
+    assert ev is not None
+    assert ev.fp32.top1 >= 90.0  # 5 classes: chance is 20%
+    assert ev.passed
+    assert set(ev.per_class) == set(om.SHAPES)
+
+
 # --- what the builds say ----------------------------------------------------------------------
 
 
@@ -311,14 +342,17 @@ class Served:
         return sorted((self.built.images / label).iterdir())[-1].read_bytes()
 
 
-@pytest.fixture(scope="module", params=["torchvision", "onnx", "coarse"])
+@pytest.fixture(scope="module", params=["colours", "torchvision", "onnx", "coarse"])
 def served(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     built: Built = request.getfixturevalue(
-        {"torchvision": "torchvision_model", "onnx": "onnx_model", "coarse": "coarse"}[
-            request.param
-        ]
+        {
+            "colours": "colours_model",
+            "torchvision": "torchvision_model",
+            "onnx": "onnx_model",
+            "coarse": "coarse",
+        }[request.param]
     )
     port = free_port()
     with run_service(
