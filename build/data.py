@@ -1,14 +1,15 @@
 """The images that calibrate and evaluate the int8 model, always disjoint.
 
-With ../shared/data (found through --data-dir / IMGCLS_DATA_DIR): its 500 labeled ImageNet
-sample images, a seeded 100 for calibration and the other 400 for evaluation. Without it: photos
-that ship inside installed packages (scikit-image, matplotlib), labeled with the ImageNet classes a
-good classifier may answer; unlabeled package images calibrate. That evaluation is small and the
-report says so.
+A user's model (``[data] dir``): one sub-folder per label; a seeded split stratified by class,
+every chosen image decoded once first (unreadable ones skipped and named), sizes and a digest of
+the folder in the manifest (folder_split). The catalog's named dataset: the 500 labeled
+ImageNet sample images of ../shared/data (--data-dir / IMGCLS_DATA_DIR), a seeded 100 for
+calibration and the other 400 for evaluation; without it, photos that ship inside installed
+packages (scikit-image, matplotlib), labeled with the ImageNet classes a good classifier may
+answer, and the report says the evaluation is small.
 
-Every image goes through service.inference.preprocess.preprocess, the function the server runs, so
-the int8
-model is calibrated and judged on exactly the pixels it will be served.
+Every image goes through service.inference.preprocess.preprocess, the function the server runs,
+so the int8 model is calibrated and judged on exactly the pixels it will be served.
 """
 
 from __future__ import annotations
