@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,7 +28,17 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from build import config as config_file
-from build import data, evaluate, export, onnx_source, quantize, recipe_search, report, sessions
+from build import (
+    data,
+    evaluate,
+    export,
+    onnx_source,
+    quantize,
+    recipe_search,
+    report,
+    sessions,
+    staging,
+)
 from build.config import ModelConfig
 from build.errors import BuildError, GateFailed, SourceError
 from build.graph import UInt8Classifier
@@ -40,7 +49,6 @@ from service.inference.preprocess import PreprocessSpec
 from service.model import int8_weights as isa
 from service.model.int8_weights import WeightBits
 from service.model.manifest import (
-    MANIFEST_NAME,
     ClassData,
     DataInfo,
     EvaluationInfo,
@@ -594,48 +602,6 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-# --- the folder swap ------------------------------------------------------------------------
-
-
-@contextmanager
-def staged(b: Build, fresh: bool) -> Iterator[None]:
-    """Run a stage in a new folder beside <out>/<name> (a copy of it unless ``fresh``); on
-    success the folder replaces it by rename, on any failure it is removed and --out is as it
-    was (an --out this build created is removed too)."""
-    out = b.options.out
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    b.work = Path(tempfile.mkdtemp(prefix=f".{b.name}.building-", dir=out))
-    b.work.chmod(0o755)  # mkdtemp's 0700 would hide the model from the service's user
-    try:
-        if not fresh:
-            if not (b.model_dir / STATE_NAME).is_file():
-                raise BuildError(
-                    f"{b.model_dir / STATE_NAME} is missing: run the earlier stages first "
-                    "(--stage all)"
-                )
-            shutil.copytree(b.model_dir, b.work, dirs_exist_ok=True)
-            (b.work / MANIFEST_NAME).unlink(missing_ok=True)  # re-made only if the gate passes
-        yield
-        _replace(b.work, b.model_dir)
-    except BaseException:
-        shutil.rmtree(b.work, ignore_errors=True)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-
-
-def _replace(new: Path, target: Path) -> None:
-    """new -> target by rename; an old target is moved aside first and removed after."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{new.name.rsplit('-', 1)[-1]}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 _STAGES = {
     "export": (run_export,),
     "quantize": (run_quantize,),
@@ -657,7 +623,9 @@ def load_build(options: BuildOptions) -> Build:
 
 def run_build(options: BuildOptions) -> Path:
     b = load_build(options)
-    with staged(b, fresh=options.stage in ("all", "export")):
+    earlier = None if options.stage in ("all", "export") else STATE_NAME
+    with staging.staged(options.out, b.name, needs=earlier) as work:
+        b.work = work
         for stage in _STAGES[options.stage]:
             stage(b)
     return b.model_dir
