@@ -185,7 +185,7 @@ def _best(candidates: list[Measured]) -> Measured:
     )
 
 
-def _cheapest_near_best(steps: list[Measured], images: int) -> Measured | None:
+def cheapest_near_best(steps: list[Measured], images: int) -> Measured | None:
     """Among the steps that meet the gate, the first (steps come cheapest first: calibration,
     then more and more layers in float) whose agreement is within one image of the best: a
     slower recipe must win by more than one image's worth of noise."""
@@ -231,7 +231,7 @@ def search(
             if meets_target(steps[-1]):
                 break
     int8_steps = [m.step for m in steps]
-    best = next((m for m in steps if meets_target(m)), None) or _cheapest_near_best(
+    best = next((m for m in steps if meets_target(m)), None) or cheapest_near_best(
         steps, len(trial.evaluation)
     )
     bf16 = None
