@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s build %(levelname)s %(message)s", stream=sys.stderr)
     _quiet_libraries()
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    if args.quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # no progress bars either (tqdm reads it per bar)
     try:
         model_dir = run_build(options_from(args))
     except BuildError as exc:
