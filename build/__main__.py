@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
 
-from build import config
+from build import config, progress
 from build.errors import BuildError, WeightsUnavailable
 from build.pipeline import BuildOptions, run_build
 from build.weights import official, resolve_official
@@ -116,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_libraries()
     log.setLevel(logging.WARNING if args.quiet else logging.INFO)
     if args.quiet:
-        os.environ["TQDM_DISABLE"] = "1"  # no progress bars either (tqdm reads it per bar)
+        progress.quiet()
     try:
         model_dir = run_build(options_from(args))
     except BuildError as exc:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
+from build import progress
 from build.errors import DataError
 from service.errors import ImgclsError
 from service.inference.preprocess import PreprocessSpec, preprocess
@@ -168,7 +168,7 @@ Pixels = npt.NDArray[np.uint8]
 def load_pixels(paths: tuple[Path, ...], spec: PreprocessSpec, what: str) -> Pixels:
     """Stack the preprocessed images into one NHWC uint8 array."""
     images = []
-    for path in tqdm(paths, desc=f"preprocess {what}", unit="img", leave=False):
+    for path in progress.bar(paths, f"preprocess {what}", "img"):
         try:
             images.append(preprocess(path.read_bytes(), spec))
         except (OSError, ImgclsError) as exc:
@@ -293,7 +293,7 @@ def folder_split(
         want_cal, want_ev = targets[label]
         good: list[Path] = []
         bad = 0
-        for path in tqdm(order, desc=f"check {label}", unit="img", leave=False):
+        for path in progress.bar(order, f"check {label}", "img"):
             if len(good) == want_cal + want_ev:
                 break
             tried += 1

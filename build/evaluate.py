@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
+from build import progress
 from build.sessions import Provider, available_providers, reference_session, run, session
 from service.inference.postprocess import top1_agreement
 from service.model.manifest import Accuracy, ClassAccuracy, ProviderEvaluation
@@ -27,7 +27,7 @@ DEFAULT_MAX_TOP1_DROP = 1.5
 def predict(sess: Any, pixels: npt.NDArray[np.uint8], desc: str) -> Logits:
     chunks = [
         run(sess, pixels[i : i + EVAL_BATCH])
-        for i in tqdm(range(0, len(pixels), EVAL_BATCH), desc=desc, unit="batch", leave=False)
+        for i in progress.bar(range(0, len(pixels), EVAL_BATCH), desc, "batch")
     ]
     return np.concatenate(chunks)
 

@@ -24,8 +24,8 @@ from onnxruntime.quantization.calibrate import TensorsData, create_calibrator
 from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-from tqdm import tqdm
 
+from build import progress
 from build.export import INPUT_NAME
 from build.recipe import QuantRecipe
 from service.model.int8_weights import WeightBits
@@ -49,7 +49,7 @@ class PixelReader(CalibrationDataReader):  # type: ignore[misc]
         size = even_batch(len(pixels), batch_size)
         self._batches = [pixels[i : i + size] for i in range(0, len(pixels), size)]
         self._iter: Iterator[npt.NDArray[np.uint8]] = iter(
-            tqdm(self._batches, desc="calibrate", unit="batch", leave=False)
+            progress.bar(self._batches, "calibrate", "batch")
         )
 
     def get_next(self) -> dict[str, npt.NDArray[np.uint8]] | None:

@@ -21,9 +21,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import onnx
-from tqdm import tqdm
 
-from build import evaluate, quantize
+from build import evaluate, progress, quantize
 from build.config import GateConfig, QuantizationConfig
 from build.recipe import QuantRecipe
 from build.sessions import available_providers, run, session
@@ -127,7 +126,7 @@ def rank_nodes(trial: Trial, base: QuantRecipe, ranges: Any) -> list[tuple[str, 
     baseline = error(base)
     gains = [
         (node, round(baseline - error(replace(base, nodes_to_exclude=(node,))), 6))
-        for node in tqdm(quantizable_nodes(trial.prepared), desc="sensitivity", unit="node")
+        for node in progress.bar(quantizable_nodes(trial.prepared), "sensitivity", "node")
     ]
     return sorted(gains, key=lambda g: -g[1])
 
