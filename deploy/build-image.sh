@@ -133,7 +133,9 @@ make_base
 pip_passthrough
 
 data_args=()
-if [ -d "$DATA_DIR" ]; then
+if [ -n "${IMGCLS_MODEL_CONFIG:-}" ]; then
+  :  # the model's own images calibrate and evaluate it ([data] dir in its config)
+elif [ -d "$DATA_DIR" ]; then
   data_args=(--build-context "shareddata=$(cd "$DATA_DIR" && pwd)")
   say "labeled data: $DATA_DIR"
 else
