@@ -614,6 +614,8 @@ def load_build(options: BuildOptions) -> Build:
     """The config read and every input checked: the source's weights, the labels, the data
     (the slowest check, done before any export)."""
     config = config_file.load(options.config, data_dir=options.data_dir)
+    if config.source.onnx is not None and options.weights is not None:
+        raise BuildError(f"--weights applies to a torch source; {config.path} names an ONNX file")
     b = Build(config=config, options=options)
     _ = b.labels, b.torch
     _ = b.split  # find and check the data first: a bad folder fails in seconds, not after export

@@ -381,6 +381,17 @@ def test_onnx_fixed_batch_is_refused_with_the_fix(
     )
 
 
+def test_weights_option_with_an_onnx_source(
+    project: Path, out: Path, capsys: pytest.CaptureFixture[str]
+):
+    use_onnx(project, _pooled_classifier(project / "m.onnx", classes=5))
+    message = build_error(project, out, capsys, "--weights", "random")
+    assert (
+        message
+        == f"--weights applies to a torch source; {project / 'model.toml'} names an ONNX file"
+    )
+
+
 def test_not_an_onnx_file(project: Path, out: Path, capsys: pytest.CaptureFixture[str]):
     (project / "m.onnx").write_bytes(b"PK\x03\x04 not a protobuf")
     use_onnx(project, project / "m.onnx")
