@@ -144,6 +144,9 @@ file = "labels.txt"
 [data]
 dir = "images"
 calibration_fraction = 0.25
+[quantization]
+method = "percentile"
+max_float_nodes = 0   # the search tries calibrations only: the suite's time budget
 """,
     )
     return build(config, tmp_path_factory.mktemp("coarse-out"))
