@@ -85,11 +85,21 @@ def pixels_of(paths: Sequence[Path], spec: PreprocessSpec) -> npt.NDArray[np.uin
 
 
 def train_head(
-    features: torch.Tensor, targets: torch.Tensor, classes: int, steps: int = 300
+    features: torch.Tensor,
+    targets: torch.Tensor,
+    classes: int,
+    steps: int = 300,
+    per_feature: bool = False,
 ) -> nn.Linear:
     """A linear classifier on fixed features (logistic regression, Adam), with the features'
-    standardisation folded into its weights so it runs on the raw features."""
-    mean, std = features.mean(0), features.std(0) + 1e-6
+    standardisation folded into its weights so it runs on the raw features.
+
+    ``per_feature``: each feature scaled by its own spread. Folded back, a nearly constant
+    feature gets a huge weight, and int8's rounding of it then flips answers: a head int8
+    breaks (the recipe search's test case). Otherwise one scale for all: a well-conditioned
+    head, as training the layer in place gives."""
+    mean = features.mean(0)
+    std = features.std(0) + 1e-6 if per_feature else features.std() + 1e-6
     x = (features - mean) / std
     torch.manual_seed(0)
     head = nn.Linear(features.shape[1], classes)
@@ -128,9 +138,10 @@ def fit_torchvision_head(
     spec: PreprocessSpec,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
+    per_feature: bool = False,
 ) -> nn.Module:
     """``arch(num_classes=N)`` (random backbone, seed 0) with a head trained on the backbone's
-    features of the images under ``train``/<label>/."""
+    features of the images under ``train``/<label>/ (``per_feature``: see train_head)."""
     torch.manual_seed(0)
     net = arch(num_classes=len(labels)).eval()
     paths, targets = [], []
@@ -140,7 +151,7 @@ def fit_torchvision_head(
             targets.append(index)
     setattr(net, head_name, nn.Identity())
     feats = features(net, pixels_of(paths, spec), mean, std)
-    head = train_head(feats, torch.tensor(targets), len(labels))
+    head = train_head(feats, torch.tensor(targets), len(labels), per_feature=per_feature)
     setattr(net, head_name, head)
     return net
 
