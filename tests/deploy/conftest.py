@@ -16,13 +16,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
+from bench import launch
 from tests.conftest import REPO
 
 # trained_server: the service run from the checkout, to compare the image's answers with.
-from tests.e2e.conftest import free_port, require_binary, trained_server, wait_until
+from tests.e2e.conftest import free_port, require_binary, trained_server
 
 TEST_IMAGE = os.environ.get("IMGCLS_TEST_IMAGE", "localhost/imgcls:test")
 # A clean machine: podman install, base image, torch install, model build, runtime stage.
@@ -101,10 +101,11 @@ class Container:
 
 
 def wait_ready(url: str, what: str, logs: Callable[[], str]) -> None:
-    def ready() -> bool:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-
-    wait_until(ready, READY_TIMEOUT_S, f"{what}: {url}/readyz 200", logs)
+    """bench.launch's readiness wait (the one bench/ and tests/e2e use) on a container's URL."""
+    try:
+        launch.wait_ready(url, READY_TIMEOUT_S, log=logs, interval_s=0.1)
+    except launch.NotReady as exc:
+        pytest.fail(f"{what}: {exc}")
 
 
 @contextlib.contextmanager
@@ -131,4 +132,4 @@ def container(image: str, resource_limits: list[str]) -> Iterator[Container]:
         yield running
 
 
-__all__ = ["Container", "podman", "run_container", "trained_server", "wait_until"]
+__all__ = ["Container", "podman", "run_container", "trained_server", "wait_ready"]
