@@ -41,8 +41,8 @@ serve: model
 	$(PY) -m service
 
 lint: install
-	$(VENV)/bin/ruff check service build bench tests
-	$(VENV)/bin/ruff format --check service build bench tests
+	$(VENV)/bin/ruff check service build bench tests tools
+	$(VENV)/bin/ruff format --check service build bench tests tools
 
 typecheck: install
 	$(VENV)/bin/mypy
