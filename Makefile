@@ -20,17 +20,17 @@ COMPOSE ?= $(PY) -m podman_compose
 .PHONY: install install-serve model test-models serve samples test lint typecheck bench \
 	bench-quick image run-image stack stack-down clean
 
-# Serving and building the model: the runtime and the build extra (torch, ~5.5 GB of the venv's
-# ~6 GB: the only torch 2.14.1 wheel here is the CUDA build, whose nvidia-* libraries it cannot
-# import without). pip shows its progress: 2-3 minutes from the local wheel store.
+# Serving and building the model: the runtime and the build extra (torch, 5.5 GB of the venv's
+# 6.1 GB: the only torch 2.14.1 wheel here is the CUDA build, which cannot be imported without
+# its nvidia-* libraries; docs/guide/building-models.md). pip shows its progress.
 $(VENV)/.installed-serve: pyproject.toml
-	@echo "make: installing the service and the model build into $(VENV) (about 6 GB, 2-3 minutes)"
+	@echo "make: installing the service and the model build into $(VENV): 6.1 GB, 2-6 minutes"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e '.[build]'
 	touch $@
 
-# Development: the test and bench extras on top (~0.7 GB more).
+# Development: the test and bench extras on top (~0.6 GB more).
 $(VENV)/.installed: $(VENV)/.installed-serve
 	@echo "make: installing the test and bench tools into $(VENV)"
 	$(PY) -m pip install -e '.[build,test,bench]'
