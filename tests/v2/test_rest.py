@@ -292,7 +292,7 @@ BAD: dict[str, tuple[tuple[str, bytes, dict[str, str]], int, str, str]] = {
         "not a decodable image",
     ),
     "pixel out of range": (
-        json_case({"inputs": [{**uint8([1, 1, 1, 3]), "data": [0, 1, 256]}]}),
+        json_case({"inputs": [{**uint8([1, 224, 224, 3]), "data": [0] * (ONE - 1) + [256]}]}),
         400,
         "invalid_parameter",
         "UINT8 integer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -29,8 +30,8 @@ def test_bytes_raw_round_trip_uses_length_prefixes() -> None:
 
 
 def test_json_numbers_flat_or_nested() -> None:
-    flat = tensors.from_json("x", "UINT8", (2, 2), [1, 2, 3, 4])
-    nested = tensors.from_json("x", "UINT8", (2, 2), [[1, 2], [3, 4]])
+    flat = tensors.from_json("x", "UINT8", (2, 2), b"[1, 2, 3, 4]")
+    nested = tensors.from_json("x", "UINT8", (2, 2), b"[[1, 2],\n [3, 4]]")
     assert isinstance(flat, np.ndarray)
     assert isinstance(nested, np.ndarray)
     np.testing.assert_array_equal(flat, nested)
@@ -38,7 +39,7 @@ def test_json_numbers_flat_or_nested() -> None:
 
 
 def test_json_bytes_are_base64() -> None:
-    data = [base64.b64encode(b"\xff\xd8 not utf-8").decode()]
+    data = json.dumps([base64.b64encode(b"\xff\xd8 not utf-8").decode()]).encode()
     assert tensors.from_json("x", "BYTES", (1,), data) == [b"\xff\xd8 not utf-8"]
 
 
@@ -65,7 +66,7 @@ def test_bad_json_data_is_invalid(
     datatype: str, shape: tuple[int, ...], data: list[object], message: str
 ) -> None:
     with pytest.raises(InvalidParameter, match=message):
-        tensors.from_json("x", datatype, shape, list(data))
+        tensors.from_json("x", datatype, shape, json.dumps(data).encode())
 
 
 @pytest.mark.parametrize(
