@@ -18,7 +18,7 @@ from service.http.state import service_state
 from service.limits.lifecycle import Readiness
 from service.observability.metrics import Metrics
 from service.settings import Settings
-from tests.api.conftest import Served, serve
+from tests.api.conftest import Served, fake_factory, serve
 from tests.api.fakes import FakeClassifier
 from tests.v2.wire import INPUT, MODEL
 
@@ -40,26 +40,36 @@ def grpc_series(metrics: str) -> list[str]:
     return [line for line in metrics.splitlines() if line.startswith("imgcls_grpc_")]
 
 
-async def test_a_method_name_outside_the_service_is_counted_as_unmatched(
-    served: tuple[Served, Any, grpc.aio.Channel],
-) -> None:
-    app, _, channel = served
+async def test_method_names_a_caller_makes_up_add_no_metric_series() -> None:
+    """With auth on, a call without a token is refused before its method is looked up: it is
+    still labelled from the service's fixed set, so 40 made-up names add no series."""
+    settings = Settings(host="127.0.0.1", grpc_port=0, api_tokens="s3cret")
+    async with serve(settings, fake_factory()) as app:
+        port = service_state(app.app).grpc_port
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
 
-    async def call(path: str) -> grpc.StatusCode:
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await channel.unary_unary(path)(b"", timeout=10)
-        return refused.value.code()
+            async def call(path: str, token: str | None = None) -> grpc.StatusCode:
+                metadata = (("authorization", f"Bearer {token}"),) if token else ()
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await channel.unary_unary(path)(b"", timeout=10, metadata=metadata)
+                return refused.value.code()
 
-    await call(f"{SERVICE}NoSuchMethod")  # the unmatched series exist from here on
-    before = grpc_series((await app.client.get("/metrics")).text)
-    codes = {await call(f"/{uuid.uuid4().hex}.Svc/{uuid.uuid4().hex}") for _ in range(20)}
-    codes |= {await call(f"{SERVICE}{uuid.uuid4().hex}") for _ in range(20)}
-    after = grpc_series((await app.client.get("/metrics")).text)
-    assert codes == {grpc.StatusCode.UNIMPLEMENTED}
-    assert [line.rsplit(" ", 1)[0] for line in after] == [
-        line.rsplit(" ", 1)[0] for line in before
-    ]
-    assert 'imgcls_grpc_requests_total{code="UNIMPLEMENTED",method="unmatched"} 41.0' in after
+            # The unmatched series exist from here on.
+            await call(f"{SERVICE}NoSuchMethod")
+            await call(f"{SERVICE}NoSuchMethod", "s3cret")
+            before = grpc_series((await app.client.get("/metrics")).text)
+            made_up = [f"/{uuid.uuid4().hex}.Svc/{uuid.uuid4().hex}" for _ in range(10)]
+            made_up += [f"{SERVICE}{uuid.uuid4().hex}" for _ in range(10)]
+            refused = {await call(path) for path in made_up}
+            unknown = {await call(path, "s3cret") for path in made_up}
+            after = grpc_series((await app.client.get("/metrics")).text)
+    assert (refused, unknown) == (
+        {grpc.StatusCode.UNAUTHENTICATED},
+        {grpc.StatusCode.UNIMPLEMENTED},
+    )
+    assert [line.rsplit(" ", 1)[0] for line in after] == [line.rsplit(" ", 1)[0] for line in before]
+    assert 'imgcls_grpc_requests_total{code="UNAUTHENTICATED",method="unmatched"} 21.0' in after
+    assert 'imgcls_grpc_requests_total{code="UNIMPLEMENTED",method="unmatched"} 21.0' in after
 
 
 def infer_request(**parameters: Any) -> Any:
