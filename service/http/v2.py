@@ -6,8 +6,8 @@ chooses it by path, for the app-wide handlers).
 
 An inference body is capped by what it carries: JSON (the whole body, or the header before
 binary tensor data) at IMGCLS_MAX_JSON_REQUEST_BYTES, since JSON numbers cost far more to parse
-than to send; binary data at IMGCLS_MAX_REQUEST_BYTES. A JSON header over a few tens of KB is
-parsed in a worker thread, one at a time, so the event loop keeps answering meanwhile."""
+than to send; binary data at IMGCLS_MAX_REQUEST_BYTES. A body over 64 KiB is parsed in a
+worker thread, one at a time, so the event loop keeps answering meanwhile."""
 
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
-# A JSON header this small parses in well under a millisecond: on the event loop, no thread hop.
+# A body this small parses in well under a millisecond: on the event loop, no thread hop.
 _PARSE_ON_LOOP_BYTES = 64 * 1024
-# Large JSON parses run one at a time: each holds a few times its body in memory meanwhile.
+# Larger ones in a worker thread, one at a time: a JSON parse holds a few times its body.
 _JSON_PARSING = anyio.CapacityLimiter(1)
 
 Model = Annotated[str, Path(description="The model's name, as GET /v2/models/{name} lists.")]
@@ -171,12 +171,12 @@ async def _infer(
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send identity")
     header_length = request.headers.get(rest.HEADER_LENGTH)
-    json_bytes = _json_bytes(request, header_length, settings)
+    _check_json_size(request, header_length, settings)
     limit = settings.max_json_body_bytes if header_length is None else settings.max_request_bytes
     body = await read_body(request, limit, hold)
     expect = partial(engine.check_header, classifier.meta, settings, model, version)
     parse = partial(rest.parse, body, header_length, model, version, expect)
-    if json_bytes is not None and json_bytes <= _PARSE_ON_LOOP_BYTES:
+    if len(body) <= _PARSE_ON_LOOP_BYTES:
         parsed = parse()
     else:
         parsed = await anyio.to_thread.run_sync(parse, limiter=_JSON_PARSING)
@@ -187,9 +187,9 @@ async def _infer(
     return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
 
 
-def _json_bytes(request: Request, header_length: str | None, settings: Settings) -> int | None:
-    """The JSON part's size when known before the body is read (None: a chunked JSON body),
-    refused at once (413) over the JSON cap."""
+def _check_json_size(request: Request, header_length: str | None, settings: Settings) -> None:
+    """Refuse (413) a JSON part over the JSON cap when its size is known before the body is
+    read (a chunked JSON body is stopped by read_body at the first chunk over)."""
     cap = settings.max_json_body_bytes
     size = rest.header_size(header_length)
     if size is None:
@@ -201,7 +201,6 @@ def _json_bytes(request: Request, header_length: str | None, settings: Settings)
             "(IMGCLS_MAX_JSON_REQUEST_BYTES): send large tensors as binary data (Triton's "
             "binary tensor extension, header Inference-Header-Content-Length)"
         )
-    return size
 
 
 def _metadata(classifier: Classifier, model: str, version: str | None) -> ModelMetadataResponse:
