@@ -86,7 +86,7 @@ def _classes(root: type[ImgclsError] = ImgclsError) -> Iterator[type[ImgclsError
 
 
 def _grpc(error: ImgclsError) -> str:
-    from service.grpc.servicer import status_of  # the transport's own mapping
+    from service.grpc.calls import status_of  # the transport's own mapping
 
     return GRPC_OVERRIDES.get(error.code) or status_of(error).name
 
@@ -123,7 +123,7 @@ def error_codes() -> str:
             "with the same message. A 500 never carries its own text: the caller gets a fixed "
             "message and the request id that finds the log lines. The `code` is also the "
             "`reason` label of `imgcls_rejections_total`. What each transport renders lives in "
-            "`service/http/error_shapes.py` and `service/grpc/servicer.py`.",
+            "`service/http/error_shapes.py` and `service/grpc/calls.py`.",
             "",
             *rows,
             "",
