@@ -70,7 +70,8 @@ def create_app(
 
     app = FastAPI(
         title="imgcls",
-        summary="ImageNet image classification on CPU (ONNX Runtime, int8).",
+        summary="Image classification on CPU (ONNX Runtime, int8): the model and labels its "
+        "build was given (GET /v1/model).",
         version="1",
         lifespan=lifespan,
         # FastAPI's own pages load their JS/CSS from a CDN (blank offline): see service.http.docs.

@@ -117,7 +117,8 @@ class Metrics:
         )
         self.model_info = Info(
             "imgcls_model",
-            "The model being served: name, version, precision, provider, threads.",
+            "The model being served: name, version, classes, architecture, labels digest, "
+            "precision, provider, threads.",
             registry=r,
         )
         self.provider_selected = Gauge(
