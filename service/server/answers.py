@@ -35,10 +35,11 @@ def wire(
     default_headers: Iterable[tuple[bytes, bytes]],
     elapsed_s: float,
 ) -> tuple[int, bytes]:
-    """The status and the whole response, status line to body."""
+    """The status and the whole response, status line to body; it says the connection closes."""
     response = error_response(error, shape_for(path), request_id)
     headers = MutableHeaders(raw=[*default_headers, *response.raw_headers])
     stamp(headers, request_id, server_timing(None, elapsed_s))
+    headers["connection"] = "close"  # the protocol closes after each of these
     head = b"".join(name + b": " + value + b"\r\n" for name, value in headers.raw)
     status = response.status_code
     return status, STATUS_LINE[status] + head + b"\r\n" + bytes(response.body)
