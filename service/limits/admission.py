@@ -7,7 +7,9 @@ they never exceed the capacity. A caller still sending its head or its upload ho
 the early refusals (service/http/door.py) only ``check``, and a body still arriving only costs
 its own connection and the bytes it has sent (service/limits/body_budget.py).
 
-Used from the event loop only: the check and the count happen with no await between them.
+The batcher's own queue bound (service/inference/batcher.py) has the same capacity, so an
+admitted image always finds room there: it is a safety net, never a second decision. Used from
+the event loop only: the check and the count happen with no await between them.
 """
 
 from __future__ import annotations

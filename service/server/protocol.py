@@ -20,6 +20,7 @@ tests/api/test_protocol_door.py and test_connection_clocks.py run it in a real u
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import urllib.parse
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from service.observability.request_id import request_id_from
 from service.observability.timing import server_timing
 from service.server.answers import OTHER_METHOD, count, request_target, scope_of, wire
 from service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 # Probes stay answerable over the connection cap: a kubelet must not restart a busy pod.
 PROBES = frozenset({"/livez", "/readyz", "/v2/health/live", "/v2/health/ready"})
@@ -121,10 +124,7 @@ class _Protocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
         except httptools.HttpParserCallbackError as exc:
-            refused = exc.__context__
-            if not isinstance(refused, ImgclsError):
-                refused = MalformedRequest(f"invalid HTTP request: {refused or exc}")
-            self._answer_and_close(refused)
+            self._answer_and_close(_callback_error(exc.__context__))
         except httptools.HttpParserInvalidMethodError:
             self._answer_unknown_method(data)
         except httptools.HttpParserError as exc:
@@ -389,6 +389,17 @@ class _Protocol(HttpToolsProtocol):
         self._lingering += nbytes
         if self._lingering > _LINGER_BYTES:
             self.transport.close()
+
+
+def _callback_error(raised: BaseException | None) -> ImgclsError:
+    """What a parser callback raised, as the answer: a limit's refusal, a malformed request
+    (the target, parsed when the head completes), or our own failure (a 500 hiding its text)."""
+    if isinstance(raised, ImgclsError):
+        return raised
+    if isinstance(raised, httptools.HttpParserError):
+        return MalformedRequest(f"invalid HTTP request: {raised}")
+    log.error("unhandled error in the HTTP protocol", exc_info=raised)
+    return ImgclsError("unhandled error in the HTTP protocol")
 
 
 def _holding(ticket: Ticket | None, app: ASGI3Application) -> ASGI3Application:

@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from service.app import create_app
+from service.http.door import EarlyDoor
 from service.http.state import service_state
 from service.observability.metrics import Metrics
 from service.server.draining import _protocol
@@ -297,3 +298,22 @@ async def test_a_body_left_unread_but_completed_keeps_the_connection() -> None:
         writer.write(b"x" * 10 + b"GET /livez HTTP/1.1\r\n\r\n")
         assert (await answer(reader))[0] == 200
         writer.close()
+
+
+async def test_a_failure_inside_the_protocol_is_a_500_that_hides_its_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: object, scope: object) -> None:
+        raise RuntimeError("a secret detail")
+
+    monkeypatch.setattr(EarlyDoor, "decide", broken)
+    async with live() as served:
+        status, _, body = await ask(
+            served,
+            b"POST /v1/classify HTTP/1.1\r\nContent-Type: image/png\r\nContent-Length: 3\r\n\r\n"
+            b"img",
+        )
+    assert status == 500
+    message = body["error"]["message"]  # type: ignore[index]
+    assert message.startswith("internal error; see server logs for request ")
+    assert "secret" not in json.dumps(body)
