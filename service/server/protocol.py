@@ -86,6 +86,9 @@ class _Protocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        limits = self.wiring.settings  # read per header and per read: kept at hand
+        self._max_head, self._max_headers = limits.http_max_head_bytes, limits.http_max_headers
+        self._max_url = limits.http_max_url_bytes
         self._head_fed: int | None = 0  # bytes fed to the current head; None: not in a head
         self._head_began = False  # a byte of the current head has arrived
         self._header_count = 0
@@ -137,7 +140,7 @@ class _Protocol(HttpToolsProtocol):
         that a head over the limit is refused before more of it is buffered (by httptools, as a
         header value in the making). A head that begins inside a piece is counted from the next
         one: a pipelined head can reach at most twice the limit."""
-        limit = self.wiring.settings.http_max_head_bytes
+        limit = self._max_head
         view = memoryview(data)
         while view and not self.transport.is_closing():
             fed, messages = self._head_fed, self._messages
@@ -159,12 +162,12 @@ class _Protocol(HttpToolsProtocol):
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
-        if len(self.url) > (limit := self.wiring.settings.http_max_url_bytes):
+        if len(self.url) > (limit := self._max_url):
             raise URITooLong(f"the request target exceeds {limit} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_count += 1
-        if self._header_count > (limit := self.wiring.settings.http_max_headers):
+        if self._header_count > (limit := self._max_headers):
             raise HeadersTooLarge(f"the request has more than {limit} header fields")
         super().on_header(name, value)
 
