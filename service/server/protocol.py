@@ -209,6 +209,10 @@ class _Protocol(HttpToolsProtocol):
                 decision.take()
         super()._start_asgi_task(cycle, _holding(decision, self.app))
 
+    def _busy(self) -> bool:
+        """A request's answer is under way (or queued behind one): nothing else may be written."""
+        return self.cycle is not None and not self.cycle.response_complete
+
     def _over_cap(self) -> bool:
         cap = self.wiring.settings.http_limit_concurrency
         return cap is not None and (len(self.connections) >= cap or len(self.tasks) >= cap)
@@ -259,13 +263,18 @@ class _Protocol(HttpToolsProtocol):
         a route does not take (405 with Allow, or 404), under one method label; then the
         connection closes, its parser being in error."""
         target = request_target(data)
-        busy = self.cycle is not None and not self.cycle.response_complete
-        if target is None or busy:
+        if target is None or self._busy():
             self._answer_and_close(MalformedRequest("invalid HTTP request: invalid method"))
             return
         self._lingering = 0  # drop what follows; the answer closes the connection
-        url = httptools.parse_url(target)  # the pattern took only printable ASCII
-        scope: dict[str, Any] = {
+        self.cycle = cycle = self._last_cycle(self._scope_for(target))
+        super()._start_asgi_task(cycle, self.app)
+
+    def _scope_for(self, target: bytes) -> dict[str, Any]:
+        """The scope uvicorn would have built for ``target``, without headers, under the one
+        label for methods llhttp does not know."""
+        url = httptools.parse_url(target)  # request_target took only printable ASCII
+        return {
             "type": "http",
             "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
             "http_version": "1.1",
@@ -280,7 +289,10 @@ class _Protocol(HttpToolsProtocol):
             "headers": [],
             "state": self.app_state.copy(),
         }
-        self.cycle = cycle = RequestResponseCycle(
+
+    def _last_cycle(self, scope: dict[str, Any]) -> RequestResponseCycle:
+        """A request/response cycle with its body complete, whose answer closes the connection."""
+        cycle = RequestResponseCycle(
             scope=cast(HTTPScope, scope),
             transport=self.transport,
             flow=self.flow,
@@ -294,7 +306,7 @@ class _Protocol(HttpToolsProtocol):
             on_response=self.on_response_complete,
         )
         cycle.more_body = False
-        super()._start_asgi_task(cycle, self.app)
+        return cycle
 
     def _answer_and_close(
         self,
@@ -303,10 +315,15 @@ class _Protocol(HttpToolsProtocol):
         path: str | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
-        """Write ``error`` as the request's answer, then close the connection gently. What the
-        request was is read from the parser's state where not given."""
+        """Write ``error`` as the request's answer, then close the connection gently; or, when
+        an earlier request's answer is under way, let that one be the last. What the request
+        was is read from the parser's state where not given."""
         started = time.perf_counter()
         if self.transport.is_closing():
+            return
+        if self._busy():  # a response is on its way: it is the connection's last
+            self.cycle.keep_alive = False
+            self._lingering = 0  # what follows is dropped
             return
         if path is None:
             path = self.url.split(b"?", 1)[0].decode("latin-1") if self.url else ""
@@ -330,8 +347,8 @@ class _Protocol(HttpToolsProtocol):
         self._head_timer = None
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            self._arm_head_clock()  # the server is busy with a request: not the client's wait
+        if self._busy():
+            self._arm_head_clock()  # the server is working on a request: not the client's wait
             return
         if self._head_began:
             timeout = self.wiring.settings.http_head_timeout_s

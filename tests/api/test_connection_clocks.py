@@ -317,3 +317,18 @@ async def test_a_failure_inside_the_protocol_is_a_500_that_hides_its_text(
     message = body["error"]["message"]  # type: ignore[index]
     assert message.startswith("internal error; see server logs for request ")
     assert "secret" not in json.dumps(body)
+
+
+async def test_garbage_after_a_request_ends_the_connection_after_its_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The request's answer is under way when the garbage is parsed: it is the connection's last
+    answer, whole, and nothing is written over it."""
+    async with live() as served:
+        reader, writer = await served.connect()
+        writer.write(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n\x00garbage")
+        status, headers, body = await answer(reader)
+        assert (status, headers["connection"], json.loads(body)) == (200, "close", {"status": "ok"})
+        assert await closed(reader)
+        writer.close()
+    assert "Exception in ASGI application" not in caplog.text
