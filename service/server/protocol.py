@@ -98,6 +98,7 @@ class _Protocol(HttpToolsProtocol):
         self._discard_timer: asyncio.TimerHandle | None = None
         self._tickets: dict[RequestResponseCycle, Ticket] = {}  # let in, body still arriving
         self._lingering = -1  # bytes dropped since a closing answer; -1: not lingering
+        self._answering: RequestResponseCycle | None = None  # the request whose task runs
 
     # -- connection --------------------------------------------------------------------------
 
@@ -207,11 +208,13 @@ class _Protocol(HttpToolsProtocol):
                 self._tickets[cycle] = decision
             else:  # a pipelined request, complete before its turn
                 decision.take()
+        self._answering = cycle
         super()._start_asgi_task(cycle, _holding(decision, self.app))
 
     def _busy(self) -> bool:
         """A request's answer is under way (or queued behind one): nothing else may be written."""
-        return self.cycle is not None and not self.cycle.response_complete
+        answering = self._answering
+        return bool(self.pipeline) or (answering is not None and not answering.response_complete)
 
     def _over_cap(self) -> bool:
         cap = self.wiring.settings.http_limit_concurrency
@@ -267,7 +270,7 @@ class _Protocol(HttpToolsProtocol):
             self._answer_and_close(MalformedRequest("invalid HTTP request: invalid method"))
             return
         self._lingering = 0  # drop what follows; the answer closes the connection
-        self.cycle = cycle = self._last_cycle(self._scope_for(target))
+        self.cycle = self._answering = cycle = self._last_cycle(self._scope_for(target))
         super()._start_asgi_task(cycle, self.app)
 
     def _scope_for(self, target: bytes) -> dict[str, Any]:
@@ -323,6 +326,8 @@ class _Protocol(HttpToolsProtocol):
             return
         if self._busy():  # a response is on its way: it is the connection's last
             self.cycle.keep_alive = False
+            if self._answering is not None:
+                self._answering.keep_alive = False
             self._lingering = 0  # what follows is dropped
             return
         if path is None:
