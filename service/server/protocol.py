@@ -258,6 +258,7 @@ class _Protocol(HttpToolsProtocol):
         cap = self.wiring.settings.http_limit_concurrency
         error = Overloaded(f"more than {cap} connections or requests open", retry_after_s=1)
         cycle.response_started = cycle.response_complete = True
+        self.pipeline.clear()  # the connection closes after this answer: none comes after it
         self._answer_and_close(error, scope["method"], scope["path"], scope["headers"])
 
     def _answer_unknown_method(self, data: bytes) -> None:
