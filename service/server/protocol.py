@@ -99,6 +99,7 @@ class _Protocol(HttpToolsProtocol):
         self._tickets: dict[RequestResponseCycle, Ticket] = {}  # let in, body still arriving
         self._lingering = -1  # bytes dropped since a closing answer; -1: not lingering
         self._answering: RequestResponseCycle | None = None  # the request whose task runs
+        self._feeding = False  # inside data_received
 
     # -- connection --------------------------------------------------------------------------
 
@@ -120,6 +121,7 @@ class _Protocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         if self._discard is not None:
             self._discard.arrived(len(data), self.loop.time())
+        self._feeding = True
         try:
             self._feed(data)
         except httptools.HttpParserUpgrade:
@@ -135,6 +137,22 @@ class _Protocol(HttpToolsProtocol):
             self._answer_and_close(MalformedRequest(f"invalid HTTP request: {exc}"))
         except HeadersTooLarge as refused:
             self._answer_and_close(refused)
+        finally:
+            self._feeding = False
+        self._arm_what_waits_on_the_client()
+
+    def _arm_what_waits_on_the_client(self) -> None:
+        """After a read, the clocks of what is left waiting on the client: a head begun but not
+        complete, a body answered but not complete. Armed here rather than per message, so
+        that a request whose head and body come in one read costs no timer at all."""
+        if self.transport.is_closing() or self._lingering >= 0:
+            return
+        if self._head_began and self._head_timer is None:
+            self._arm_head_clock()
+        cycle = self.cycle
+        answered = cycle is not None and cycle.response_complete and cycle.more_body
+        if answered and self._discard is None:
+            self._start_discard_clock()
 
     def _feed(self, data: bytes) -> None:
         """Feed the parser in pieces no larger than what the current head may still take, so
@@ -156,10 +174,8 @@ class _Protocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._head_began = True
+        self._head_began = True  # its clock is armed after the read, if it is still incomplete
         self._header_count = 0
-        if self._head_timer is None:
-            self._arm_head_clock()
 
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
@@ -222,9 +238,8 @@ class _Protocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        cycle = self.cycle
-        if cycle.response_complete and cycle.more_body and not self.transport.is_closing():
-            self._start_discard_clock()  # answered before its body came: the rest is dropped
+        if not self._feeding:  # (during a read: once it is done)
+            self._arm_what_waits_on_the_client()  # answered before its body came?
 
     # -- answers -----------------------------------------------------------------------------
 
@@ -333,11 +348,13 @@ class _Protocol(HttpToolsProtocol):
             return
         if path is None:
             path = self.url.split(b"?", 1)[0].decode("latin-1") if self.url else ""
-        if method is None:
-            method = self.scope.get("method", OTHER_METHOD) if self.scope else OTHER_METHOD
+        if method is None:  # llhttp has parsed the method once the target has begun
+            method = self.parser.get_method().decode("ascii") if self.url else OTHER_METHOD
         request_id = request_id_from(headers if headers is not None else (self.headers or ()))
         elapsed = time.perf_counter() - started
         status, answer = wire(error, path, request_id, self.server_state.default_headers, elapsed)
+        if method == "HEAD":  # the answer to a HEAD has no body, whatever its Content-Length
+            answer = answer[: answer.index(b"\r\n\r\n") + 4]
         self.transport.write(answer)
         scope = scope_of(method, path, self.client, request_id)
         count(self.wiring.metrics, scope, status, error, elapsed)
