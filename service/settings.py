@@ -159,9 +159,9 @@ class Settings(BaseSettings):
     body_budget_bytes: PositiveInt = Field(
         default=128 * 1024 * 1024,
         description="Request-body bytes (and gRPC messages) held in memory at once across all "
-        "requests, counted as they arrive (a stalled upload holds what it sent, not what it "
-        "declared); a body that does not fit gets 503 overloaded with Retry-After at its first "
-        "chunk over. Must hold the largest body a route takes (docs/decisions/body-budget.md).",
+        "requests, counted from Content-Length before any is read; a body that does not fit "
+        "gets 503 overloaded with Retry-After. Must hold the largest body a route takes "
+        "(docs/decisions/body-budget.md).",
         json_schema_extra=_in("Input limits"),
     )
     body_idle_timeout_s: PositiveFloat = Field(

@@ -47,15 +47,15 @@ class Upload:
 
 
 async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
-    """The whole body, against its byte limit (413), its clock (408) and the body budget.
-
-    Bytes are counted in the budget as they arrive, never from Content-Length: a place in
-    memory is held by bytes received, not by a promise of bytes (a stalled upload declaring
-    64 MB holds what it sent). A declared length over ``limit`` is refused before any is read.
-    """
+    """The whole body, against its byte limit (413), its clock (408) and the body budget
+    (service/limits/body_budget.py) through ``hold``: a declared length is taken before any of
+    it is read, a chunked body chunk by chunk."""
     declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    known = declared.isascii() and declared.isdigit()
+    if known:
+        if int(declared) > limit:
+            raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+        hold.take(int(declared))  # the server reads no more than the declared length
     chunks: list[bytes] = []
     size = 0
     async with contextlib.aclosing(_arriving(request)) as arriving:
@@ -63,7 +63,8 @@ async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
             size += len(chunk)
             if size > limit:  # chunked uploads announce no length: stop at the first chunk over
                 raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            hold.take(len(chunk))
+            if not known:
+                hold.take(len(chunk))
             chunks.append(chunk)
     return b"".join(chunks)
 

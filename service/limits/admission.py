@@ -4,8 +4,9 @@ Invariant: a place is held by work, not by a promise of work. Only a request tha
 (decoding, queued or running, until answered) or whose whole body has arrived (a Ticket taken
 when its last byte was parsed, until its route admits it or it ends) holds a place, and together
 they never exceed the capacity. A caller still sending its head or its upload holds nothing:
-the early refusals (service/http/door.py) only ``check``, and a body still arriving only costs
-its own connection and the bytes it has sent (service/limits/body_budget.py).
+the early refusals (service/http/door.py) only ``check``, and a body still arriving costs its
+connection and its bytes in the body budget (service/limits/body_budget.py), for as long as
+its clock allows (service/limits/body_clock.py).
 
 The batcher's own queue bound (service/inference/batcher.py) has the same capacity, so an
 admitted image always finds room there: it is a safety net, never a second decision. Used from

@@ -5,9 +5,8 @@ batch bodies of up to 64 MB, are gigabytes, and the pod's memory limit is 1 GiB.
 30 callers each sending all but the last byte of a 20 MB upload: the service held 870 MB of
 bodies (peak 1.1 GB), enough to be killed, losing every caller's request with it. With the
 budget, the bytes held are bounded whatever arrives: a body that would not fit is refused with
-503 ``overloaded`` and Retry-After at its first chunk that would not fit. Bytes are counted as
-they arrive, never from Content-Length: a stalled upload declaring 64 MB holds what it sent, not
-a promise (service/http/uploads.py; its clock ends it, service/limits/body_clock.py).
+503 ``overloaded`` and Retry-After, before any of it is read when it declares its length (a
+chunked one is refused at the first chunk that would not fit).
 
 A request's bytes stay counted until its route returns (the upload is referenced until its
 image is decoded and answered). Used from the event loop only: no lock.

@@ -1,8 +1,9 @@
 """The body budget (IMGCLS_BODY_BUDGET_BYTES, service/limits/body_budget.py): request bodies held
-in memory at once are bounded, counted as their bytes arrive (a stalled upload holds what it
-sent, not what it declared). While a slow upload holds part of the budget, a body that would
-not fit beside it is refused with 503 overloaded and Retry-After at its first chunk that does
-not fit; once the holder is answered, its bytes are given back and the same body is admitted."""
+in memory
+at once are bounded. While a slow upload holds part of the budget, a body that would not fit
+beside it is refused with 503 overloaded and Retry-After before any of it is read (or, sent
+chunked, at the first chunk that would not fit); once the holder is answered, its bytes are
+given back and the same body is admitted."""
 
 from __future__ import annotations
 
@@ -47,10 +48,10 @@ def declared(size: int, path: str = "/v1/classify") -> dict[str, object]:
 
 
 async def holding(served: Served, size: int) -> tuple[ScriptedClient, asyncio.Task[None]]:
-    """A slow upload that has sent ``size`` bytes of the 69,000 it declared, and stalled."""
-    body = json_body(69_000)
-    holder = ScriptedClient([body[:size], body[size:]], stall_after=1)
-    task = asyncio.create_task(call(served.app, declared(len(body)), holder))
+    """A slow upload of ``size`` declared bytes, stalled after its first half."""
+    body = json_body(size)
+    holder = ScriptedClient([body[: size // 2], body[size // 2 :]], stall_after=1)
+    task = asyncio.create_task(call(served.app, declared(size), holder))
     await holder.stalled.wait()
     return holder, task
 
@@ -63,17 +64,17 @@ async def holding(served: Served, size: int) -> tuple[ScriptedClient, asyncio.Ta
         ("/v2/models/fake/infer", json_body(50_000, "inputs", "[]")),
     ],
 )
-async def test_a_body_that_does_not_fit_is_refused_at_its_first_chunk_over(
+async def test_a_body_that_does_not_fit_is_refused_before_it_is_read(
     path: str, body: bytes
 ) -> None:
     async with serve(SETTINGS, fake_factory()) as served:
         holder, task = await holding(served, 60_000)
-        assert body_bytes(served) == 60_000  # what it sent, not the 69,000 it declared
+        assert body_bytes(served) == 60_000  # the declared length, taken before reading it
 
         refused = ScriptedClient([body])
         await call(served.app, declared(len(body), path), refused)
         assert refused.status == 503
-        assert refused.chunks_read == 1
+        assert refused.chunks_read == 0
         headers = dict(refused.sent[0]["headers"])
         assert headers[b"retry-after"] == b"1"
         if path.startswith("/v2"):  # the Open Inference Protocol's error shape
@@ -137,7 +138,7 @@ async def test_a_client_gone_mid_upload_gives_its_bytes_back() -> None:
         holder = ScriptedClient([json_body(60_000)[:30_000], b""], stall_after=1)
         request = asyncio.create_task(call(served.app, declared(60_000), holder))
         await holder.stalled.wait()
-        assert body_bytes(served) == 30_000
+        assert body_bytes(served) == 60_000
         holder.chunks = holder.chunks[:1]  # no more body: the client is gone
         holder.disconnect.set()
         holder.resume.set()
