@@ -122,6 +122,15 @@ class Settings(BaseSettings):
         "(docs/decisions/worker-niceness.md). 0: equal priority.",
         json_schema_extra=_in("Batching and admission", advanced=True),
     )
+    early_refusal: bool = Field(
+        default=True,
+        description="Refuse overload at the door: in the HTTP protocol when a request's head "
+        "is parsed (httptools) and in an ASGI middleware, before routing or any upload is read. "
+        "The same decision the classifier makes at admission, only sooner and cheaper (503 p99 "
+        "under overload); off: every request is routed, reads its body, and is refused there "
+        "(docs/decisions/protocol-door.md).",
+        json_schema_extra=_in("Batching and admission", advanced=True),
+    )
 
     # -- Input limits ------------------------------------------------------------------------
     max_upload_bytes: PositiveInt = Field(
@@ -153,6 +162,21 @@ class Settings(BaseSettings):
         "requests, counted from Content-Length before any is read; a body that does not fit "
         "gets 503 overloaded with Retry-After. Must hold the largest body a route takes "
         "(docs/decisions/body-budget.md).",
+        json_schema_extra=_in("Input limits"),
+    )
+    body_idle_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="A request body must keep arriving: no byte for this long, or on average "
+        "fewer than IMGCLS_BODY_MIN_RATE_BYTES_PER_S once this long has passed, and the "
+        "request gets 408 and its connection closes (the bytes it held are given back).",
+        json_schema_extra=_in("Input limits"),
+    )
+    body_min_rate_bytes_per_s: PositiveInt = Field(
+        default=4096,
+        description="The slowest average upload rate accepted after the first "
+        "IMGCLS_BODY_IDLE_TIMEOUT_S of a body (each byte received extends its deadline by "
+        "1/rate s). The default lets a 3 MB photo take up to ~12 minutes; a phone on 3G "
+        "sends 50-100 KB/s.",
         json_schema_extra=_in("Input limits"),
     )
     decode_workers: PositiveInt = Field(
@@ -202,10 +226,35 @@ class Settings(BaseSettings):
         "orchestrator's grace period (the Kubernetes manifest here: 40 s).",
         json_schema_extra=_in("HTTP server"),
     )
+    http_head_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="A connection must deliver a complete request head this long after it "
+        "opens (or after a kept-alive request's first byte): else it is closed, with 408 if "
+        "part of a head had arrived.",
+        json_schema_extra=_in("HTTP server"),
+    )
+    http_max_head_bytes: PositiveInt = Field(
+        default=32 * 1024,
+        description="Bytes of a request line and headers together; over it 431 and the "
+        "connection closes.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
+    http_max_headers: PositiveInt = Field(
+        default=100,
+        description="Header fields in one request; over it 431 and the connection closes.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
+    http_max_url_bytes: PositiveInt = Field(
+        default=8 * 1024,
+        description="Bytes of a request target (path and query); over it 414 and the "
+        "connection closes.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
     http_limit_concurrency: PositiveInt | None = Field(
         default=1024,
-        description="Open connections plus tasks before uvicorn answers a plain-text 503: a "
-        "last line of defence; admission is really IMGCLS_QUEUE_CAPACITY.",
+        description="Open connections (or running requests) beyond which a request gets 503 "
+        "overloaded and its connection closes; health probes are still answered. A last line "
+        "of defence; admission is really IMGCLS_QUEUE_CAPACITY.",
         json_schema_extra=_in("HTTP server", advanced=True),
     )
     http_backlog: PositiveInt = Field(

@@ -35,7 +35,8 @@ from service.errors import (
 from service.inference.batcher import Done, MicroBatcher
 from service.inference.postprocess import Logits, Prediction, top_k
 from service.inference.preprocess import Pixels, PreprocessSpec, check_media_type, preprocess
-from service.limits.lifecycle import Lifecycle, Readiness, Reservation, State
+from service.limits.admission import Ticket
+from service.limits.lifecycle import Lifecycle, Readiness, State
 from service.limits.pixel_budget import PixelBudget
 from service.model.loading import (
     LoadedModel,
@@ -155,9 +156,9 @@ class Classifier:
         that can avoid work before calling, such as reading an upload."""
         self._lifecycle.check_admission()
 
-    def reserve(self) -> Reservation:
-        """Take an admission slot for a request the HTTP protocol lets in (Lifecycle.reserve)."""
-        return self._lifecycle.reserve()
+    def ticket(self) -> Ticket:
+        """A claim to a place for a request the HTTP protocol lets in (Lifecycle.ticket)."""
+        return self._lifecycle.ticket()
 
     def readiness(self) -> Readiness:
         life, serving = self._lifecycle, self._serving

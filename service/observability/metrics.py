@@ -61,6 +61,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.open_connections = Gauge(
+            "imgcls_http_open_connections",
+            "HTTP connections open now (set by the server; 0 in-process).",
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "imgcls_http_connections_closed_total",
+            "HTTP connections the server closed on a clock, with no request to answer: "
+            "head_timeout (no byte of a head), body_timeout (a body left unread, too slow).",
+            ["reason"],
+            registry=r,
+        )
         self.rejections = Counter(
             "imgcls_rejections_total",
             "Images refused or failed, by reason (the error code: bad_image, overloaded, ...).",
