@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from build import catalog, data, evaluate, export, quantize
+from build import baseline, catalog, data, evaluate, export, quantize
 from build.catalog import ModelEntry
 from build.errors import BuildError, GateFailed, WeightsUnavailable
 from build.graph import UInt8Classifier
@@ -217,8 +217,10 @@ def run_evaluate(b: Build) -> Manifest:
             gate_applicable=not untrained,
             reference={k: b.model_dir / n for k, n in INT8_NAMES.items() if k != served},
         )
+        predictions = baseline.measure(b.model_dir / INT8_NAMES[served], served, b.eval_pixels)
     state.stage_seconds.update(b.seconds)
-    manifest = _manifest(b, state, state.export, state.quantization, _evaluation_info(b, result))
+    evaluation = _evaluation_info(b, result).model_copy(update={"prediction_baseline": predictions})
+    manifest = _manifest(b, state, state.export, state.quantization, evaluation)
     _log_evaluation(b, result)
     if not result.passed:
         (b.model_dir / MANIFEST_NAME).unlink(missing_ok=True)

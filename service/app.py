@@ -93,7 +93,7 @@ def create_app(
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After", "Cache-Status"],
         )
     app.add_middleware(RequestMiddleware, metrics=metrics)
     # What the HTTP protocol may refuse before the app runs (service/server/protocol.py).

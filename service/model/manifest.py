@@ -97,6 +97,18 @@ class ProviderEvaluation(_Frozen):
     passed: bool
 
 
+class PredictionBaseline(_Frozen):
+    """What the served int8 file predicts on the evaluation images (CPU provider): the
+    reference the service's prediction monitoring compares live answers against
+    (build/baseline.py writes it; service/observability/predictions.py exports it)."""
+
+    images: int
+    model_file: str  # the int8 file measured: "int8" or "int8_w7"
+    mean_confidence: float  # mean top-1 softmax probability, 0..1
+    # Predicted top-1 class index -> images; a class never predicted is absent (0).
+    class_counts: dict[int, int]
+
+
 class EvaluationInfo(_Frozen):
     dataset: str
     images: int
@@ -117,6 +129,8 @@ class EvaluationInfo(_Frozen):
     # Every other int8 file, computed exactly by ONNX Runtime's unfused reference execution
     # (QDQ nodes + float kernels, no saturating int8 kernel): what a CPU of the other kind runs.
     int8_reference: dict[str, ProviderEvaluation] = Field(default_factory=dict)
+    # None in a manifest built before it existed: the service then exports no baseline.
+    prediction_baseline: PredictionBaseline | None = None
 
 
 class Manifest(_Frozen):
