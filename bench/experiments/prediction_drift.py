@@ -74,7 +74,8 @@ def logits_of(sess: object, images: list[bytes], spec: PreprocessSpec) -> Logits
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, default=paths.artifacts_dir() / "efficientnet_lite0")
+    default_dir = paths.artifacts_dir() / "efficientnet_lite0"
+    parser.add_argument("--model-dir", type=Path, default=default_dir)
     parser.add_argument("--draws", type=int, default=200)
     args = parser.parse_args()
     manifest = load_manifest(args.model_dir)
@@ -90,8 +91,10 @@ def main() -> None:
     files = [e.path for e in split.evaluation] + list(split.calibration)
     originals = [Image.open(path).convert("RGB") for path in files]
     rng = np.random.default_rng(0)
-    print(f"model {manifest.model.name} {file}; baseline: {baseline.images} images, mean "
-          f"top-1 {baseline.mean_confidence:.3f}, {len(baseline.class_counts)} classes\n")
+    print(
+        f"model {manifest.model.name} {file}; baseline: {baseline.images} images, mean "
+        f"top-1 {baseline.mean_confidence:.3f}, {len(baseline.class_counts)} classes\n"
+    )
     print("| traffic | images | mean top-1 | / baseline | TVD vs baseline | distinct top-1 |")
     print("|---|---|---|---|---|---|")
     reference: npt.NDArray[np.int64] | None = None
@@ -100,12 +103,16 @@ def main() -> None:
         confidence = softmax(logits).max(axis=1)
         classes = np.argmax(logits, axis=1)
         reference = classes if reference is None else reference
-        print(f"| {name} | {len(classes)} | {confidence.mean():.3f} | "
-              f"{confidence.mean() / baseline.mean_confidence:.2f} | "
-              f"{tvd(classes, baseline, num_classes):.3f} | {len(set(classes.tolist()))} |")
+        print(
+            f"| {name} | {len(classes)} | {confidence.mean():.3f} | "
+            f"{confidence.mean() / baseline.mean_confidence:.2f} | "
+            f"{tvd(classes, baseline, num_classes):.3f} | {len(set(classes.tolist()))} |"
+        )
     assert reference is not None
-    print("\nNoise floor: TVD of n answers drawn from undrifted traffic (the 500 images), "
-          f"{args.draws} draws each\n")
+    print(
+        "\nNoise floor: TVD of n answers drawn from undrifted traffic (the 500 images), "
+        f"{args.draws} draws each\n"
+    )
     print("| n answers | median TVD | p99 TVD |")
     print("|---|---|---|")
     for n in SIZES:
