@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,8 +23,10 @@ class Prometheus:
     client: httpx.Client
     log: Path
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        body = self.client.get("/api/v1/query", params={"query": promql}).json()
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query, now or ``at`` (Unix seconds)."""
+        params: dict[str, str | float] = {"query": promql} | ({} if at is None else {"time": at})
+        body = self.client.get("/api/v1/query", params=params).json()
         assert body["status"] == "success", (promql, body)
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
@@ -56,13 +58,18 @@ class Prometheus:
 
 @contextlib.contextmanager
 def run_prometheus(
-    tmp_path: Path, target: str, rule_files: Sequence[Path] = ()
+    tmp_path: Path,
+    target: str,
+    rule_files: Sequence[Path] = (),
+    labels: Mapping[str, str] | None = None,
 ) -> Iterator[Prometheus]:
-    """Prometheus scraping ``target`` (host:port) as job "imgcls"; stopped on exit."""
+    """Prometheus scraping ``target`` (host:port) as job "imgcls", adding ``labels`` to its
+    series (as a Kubernetes scrape adds namespace and pod); stopped on exit."""
+    static = {"targets": [target], "labels": dict(labels or {})}
     config = {
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(path) for path in rule_files],
-        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [static]}],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     port, log = free_port(), tmp_path / "prometheus.log"
