@@ -144,6 +144,11 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Every outcome and reason from zero: rate() then sees each one's first increments.
+        for outcome in ("hit", "collapsed", "miss"):
+            self.cache_requests.labels(outcome=outcome)
+        for reason in ("size", "expired", "flush"):
+            self.cache_evictions.labels(reason=reason)
         self.cache_bytes = Gauge(
             "imgcls_cache_bytes", "Bytes held by the response cache's entries.", registry=r
         )

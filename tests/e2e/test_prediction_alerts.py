@@ -9,6 +9,8 @@ its own, started before the phase's traffic: its hour's window then holds that p
 from __future__ import annotations
 
 import io
+import json
+import re
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,6 +30,7 @@ from tests.e2e.prometheus import Prometheus, run_prometheus
 pytestmark = pytest.mark.slow
 
 ALERTS_FILE = REPO / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "imgcls.json"
 GROUP = "imgcls-predictions"
 ALERTS = ("ImgclsPredictionConfidenceLow", "ImgclsPredictionClassMixShift")
 CLASS_MIX_ANSWERS = 1000  # the class-mix alert's volume guard
@@ -134,6 +137,18 @@ def test_noise_images_fire_both_drift_alerts(
         assert divergence > 0.9  # measured: 0.995
         (alert,) = [a for a in alerts(prometheus) if a["labels"]["alertname"] == ALERTS[0]]
         assert alert["labels"] == {"alertname": ALERTS[0], "job": "imgcls", "severity": "warning"}
+        # The dashboard's prediction, cache and saturation panels draw from this data.
+        empty = [expr for expr in panel_exprs() if not prometheus.query(expr)]
+        assert not empty
+
+
+def panel_exprs() -> list[str]:
+    """The Grafana panels over the metrics of issue 21, as Prometheus takes them."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    ours = re.compile(r"imgcls_(prediction|cache|saturation|in_flight|capacity)")
+    exprs = [t["expr"] for panel in panels for t in panel["targets"] if ours.search(t["expr"])]
+    assert len(exprs) >= 12
+    return [expr.replace("$__rate_interval", "1m") for expr in exprs]
 
 
 def scraped(prometheus: Prometheus) -> None:
