@@ -26,7 +26,7 @@ from service.http.state import service_state
 from service.observability.logs import ACCESS_LOGGER, request_id_var
 from service.observability.metrics import Metrics
 from service.observability.request_id import request_id_from
-from service.observability.timing import cache_status, server_timing
+from service.observability.timing import Timing, cache_status, server_timing
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -125,10 +125,16 @@ def record(metrics: Metrics, scope: Scope, status: int, duration: float, request
             "duration_ms": round(duration * 1e3, 3),
             "request_id": request_id,
             "batch_size": timing.batch_size if timing else None,
-            "cache": cache_status(timing),
             "client": _client(scope),
-        },
+        }
+        | _cache_field(timing),
     )
+
+
+def _cache_field(timing: Timing | None) -> dict[str, str]:
+    """The access line's ``cache`` field (the Cache-Status value), only when the cache is on."""
+    status = cache_status(timing)
+    return {} if status is None else {"cache": status}
 
 
 def _client(scope: Scope) -> str | None:

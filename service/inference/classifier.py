@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -40,7 +40,7 @@ from service.errors import (
 from service.inference.batcher import Done, MicroBatcher
 from service.inference.postprocess import Logits, Prediction, top_k
 from service.inference.preprocess import Pixels, PreprocessSpec, check_media_type, preprocess
-from service.inference.response_cache import CacheKeys, ResponseCache, Scored
+from service.inference.response_cache import CacheKeys, Compute, ResponseCache, Scored
 from service.limits.lifecycle import Lifecycle, Readiness, Reservation, State
 from service.limits.pixel_budget import PixelBudget
 from service.limits.saturation import export_saturation, timed_admission
@@ -63,7 +63,6 @@ __all__ = ["Classification", "Classifier", "Scores"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Compute = Callable[[], Awaitable[Scored]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,7 @@ class Classification:
 class Scores:
     """One image's logits, for callers that want more than the top-k (the v2 protocol)."""
 
-    logits: Logits  # float32 [num_classes]
+    logits: Logits  # float32 [num_classes]; read-only when shared through the response cache
     timing: Timing
 
 

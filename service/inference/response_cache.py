@@ -32,7 +32,7 @@ from service.inference.preprocess import Pixels, PreprocessSpec
 from service.observability.metrics import Metrics
 from service.observability.timing import COLLAPSED, HIT, MISS, Timing
 
-__all__ = ["CacheKeys", "ResponseCache", "Scored"]
+__all__ = ["CacheKeys", "Compute", "ResponseCache", "Scored"]
 
 Logits = npt.NDArray[np.float32]
 Scored = tuple[Logits, Timing]  # one image's scores and where their computation's time went
