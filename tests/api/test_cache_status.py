@@ -108,8 +108,9 @@ async def test_v2_infer_with_encoded_images_and_with_pixels(cached: Served) -> N
 
 
 async def test_no_header_when_the_cache_is_off_or_nothing_was_answered(
-    cached: Served, model_dir: Path
+    cached: Served, model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     refused = await cached.client.post("/v1/classify", content=b"not an image", headers=PNG)
     assert refused.status_code == 400
     assert "Cache-Status" not in refused.headers
@@ -118,6 +119,8 @@ async def test_no_header_when_the_cache_is_off_or_nothing_was_answered(
         answered = await off.client.post("/v1/classify", content=colour_png(3), headers=PNG)
     assert answered.status_code == 200
     assert "Cache-Status" not in answered.headers
+    access = [r for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert [hasattr(r, "cache") for r in access] == [False, False]  # the 400, and cache off
 
 
 async def test_cors_lets_a_browser_read_the_header(model_dir: Path) -> None:
