@@ -1,12 +1,12 @@
-"""The C load generator (bench/native/loadgen.c), driven from Python: compiled with the system's C
-compiler, run as a child process for each step, its lines read back as bench.loadgen Outcomes.
+"""The C load generator (loadgen.c beside this file), driven from Python: compiled with the
+system's C compiler, run as a child process for each step, its lines read back as Outcomes.
 
 Why a second generator: on this 2-core machine the load generator takes CPU from the server it
-measures. At 4x capacity the Python one (bench.loadgen.RawSender on asyncio) used ~0.10 cores,
-about 60 % of it the interpreter and its event loop (perf); the C one sends the same requests,
-on the same keep-alive connections, timed the same way, for ~0.05 cores, 0.043 of them system
-time (its rusage): the kernel's TCP work for the uploads. bench.overload uses it when a C
-compiler is there (IMGCLS_BENCH_LOADGEN=python chooses the Python one).
+measures. At 4x capacity the Python one (RawSender on asyncio) used ~0.10 cores, about 60 % of
+it the interpreter and its event loop (perf); the C one sends the same requests, on the same
+keep-alive connections, timed the same way, for ~0.05 cores, 0.043 of them system time (its
+rusage): the kernel's TCP work for the uploads. bench.overload uses it when a C compiler is
+there (IMGCLS_BENCH_LOADGEN=python chooses the Python one: bench.loadgen.loops.generator).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench.loadgen import Mode, Outcome, Step
+from bench.loadgen.outcomes import Mode, Outcome, Step
 
-SOURCE = Path(__file__).parent / "native" / "loadgen.c"
+SOURCE = Path(__file__).parent / "loadgen.c"
 # The generator's negative statuses, named as the Python sender names its exceptions.
 ERRORS = {-1: "ConnectError", -2: "ConnectionClosed", -3: "BadResponse", -4: "NoAnswer"}
 
@@ -64,7 +64,7 @@ def parse(output: str) -> Step:
 class NativeGenerator:
     """Steps against one URL with one set of bodies (written once to files for the child)."""
 
-    about = "the C load generator (bench/native/loadgen.c), HTTP/1.1 keep-alive"
+    about = "the C load generator (bench/loadgen/loadgen.c), HTTP/1.1 keep-alive"
 
     def __init__(self, exe: Path, url: str, bodies: Sequence[bytes]) -> None:
         parts = urllib.parse.urlsplit(url)

@@ -3,7 +3,7 @@ REST (binary UINT8 tensor), v2 gRPC (UINT8) and /v1/classify/batch (8 JPEGs), ag
 ceiling at batch 8; one service on resnet18 with IMGCLS_MAX_BATCH_SIZE=8, the three transports
 and the ceiling interleaved round by round (rotated order), medians over rounds.
 
-    python -m bench.v2 [--quick] [--out DIR]    (or: python -m bench.run_all --only v2)
+    python -m bench.experiments.v2 [--quick] [--out DIR]   (or: python -m bench.run_all --only v2)
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,19 +24,23 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from bench import launch
 from bench.config import BenchConfig, load_jpegs, model_file, run_benchmark
-from bench.loadgen import Outcome, Post, RawSender, StepResult, closed_loop, measure_step
+from bench.launch import Started
+from bench.loadgen.http1 import RawSender, multipart
+from bench.loadgen.loops import closed_loop
+from bench.loadgen.outcomes import Outcome, Post, StepResult, measure_step
 from bench.report import Section, bar, bar_plot, fmt, summarize, table, verdict
-from bench.servers import Server, UsageSampler, running, service_spec
+from bench.servers import UsageSampler, running, service_spec
 from service.inference.preprocess import PreprocessSpec, preprocess
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 Pixels = np.ndarray[Any, np.dtype[np.uint8]]
 MODEL, BATCH, USERS = "resnet18", 8, 4  # 4 requests of 8 images in flight: 32 images queued
 TARGET = 0.80  # v2 UINT8 images/s over the engine ceiling at batch 8
 REST, GRPC, V1, CEILING = "v2 REST UINT8", "v2 gRPC UINT8", "/v1 batch JPEG", "engine ceiling"
 CLIENTS = {
-    REST: "binary tensor extension, a raw asyncio HTTP/1.1 client (bench.loadgen.RawSender)",
+    REST: "binary tensor extension, a raw asyncio HTTP/1.1 client (bench.loadgen RawSender)",
     GRPC: "raw_input_contents, tritonclient.grpc.aio (one channel)",
     V1: "multipart, 8 files per request, the same raw HTTP/1.1 client",
     CEILING: "a separate process, no client: service.model.runner.create_session with the server's "
@@ -83,27 +86,20 @@ def ceiling(argv: Sequence[str]) -> dict[str, float]:
 def measure_ceiling(cfg: BenchConfig, model: dict[str, Any], seconds: float) -> dict[str, float]:
     path = model_file(cfg.model_dir(MODEL), model["precision"])
     args = [path, model["provider"], model["intra_op_threads"], cfg.data_dir, seconds]
-    code = "import sys, json, bench.v2 as v; print(json.dumps(v.ceiling(sys.argv[1:])))"
+    code = "import sys, json, bench.experiments.v2 as v; print(json.dumps(v.ceiling(sys.argv[1:])))"
     cmd = [cfg.python, "-c", code, *map(str, args)]
     found: dict[str, float] = json.loads(subprocess.check_output(cmd, cwd=REPO, text=True))
     return found
 
 
-def rest_body(batch: Pixels) -> tuple[bytes, str]:
+def rest_body(batch: Pixels) -> tuple[bytes, str, dict[str, str]]:
+    """The binary tensor extension's body, its Content-Type and its extra header."""
     image: dict[str, Any] = {"name": "image", "datatype": "UINT8", "shape": list(batch.shape)}
     image["parameters"] = {"binary_data_size": batch.nbytes}
     logits = {"name": "logits", "parameters": {"binary_data": True}}
     text = json.dumps({"inputs": [image], "outputs": [logits]}).encode()
-    kind = "application/octet-stream\r\nInference-Header-Content-Length: " + str(len(text))
-    return text + batch.tobytes(), kind
-
-
-def multipart(jpegs: Sequence[bytes], boundary: str = "imgclsbench") -> tuple[bytes, str]:
-    head = '--{}\r\nContent-Disposition: form-data; name="files"; filename="{}.jpg"\r\n'
-    head += "Content-Type: image/jpeg\r\n\r\n"
-    parts = [head.format(boundary, i).encode() + jpeg + b"\r\n" for i, jpeg in enumerate(jpegs)]
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
+    header = {"Inference-Header-Content-Length": str(len(text))}
+    return text + batch.tobytes(), "application/octet-stream", header
 
 
 Client = tuple[Post, Callable[[], Awaitable[None]]]  # send one request; close the client
@@ -125,13 +121,12 @@ def grpc_client(url: str, batch: Pixels) -> Client:
     return post, client.close
 
 
-def http_client(url: str, body: bytes, kind: str) -> Client:
-    sender = RawSender(url, USERS)
-    sender.head = sender.head.replace("image/jpeg", kind)
+def http_client(url: str, body: bytes, kind: str, headers: dict[str, str] | None = None) -> Client:
+    sender = RawSender(url, USERS, kind, headers)
     return (lambda _, since: sender.post(body, since)), sender.aclose
 
 
-async def load(server: Server, client: Callable[[], Client], plan: Plan) -> StepResult:
+async def load(server: Started, client: Callable[[], Client], plan: Plan) -> StepResult:
     """Closed loop, USERS callers, after an unrecorded warm-up; the server's CPU meanwhile."""
     post, close = client()
     try:
@@ -147,9 +142,7 @@ async def load(server: Server, client: Callable[[], Client], plan: Plan) -> Step
 
 def measure(cfg: BenchConfig, plan: Plan) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     jpegs, batch = photos(cfg.data_dir)
-    with socket.socket() as sock:  # a free port for gRPC
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = launch.free_port()  # for gRPC
     spec = service_spec(cfg, MODEL, "auto", BATCH, name="service v2")
     spec = replace(spec, env={**spec.env, "IMGCLS_GRPC_PORT": str(port)})
     rounds: list[dict[str, Any]] = []
@@ -158,7 +151,7 @@ def measure(cfg: BenchConfig, plan: Plan) -> tuple[dict[str, Any], list[dict[str
         clients: dict[str, Callable[[], Client]] = {
             REST: lambda: http_client(f"{server.url}/v2/models/{MODEL}/infer", *rest_body(batch)),
             GRPC: lambda: grpc_client(f"127.0.0.1:{port}", batch),
-            V1: lambda: http_client(f"{server.url}/v1/classify/batch", *multipart(jpegs)),
+            V1: lambda: http_client(f"{server.url}/v1/classify/batch", *multipart(jpegs, "files")),
         }
         for index in range(plan.rounds):
             found: dict[str, Any] = {}

@@ -3,7 +3,7 @@ build's split: disjoint from the 100 calibration images), and each int8 variant'
 agreement with fp32. ResNet-18 has random weights here: its accuracy is noise, its agreement
 with fp32 still shows what quantization changed.
 
-    python -m bench.accuracy [--quick] [--out DIR]
+    python -m bench.experiments.accuracy [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from bench.config import BenchConfig, model_file, run_benchmark
-from bench.engine_worker import dynamic_int8_file
+from bench.experiments.engine_worker import dynamic_int8_file
 from bench.report import Section, bar, fmt, table
 from build.data import DataSplit, choose_split, load_pixels
 from build.evaluate import accuracy, agreement, predict

@@ -6,10 +6,10 @@ A request that arrives after the server sat idle finds cold caches, sleeping run
 and a core that may have clocked down; back to back (c=1), it does not. Latency is counted
 from each arrival's scheduled time (a late send counts against the server).
 
-    python -m bench.lowrate --model-dir model_artifacts/resnet18 \\
+    python -m bench.experiments.lowrate --model-dir model_artifacts/resnet18 \\
         --variant base: --variant spin:spin=1 --rates 5,20 --rounds 3
 
-Variants take the knobs of bench.profile (http, loop, access_log), IMGCLS_*
+Variants take the knobs of bench.experiments.profile (http, loop, access_log), IMGCLS_*
 variables, and ``spin=1`` (ONNX Runtime's intra-op workers spin between runs, the runtime's
 default that service/model/runner.py turns off).
 """
@@ -26,9 +26,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen
-from bench.loadgen import RawSender
-from bench.profile import Variant, jpegs_of_size, parse_variant, pct, started, thread_cpu_s
+from bench.experiments.profile import (
+    Variant,
+    jpegs_of_size,
+    parse_variant,
+    pct,
+    started,
+    thread_cpu_s,
+)
+from bench.loadgen import loops
+from bench.loadgen.http1 import RawSender
 from service import paths
 
 # The service's own load generator (bench.loadgen): its raw keep-alive client, and its open
@@ -47,7 +54,7 @@ async def open_loop(
     sender = RawSender(_url(port), MAX_OUTSTANDING)
     try:
         await sender.post(jpegs[0], time.perf_counter())  # unrecorded: opens the connection
-        step = loadgen.open_loop(sender.post, jpegs, rate, seconds, MAX_OUTSTANDING, seed)
+        step = loops.open_loop(sender.post, jpegs, rate, seconds, MAX_OUTSTANDING, seed)
         outcomes, _, _ = await step
     finally:
         await sender.aclose()
@@ -57,7 +64,7 @@ async def open_loop(
 async def closed_c1(port: int, jpegs: Sequence[bytes], seconds: float) -> list[float]:
     sender = RawSender(_url(port), 1)
     try:
-        outcomes, _, _ = await loadgen.closed_loop(sender.post, jpegs, 1, seconds)
+        outcomes, _, _ = await loops.closed_loop(sender.post, jpegs, 1, seconds)
     finally:
         await sender.aclose()
     return [o.latency_ms for o in outcomes if o.status == 200]

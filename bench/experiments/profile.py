@@ -10,7 +10,7 @@ inference (the imgcls-inference thread plus the runtime's own native worker thre
 py-spy costs CPU too), splits the event loop's share by what the stack is doing, and writes a
 flame graph of all threads.
 
-    python -m bench.profile --model-dir model_artifacts/resnet18 \\
+    python -m bench.experiments.profile --model-dir model_artifacts/resnet18 \\
         --variant base:http=h11,loop=asyncio --variant std:http=httptools,loop=uvloop \\
         --rounds 5 --window 8 --concurrency 16 --py-spy
 
@@ -29,13 +29,11 @@ import io
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,12 +42,15 @@ from typing import Any
 
 from PIL import Image
 
+from bench import launch
 from bench.config import model_file
+from bench.loadgen.http1 import RawSender, multipart
+from bench.loadgen.loops import closed_loop
+from bench.loadgen.outcomes import Step
 from service import paths
 
 CLASSIFY = "/v1/classify"
 _TICKS = os.sysconf("SC_CLK_TCK")
-_BOUNDARY = "imgclsbench7f3a"
 
 
 # ---------------------------------------------------------------- the server side (a variant)
@@ -70,7 +71,7 @@ def _name_os_threads() -> None:
 
 def _spinning() -> None:
     """ONNX Runtime's intra-op workers spin between runs (its default; service/model/runner.py turns
-    it off): the sparse-load mitigation that bench/lowrate.py prices."""
+    it off): the sparse-load mitigation that bench/experiments/lowrate.py prices."""
     from service.model import runner
 
     plain = runner.session_options
@@ -86,8 +87,9 @@ def _spinning() -> None:
 def _openvino_config(path: Path) -> None:
     """OpenVINO sessions get the EP's ``load_config`` (a JSON file of CPU plugin properties,
     e.g. {"CPU": {"ENABLE_CPU_PINNING": "YES"}}): OpenVINO's threading knobs, priced by
-    bench/lowrate.py. The provider takes the JSON text itself: given a path, onnxruntime-
-    openvino 1.24 fails to parse it and the session falls back to the CPU provider."""
+    bench/experiments/lowrate.py. The provider takes the JSON text itself: given a path,
+    onnxruntime-openvino 1.24 fails to parse it and the session falls back to the CPU
+    provider."""
     import onnxruntime as ort
 
     from service.model import runner
@@ -114,9 +116,10 @@ def _openvino_config(path: Path) -> None:
 
 
 def serve(knobs: dict[str, str]) -> None:
-    """``python -m bench.profile --serve k=v,...``: the service with uvicorn's ``http`` and
-    ``loop`` forced, and optionally: the access log off (``access_log=off``), ONNX Runtime's
-    intra-op workers spinning (``spin=1``), OpenVINO CPU properties (``ov_config=FILE.json``)."""
+    """``python -m bench.experiments.profile --serve k=v,...``: the service with uvicorn's
+    ``http`` and ``loop`` forced, and optionally: the access log off (``access_log=off``), ONNX
+    Runtime's intra-op workers spinning (``spin=1``), OpenVINO CPU properties
+    (``ov_config=FILE.json``)."""
     import uvicorn
 
     from service.__main__ import main
@@ -195,69 +198,22 @@ class Window:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
-def request_bytes(host: str, port: int, jpeg: bytes, multipart: bool) -> bytes:
-    if multipart:
-        body = (
-            (
-                f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="file"; '
-                f'filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
-            ).encode()
-            + jpeg
-            + f"\r\n--{_BOUNDARY}--\r\n".encode()
-        )
-        kind = f"multipart/form-data; boundary={_BOUNDARY}"
-    else:
-        body, kind = jpeg, "image/jpeg"
-    head = (
-        f"POST {CLASSIFY} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: {kind}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+def request_bodies(jpegs: Sequence[bytes], multipart_upload: bool) -> tuple[list[bytes], str]:
+    """The bodies to post and their Content-Type: raw JPEGs, or each as a multipart "file"."""
+    if not multipart_upload:
+        return list(jpegs), "image/jpeg"
+    bodies = [multipart([jpeg], "file") for jpeg in jpegs]
+    return [body for body, _ in bodies], bodies[0][1]
 
 
-async def _exchange(
-    conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], request: bytes
-) -> tuple[int, bool]:
-    reader, writer = conn
-    writer.write(request)
-    await writer.drain()
-    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-    status = int(head[0].split(" ", 2)[1])
-    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head[1:])}
-    await reader.readexactly(int(headers["content-length"]))
-    return status, headers.get("connection", "").lower() != "close"
-
-
-async def closed_loop(
-    port: int, requests: Sequence[bytes], concurrency: int, seconds: float
-) -> tuple[list[float], int, float]:
-    """(latencies of 200s in ms, errors, elapsed s): each user posts its next image when the
-    last one is answered, over its own keep-alive connection."""
-    latencies: list[float] = []
-    errors = 0
-    stop = time.perf_counter() + seconds
-
-    async def user(index: int) -> None:
-        nonlocal errors
-        conn = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            while time.perf_counter() < stop:
-                start = time.perf_counter()
-                status, keep = await _exchange(conn, requests[index % len(requests)])
-                index += concurrency
-                if status == 200:
-                    latencies.append((time.perf_counter() - start) * 1e3)
-                else:
-                    errors += 1
-                if not keep:
-                    conn[1].close()
-                    conn = await asyncio.open_connection("127.0.0.1", port)
-        finally:
-            conn[1].close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(user(i) for i in range(concurrency)))
-    return latencies, errors, time.perf_counter() - started
+async def closed(port: int, bodies: Sequence[bytes], kind: str, users: int, seconds: float) -> Step:
+    """The load generator's closed loop: each user posts its next image when its last one is
+    answered, over keep-alive connections."""
+    sender = RawSender(f"http://127.0.0.1:{port}{CLASSIFY}", users, kind)
+    try:
+        return await closed_loop(sender.post, bodies, users, seconds)
+    finally:
+        await sender.aclose()
 
 
 # ---------------------------------------------------------------- running the variants
@@ -285,70 +241,37 @@ def parse_variant(text: str) -> Variant:
     return Variant(name, knobs, env)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def started(variants: list[Variant], model_dir: Path, log_dir: Path) -> Iterator[None]:
-    try:
+    """Every variant's server up and ready (bench.launch), stopped on the way out."""
+    with contextlib.ExitStack() as stack:
         for v in variants:
-            v.port = _free_port()
+            v.port = launch.free_port()
             knobs = ",".join(f"{k}={val}" for k, val in v.knobs.items())
-            env = os.environ | {
-                "IMGCLS_MODEL_DIR": str(model_dir),
-                "IMGCLS_PORT": str(v.port),
-                "IMGCLS_LOG_LEVEL": "info",
-                **v.env,
-            }
-            command = [sys.executable, "-m", "bench.profile", "--serve", knobs]
+            env = {"IMGCLS_MODEL_DIR": str(model_dir), "IMGCLS_PORT": str(v.port)}
+            env |= {"IMGCLS_LOG_LEVEL": "info", **v.env}
+            command = [sys.executable, "-m", "bench.experiments.profile", "--serve", knobs]
             if "peer" in v.knobs:  # a peer of bench/peers instead of the service
                 command = [
                     *(sys.executable, "-m", f"bench.peers.{v.knobs['peer']}"),
                     *(f"--port={v.port}", f"--labels={model_dir / 'labels.txt'}"),
                     f"--model-file={model_file(model_dir, 'int8')}",  # this CPU's int8 file
                 ]
-            with open(log_dir / f"server-{v.name}.log", "wb") as log:
-                v.proc = subprocess.Popen(
-                    command,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            _wait_ready(v)
+            log = log_dir / f"server-{v.name}.log"
+            server = launch.started(command, v.port, log, env, timeout_s=60.0, graceful_s=30.0)
+            v.proc = stack.enter_context(server).proc
         yield
-    finally:
-        for v in variants:
-            if v.proc is not None:
-                v.proc.terminate()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    v.proc.wait(30)
-
-
-def _wait_ready(v: Variant, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert v.proc is not None
-        if v.proc.poll() is not None:
-            raise RuntimeError(f"server {v.name} exited with {v.proc.returncode}")
-        url = f"http://127.0.0.1:{v.port}/readyz"
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"server {v.name} not ready in {timeout_s} s")
 
 
 def measure(
-    v: Variant, requests: Sequence[bytes], concurrency: int, seconds: float, rnd: int
+    v: Variant, requests: tuple[list[bytes], str], concurrency: int, seconds: float, rnd: int
 ) -> Window:
     assert v.proc is not None
     before = thread_cpu_s(v.proc.pid)
     client0 = time.process_time()
-    latencies, errors, elapsed = asyncio.run(closed_loop(v.port, requests, concurrency, seconds))
+    outcomes, elapsed, _ = asyncio.run(closed(v.port, *requests, concurrency, seconds))
+    latencies = [o.latency_ms for o in outcomes if o.status == 200]
+    errors = len(outcomes) - len(latencies)
     client = time.process_time() - client0
     after = thread_cpu_s(v.proc.pid)
     ok = max(1, len(latencies))
@@ -486,7 +409,7 @@ def run(args: argparse.Namespace) -> None:
     variants = [parse_variant(t) for t in args.variant] or [parse_variant("default:")]
     folder = paths.data_dir() / "imagenet-sample-images"
     jpegs = jpegs_of_size(folder, (500, 375), args.images)
-    requests = [request_bytes("127.0.0.1", 0, j, args.multipart) for j in jpegs]
+    requests = request_bodies(jpegs, args.multipart)
     print(f"{len(jpegs)} JPEGs of 500x375; uptime: {os.getloadavg()}", flush=True)
     windows: list[Window] = []
     spy: dict[str, Any] = {}

@@ -3,7 +3,7 @@ Runtime fp32, ORT int8 dynamic (the write-up's recipe), ORT int8 static U8S8 (ou
 the OpenVINO provider; 1 and 2 threads; batch-1 latency over interleaved rounds; throughput at
 batch 1 to 32; load time, first inference, file size and peak RSS from a fresh process each.
 
-    python -m bench.engines [--quick] [--out DIR]
+    python -m bench.experiments.engines [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import IO, Any
 from tqdm import tqdm
 
 from bench.config import BenchConfig, image_paths, model_file, run_benchmark
-from bench.engine_worker import ENGINES
+from bench.experiments.engine_worker import ENGINES
+from bench.launch import NotReady, log_tail, stop
 from bench.report import Section, Summary, bar, bar_plot, fmt, line_plot, summarize, table
-from bench.servers import ChildFailed, stop
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class Worker(contextlib.AbstractContextManager["Worker"]):
     def __init__(self, cfg: BenchConfig, name: str) -> None:
         self.log = cfg.log(name)
         self._log_file: IO[str] = self.log.open("w")
-        cmd, pipe = [cfg.python, "-m", "bench.engine_worker"], subprocess.PIPE
+        cmd, pipe = [cfg.python, "-m", "bench.experiments.engine_worker"], subprocess.PIPE
         self.proc = subprocess.Popen(cmd, stdin=pipe, stdout=pipe, stderr=self._log_file, text=True)
 
     def ask(self, command: dict[str, Any]) -> dict[str, Any]:
@@ -71,14 +71,16 @@ class Worker(contextlib.AbstractContextManager["Worker"]):
             self.proc.stdin.flush()
         if line := self.proc.stdout.readline():
             return json.loads(line)  # type: ignore[no-any-return]
-        raise ChildFailed(self.log, f"exited with {self.proc.wait()}")
+        raise NotReady(f"{self.log.stem} exited with {self.proc.wait()}\n{log_tail(self.log)}")
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(OSError):
             assert self.proc.stdin is not None
             self.proc.stdin.write(json.dumps({"op": "quit"}) + "\n")
             self.proc.stdin.close()
-        stop(self.proc, terminate=False)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # told to quit: no signal
+            self.proc.wait(timeout=15)
+        stop(self.proc, graceful_s=None)
         self._log_file.close()
 
 

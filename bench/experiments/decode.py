@@ -18,7 +18,8 @@ since DCT scaling only matters on large images. ``accuracy``: top-1 of the int8 
 500 labeled images (as they are, and upscaled x2 and x3 so that most are DCT-scaled), and top-1
 agreement of each policy with ``exact``; scored by build.evaluate.
 
-    python -m bench.decode --sections cost,accuracy --model-dir model_artifacts/efficientnet_lite0
+    python -m bench.experiments.decode --sections cost,accuracy \\
+        --model-dir model_artifacts/efficientnet_lite0
 """
 
 from __future__ import annotations

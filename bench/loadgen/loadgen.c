@@ -1,4 +1,4 @@
-/* A lean HTTP/1.1 load generator for bench.overload: what bench/loadgen.py's RawSender does,
+/* A lean HTTP/1.1 load generator for bench.overload: what bench/loadgen/http1.py's RawSender does,
  * without the interpreter. Why it exists: the load generator shares the server's 2 cores, and
  * at 4x capacity the Python one spent ~0.1 cores (py-spy and perf: ~60 % of it the interpreter
  * and asyncio's loop), CPU the server under test did not get. This one does the same requests

@@ -1,11 +1,11 @@
-"""One engine in its own process (``python -m bench.engine_worker``, started by bench.engines),
-driven over stdin/stdout with JSON lines, so that its load time, first inference and peak RSS
-are its own (a fresh process per engine) while the parent still interleaves timing rounds across
-engines (fair to a machine whose speed drifts). Each command names a Worker method and carries
-its arguments; one JSON reply each: prepare (builds the files the engine loads, untimed, in a
-throwaway process), load (-> load_s, first_s, file_mb, peak_rss_mb, rss_mb), time (-> ms),
-throughput (-> images_per_s, runs), rss; then quit. torch is imported only by the torch
-engines, so the ORT engines' RSS does not include it."""
+"""One engine in its own process (``python -m bench.experiments.engine_worker``, started by
+bench.experiments.engines), driven over stdin/stdout with JSON lines, so that its load time,
+first inference and peak RSS are its own (a fresh process per engine) while the parent still
+interleaves timing rounds across engines (fair to a machine whose speed drifts). Each command
+names a Worker method and carries its arguments; one JSON reply each: prepare (builds the files
+the engine loads, untimed, in a throwaway process), load (-> load_s, first_s, file_mb,
+peak_rss_mb, rss_mb), time (-> ms), throughput (-> images_per_s, runs), rss; then quit. torch
+is imported only by the torch engines, so the ORT engines' RSS does not include it."""
 
 from __future__ import annotations
 

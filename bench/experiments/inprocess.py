@@ -6,7 +6,7 @@ round, so a neighbour's burst of CPU hurts every combination alike and none pays
 inside its measurement. (Decode alone: see the HTTP section's in-process reference; the engine
 alone by threads and batch size: the engines section.)
 
-    python -m bench.inprocess [--quick] [--out DIR]
+    python -m bench.experiments.inprocess [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from bench.config import BenchConfig, load_jpegs, run_benchmark
-from bench.loadgen import Outcome, closed_loop, measure_step
+from bench.loadgen.loops import closed_loop
+from bench.loadgen.outcomes import Outcome, measure_step
 from bench.report import Section, bar, fmt, median_of, table
 from build.sessions import available_providers
 from service.inference.classifier import Classifier
