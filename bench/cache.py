@@ -24,11 +24,13 @@ from typing import overload
 
 import httpx
 
-from bench import loadgen
 from bench.config import BenchConfig, load_jpegs, run_benchmark
-from bench.loadgen import RawSender, StepResult
+from bench.launch import Started
+from bench.loadgen.http1 import CLASSIFY_PATH, RawSender
+from bench.loadgen.loops import closed_loop
+from bench.loadgen.outcomes import StepResult, measure_step
 from bench.report import Section, bar, fmt, table
-from bench.servers import Server, UsageSampler, running, service_spec
+from bench.servers import UsageSampler, running, service_spec
 
 MODEL = "resnet18"
 REPEATS = (0.0, 0.5, 0.9)
@@ -91,13 +93,13 @@ class Measured:
     server_cpu_ms_per_request: float
 
 
-def cache_counts(server: Server) -> dict[str, float]:
+def cache_counts(server: Started) -> dict[str, float]:
     text = httpx.get(server.url + "/metrics", timeout=10).text
     found = re.findall(r'^imgcls_cache_requests_total\{outcome="(\w+)"\} (\S+)$', text, re.M)
     return {outcome: float(value) for outcome, value in found}
 
 
-def measure(server: Server, stream: Stream, seconds: float) -> Measured:
+def measure(server: Started, stream: Stream, seconds: float) -> Measured:
     before = cache_counts(server)
     with UsageSampler(server.proc.pid) as usage:
         step = asyncio.run(_closed_loop(server, stream, seconds))
@@ -109,11 +111,11 @@ def measure(server: Server, stream: Stream, seconds: float) -> Measured:
     return Measured(step, shared, cpu_ms)
 
 
-async def _closed_loop(server: Server, stream: Stream, seconds: float) -> StepResult:
-    sender = RawSender(server.url + loadgen.CLASSIFY_PATH, USERS)
+async def _closed_loop(server: Started, stream: Stream, seconds: float) -> StepResult:
+    sender = RawSender(server.url + CLASSIFY_PATH, USERS)
     try:
-        run = loadgen.closed_loop(sender.post, stream, USERS, seconds)
-        return await loadgen.measure_step(run, "closed", concurrency=USERS)
+        run = closed_loop(sender.post, stream, USERS, seconds)
+        return await measure_step(run, "closed", concurrency=USERS)
     finally:
         await sender.aclose()
 
@@ -163,7 +165,7 @@ def run(cfg: BenchConfig) -> Section:
     return section
 
 
-def _servers(cfg: BenchConfig, stack: ExitStack) -> Iterator[tuple[str, Server]]:
+def _servers(cfg: BenchConfig, stack: ExitStack) -> Iterator[tuple[str, Started]]:
     for cache, cache_bytes in (("off", 0), ("on", CACHE_BYTES)):
         spec = service_spec(cfg, MODEL, "auto", None, name=f"service cache {cache}")
         spec = replace(spec, env=spec.env | {"IMGCLS_CACHE_BYTES": str(cache_bytes)})

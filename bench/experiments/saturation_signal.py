@@ -1,4 +1,4 @@
-"""What the autoscaling targets rest on (docs/guide/scaling-and-monitoring.md): the service's
+"""What the autoscaling targets rest on (docs/guide/operations.md#targets): the service's
 saturation signals against offered load. The service's best closed-loop throughput is measured
 first; then Poisson arrivals at fractions of it, and for each step the signals as Prometheus
 would compute them from the counters (deltas over the step): the mean images in flight
@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from bench import loadgen
 from bench.config import BenchConfig, config_from_args, load_jpegs, parser
-from bench.loadgen import RawSender, StepResult
+from bench.launch import Started
+from bench.loadgen.http1 import CLASSIFY_PATH, RawSender
+from bench.loadgen.loops import closed_loop, open_loop
+from bench.loadgen.outcomes import StepResult, measure_step
 from bench.report import fmt, table
-from bench.servers import Server, UsageSampler, running, service_spec
+from bench.servers import UsageSampler, running, service_spec
 
 FRACTIONS = (0.3, 0.5, 0.7, 0.85, 0.95, 1.1)
 COUNTERS = (
@@ -39,7 +41,7 @@ class Signals:
     cpu_cores: float
 
 
-def counters(server: Server) -> dict[str, float]:
+def counters(server: Started) -> dict[str, float]:
     text = httpx.get(server.url + "/metrics", timeout=10).text
     found = {}
     for name in COUNTERS:
@@ -48,7 +50,7 @@ def counters(server: Server) -> dict[str, float]:
     return found
 
 
-def signals(server: Server, jpegs: list[bytes], rate: float | None, seconds: float) -> Signals:
+def signals(server: Started, jpegs: list[bytes], rate: float | None, seconds: float) -> Signals:
     before = counters(server)
     with UsageSampler(server.proc.pid) as usage:
         step = asyncio.run(_step(server, jpegs, rate, seconds))
@@ -61,15 +63,15 @@ def signals(server: Server, jpegs: list[bytes], rate: float | None, seconds: flo
 
 
 async def _step(
-    server: Server, jpegs: list[bytes], rate: float | None, seconds: float
+    server: Started, jpegs: list[bytes], rate: float | None, seconds: float
 ) -> StepResult:
-    sender = RawSender(server.url + loadgen.CLASSIFY_PATH, 512)
+    sender = RawSender(server.url + CLASSIFY_PATH, 512)
     try:
         if rate is None:
-            run = loadgen.closed_loop(sender.post, jpegs, 16, seconds)
-            return await loadgen.measure_step(run, "closed", concurrency=16)
-        run = loadgen.open_loop(sender.post, jpegs, rate, seconds, 512)
-        return await loadgen.measure_step(run, "open", rate=rate)
+            run = closed_loop(sender.post, jpegs, 16, seconds)
+            return await measure_step(run, "closed", concurrency=16)
+        run = open_loop(sender.post, jpegs, rate, seconds, 512)
+        return await measure_step(run, "open", rate=rate)
     finally:
         await sender.aclose()
 

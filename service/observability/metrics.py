@@ -187,7 +187,7 @@ class Metrics:
         self.baseline_confidence = Gauge(
             "imgcls_prediction_baseline_confidence",
             "Mean top-1 probability of the served model on its evaluation images (the build's "
-            "baseline; absent when the manifest has none).",
+            "baseline; 0 when the manifest has none).",
             registry=r,
         )
         self.baseline_class_share = Gauge(
