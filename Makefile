@@ -18,7 +18,7 @@ IMGCLS_BASE_IMAGE ?= localhost/imgcls-base:bookworm
 COMPOSE ?= $(PY) -m podman_compose
 
 .PHONY: install install-serve model test-models serve samples test lint typecheck bench \
-	bench-quick image run-image stack stack-down clean
+	bench-quick image run-image stack stack-down reference clean
 
 # Serving and building the model: the runtime and the build extra (torch, 5.5 GB of the venv's
 # 6.1 GB: the only torch 2.14.1 wheel here is the CUDA build, which cannot be imported without
@@ -60,11 +60,17 @@ serve: model
 
 # The files the README's examples send (photos that ship in scikit-image and matplotlib).
 samples: install-serve
-	$(PY) -m tools.samples $(SAMPLES)
+	$(PY) -m build.samples $(SAMPLES)
+
+# docs/reference/: settings, metrics and error codes, generated from the code (a test compares).
+reference: install-serve
+	$(PY) -m service.reference_docs settings > docs/reference/settings.md
+	$(PY) -m service.reference_docs metrics > docs/reference/metrics.md
+	$(PY) -m service.reference_docs errors > docs/reference/error-codes.md
 
 lint: install
-	$(VENV)/bin/ruff check service build bench tests tools
-	$(VENV)/bin/ruff format --check service build bench tests tools
+	$(VENV)/bin/ruff check service build bench tests
+	$(VENV)/bin/ruff format --check service build bench tests
 
 typecheck: install
 	$(VENV)/bin/mypy

@@ -1,8 +1,8 @@
 """Every setting of the service, read from IMGCLS_* environment variables into one frozen
 ``Settings``, built in ``python -m service`` (or by a test) and passed down; nothing reads the
 environment at import. Each name carries its unit. Each field's description is its
-documentation: docs/reference/settings.md is generated from this class
-(``python -m service.settings_reference``) and a test fails when the committed copy is stale."""
+documentation: docs/reference/settings.md is generated from this class (``make reference``) and
+a test fails when the committed copy is stale."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""docs/reference/metrics.md and docs/reference/error-codes.md are generated from the code
-(tools/reference_docs.py): every metric and every error class is in them, each error says when
-it is answered, and the committed copies are what the generator writes today."""
+"""docs/reference/ is generated from the code (service/reference_docs.py): every setting, metric
+and error class is in it, each described, and the committed pages are what the generator writes
+today."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ from pathlib import Path
 
 import pytest
 
+from service import reference_docs
 from service.errors import ImgclsError
 from service.observability.metrics import Metrics
-from tools import reference_docs
+from service.settings import Settings
 
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference"
+
+
+def test_every_setting_is_described_and_in_the_reference() -> None:
+    undescribed = [name for name, f in Settings.model_fields.items() if not f.description]
+    assert undescribed == []
+    text = reference_docs.settings()
+    assert all(f"`IMGCLS_{name.upper()}`" in text for name in Settings.model_fields)
 
 
 def test_every_metric_is_in_the_reference() -> None:
@@ -29,11 +37,10 @@ def test_every_error_class_is_in_the_reference_and_says_when() -> None:
         assert row.rstrip(" |").split("|")[-1].strip(), f"{cls.code}: no 'when'"
 
 
-@pytest.mark.parametrize(
-    ("page", "command"), [("metrics.md", "metrics"), ("error-codes.md", "errors")]
-)
-def test_the_committed_reference_is_current(page: str, command: str) -> None:
-    assert (REFERENCE / page).read_text() == reference_docs.PAGES[command](), (
-        f"docs/reference/{page} is stale: run "
-        f"`.venv/bin/python -m tools.reference_docs {command} > docs/reference/{page}`"
+@pytest.mark.parametrize("page", sorted(reference_docs.PAGES))
+def test_the_committed_reference_is_current(page: str) -> None:
+    name = reference_docs.FILES[page]
+    assert (REFERENCE / name).read_text() == reference_docs.PAGES[page](), (
+        f"docs/reference/{name} is stale: run `make reference` "
+        f"(or `.venv/bin/python -m service.reference_docs {page} > docs/reference/{name}`)"
     )

@@ -1,4 +1,4 @@
-"""``make samples`` (tools/samples.py) writes every file the README's examples send: real
+"""``make samples`` (build/samples.py) writes every file the README's examples send: real
 images Pillow opens in the format their name says, and a text file that is not one."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from tools.samples import write_samples
+from build.samples import write_samples
 
 REPO = Path(__file__).resolve().parents[2]
 

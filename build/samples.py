@@ -2,7 +2,7 @@
 in scikit-image and matplotlib (build/data.py lists them), plus a text file that is not an
 image. ``make samples`` runs it; the examples are run from the repository root.
 
-    python -m tools.samples [DIR]        (default: samples/)
+    python -m build.samples [DIR]        (default: samples/)
 """
 
 from __future__ import annotations
