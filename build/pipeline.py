@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from build import config as config_file
 from build import (
+    baseline,
     data,
     evaluate,
     export,
@@ -39,6 +39,7 @@ from build import (
     sessions,
     staging,
 )
+from build import config as config_file
 from build.config import ModelConfig
 from build.errors import BuildError, GateFailed, SourceError
 from build.graph import UInt8Classifier
@@ -439,9 +440,12 @@ def run_evaluate(b: Build) -> Manifest:
         result = _evaluate_files(b, gate_applicable=not state.model.untrained)
         result, recipe, search = _search(b, state, result, recipe)
         # Later: further evaluations (e.g. phone-size photos) add their figures here.
+        served = isa.exact_int8_file()
+        predictions = baseline.measure(b.work / INT8_NAMES[served], served, b.eval_pixels)
     state.stage_seconds.update(b.seconds)
     quantization = _quantization_info(b, recipe, search)
-    manifest = _manifest(b, state, state.export, quantization, _evaluation_info(b, result))
+    evaluation = _evaluation_info(b, result).model_copy(update={"prediction_baseline": predictions})
+    manifest = _manifest(b, state, state.export, quantization, evaluation)
     _log_evaluation(b, result)
     text = report.render(manifest)
     passed = _meets(b, result)

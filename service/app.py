@@ -95,7 +95,7 @@ def create_app(
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After", "Cache-Status"],
         )
     app.add_middleware(RequestMiddleware, metrics=metrics)
     if settings.early_refusal:  # what the HTTP protocol may refuse before the app runs

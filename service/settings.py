@@ -327,6 +327,36 @@ class Settings(BaseSettings):
         json_schema_extra=_in("HTTP server", advanced=True),
     )
 
+    # -- Response cache ----------------------------------------------------------------------
+    cache_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes of scores the response cache may hold, least recently used evicted "
+        "first; 0: off. One image's entry is ~4.5 KB for 1000 classes (64 MiB: ~15 000 "
+        "images). Keyed on the SHA-256 of the image bytes with the model file's digest, its "
+        "provider and preprocessing; identical requests in flight are computed once. REST "
+        "answers then carry Cache-Status (docs/guide/response-cache.md).",
+        json_schema_extra=_in("Response cache", default="`0` (off)"),
+    )
+    cache_ttl_s: PositiveFloat | None = Field(
+        default=None,
+        description="Seconds an entry may answer after it was stored. Unset: until evicted or "
+        "the model changes (scores are deterministic: a TTL only bounds how long an image's "
+        "scores are kept).",
+        json_schema_extra=_in("Response cache"),
+    )
+
+    # -- Monitoring --------------------------------------------------------------------------
+    low_confidence: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Top-1 probability below which an answer counts as low-confidence "
+        "(imgcls_prediction_low_confidence_total); the confidence histogram and the drift "
+        "alerts do not depend on it.",
+        json_schema_extra=_in("Monitoring"),
+    )
+
     @property
     def max_single_body_bytes(self) -> int:
         """The largest body that can carry one image of max_upload_bytes: base64 grows it by

@@ -10,4 +10,6 @@ join the suite's report: ``python -m bench.run_all --all`` or ``--only NAME``.
     profile                 server CPU per request by thread, py-spy's split of the event loop
     lowrate                 latency at sparse load
     decode                  JPEG decoders and Pillow's draft: cost and agreement
+    prediction_drift        drifted traffic's confidence and class-mix divergence from the baseline
+    saturation_signal       the autoscaling signals (saturation, queue wait, CPU) against load
 """

@@ -150,6 +150,18 @@ class ProviderEvaluation(_Frozen):
     passed: bool
 
 
+class PredictionBaseline(_Frozen):
+    """What the served int8 file predicts on the evaluation images (CPU provider): the
+    reference the service's prediction monitoring compares live answers against
+    (build/baseline.py writes it; service/observability/predictions.py exports it)."""
+
+    images: int
+    model_file: str  # the int8 file measured: "int8" or "int8_w7"
+    mean_confidence: float  # mean top-1 softmax probability, 0..1
+    # Predicted top-1 class index -> images; a class never predicted is absent (0).
+    class_counts: dict[int, int]
+
+
 class EvaluationInfo(_Frozen):
     dataset: str
     images: int
@@ -172,6 +184,8 @@ class EvaluationInfo(_Frozen):
     int8_reference: dict[str, ProviderEvaluation] = Field(default_factory=dict)
     per_class: dict[str, ClassAccuracy] = Field(default_factory=dict)  # class folders only
     min_top1_agreement: float | None = None  # the optional second gate
+    # None in a manifest built before it existed: the service then exports no baseline.
+    prediction_baseline: PredictionBaseline | None = None
 
 
 class Manifest(_Frozen):
