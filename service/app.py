@@ -27,9 +27,11 @@ from service.http.errors import install_error_handlers
 from service.http.middleware import RequestMiddleware
 from service.http.page import install_page
 from service.http.state import ServiceState, attach, service_state
+from service.http.tracing import TracingMiddleware
 from service.inference.classifier import Classifier
 from service.limits.body_budget import BodyBudget
 from service.observability.metrics import Metrics
+from service.observability.tracing import Tracing
 from service.security import Tokens
 from service.settings import Settings
 
@@ -48,14 +50,16 @@ def create_app(
     metrics: Metrics | None = None,
     classifier_factory: ClassifierFactory = Classifier,
     on_start_failure: StartFailure | None = None,
+    tracing: Tracing | None = None,
 ) -> FastAPI:
+    """``tracing``: None, tracing off (python -m service passes Tracing.from_environ())."""
     metrics = metrics or Metrics()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.classifier = classifier = classifier_factory(settings, metrics)
         # Before the model loads: a port that cannot be bound fails the start at once.
-        grpc_server = await _start_grpc(classifier, settings, metrics, state.body_budget)
+        grpc_server = await _start_grpc(classifier, settings, metrics, state.body_budget, tracing)
         state.grpc_port = grpc_server.port if grpc_server is not None else None
         # Tests await this task instead of polling /readyz.
         state.start_task = start_task = asyncio.create_task(_start(classifier, on_start_failure))
@@ -66,6 +70,8 @@ def create_app(
             if grpc_server is not None:  # drained already: this ends idle streams
                 await grpc_server.stop(settings.drain_timeout_s)
             await classifier.stop()
+            if tracing is not None:  # export what is buffered, off the event loop
+                await asyncio.to_thread(tracing.shutdown)
             log.info("stopped")
 
     app = FastAPI(
@@ -97,6 +103,8 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "Server-Timing", "Retry-After", "Cache-Status"],
         )
+    if tracing is not None:  # just inside the request middleware: a request id, then a span
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     app.add_middleware(RequestMiddleware, metrics=metrics)
     if settings.early_refusal:  # what the HTTP protocol may refuse before the app runs
         state.early_door = EarlyDoor(app, metrics, tokens, cors=bool(origins))
@@ -127,7 +135,11 @@ async def _start(classifier: Classifier, on_failure: StartFailure | None) -> Non
 
 
 async def _start_grpc(
-    classifier: Classifier, settings: Settings, metrics: Metrics, bodies: BodyBudget
+    classifier: Classifier,
+    settings: Settings,
+    metrics: Metrics,
+    bodies: BodyBudget,
+    tracing: Tracing | None,
 ) -> GrpcServer | None:
     """The Open Inference Protocol's gRPC service, when IMGCLS_GRPC_PORT is set. Its modules
     (grpcio, tritonclient's generated definitions) are imported only then."""
@@ -135,7 +147,7 @@ async def _start_grpc(
         return None
     from service.grpc.server import GrpcServer
 
-    server = GrpcServer(classifier, settings, metrics, bodies)
+    server = GrpcServer(classifier, settings, metrics, bodies, tracing)
     await server.start(settings.grpc_port)
     return server
 

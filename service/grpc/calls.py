@@ -9,7 +9,9 @@ the outermost interceptor. It
   does; anything else raised is the server's own failure: logged with its traceback, answered
   INTERNAL with the fixed public message and the request id, never the exception's text;
 - counts and times the call (imgcls_grpc_requests_total, imgcls_grpc_request_duration_seconds)
-  and writes its access-log line.
+  and writes its access-log line;
+- with tracing on, gives ModelInfer a server span, its parent from the ``traceparent`` metadata
+  (service/observability/tracing.py).
 
 Calls grpcio refuses before any interceptor runs (over the concurrent-RPC limit) are not seen.
 """
@@ -29,6 +31,7 @@ from service.errors import ImgclsError
 from service.observability.logs import ACCESS_LOGGER, request_id_var
 from service.observability.metrics import Metrics
 from service.observability.request_id import request_id_from
+from service.observability.tracing import RequestSpan, Tracing, note_error, note_exception
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -52,6 +55,11 @@ STATUS: dict[int, grpc.StatusCode] = {
 }
 # Overloaded is a 503 over REST, but gRPC has a code of its own for "retry later, I am full".
 _OVERLOADED = "overloaded"
+# The calls traced, and the codes that are the server's failure (the semantic conventions').
+_TRACED = frozenset({"ModelInfer"})
+_SERVER_FAULTS = frozenset(
+    {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+)
 
 Behavior = Callable[[Any, Any], Awaitable[Any]]
 
@@ -70,8 +78,9 @@ def method_label(path: str) -> str:
 
 
 class CallFrame(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self._metrics = metrics
+        self._tracing = tracing
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
@@ -110,16 +119,21 @@ class CallFrame(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return framed
 
     def _call(self, method: str, context: Any) -> _Call:
-        return _Call(self._metrics, method, context)
+        tracing = self._tracing if method in _TRACED else None
+        return _Call(self._metrics, method, context, tracing)
 
 
 class _Call:
     """One call's frame, as an async context manager around its behaviour."""
 
-    def __init__(self, metrics: Metrics, method: str, context: Any) -> None:
+    def __init__(
+        self, metrics: Metrics, method: str, context: Any, tracing: Tracing | None
+    ) -> None:
         self._metrics = metrics
         self._method = method
         self._context = context
+        self._tracing = tracing
+        self._span: RequestSpan | None = None
         self._code = "OK"
         self._started = time.perf_counter()
 
@@ -127,6 +141,13 @@ class _Call:
         request_id = _request_id(self._context)
         self._token = request_id_var.set(request_id)
         self._context.set_trailing_metadata((("x-request-id", request_id),))
+        if self._tracing is not None:
+            self._span = self._tracing.start(
+                f"{SERVICE.full_name}/{self._method}",
+                self._context.invocation_metadata() or (),
+                {"rpc.system.name": "grpc", "rpc.method": f"{SERVICE.full_name}/{self._method}"},
+            )
+            self._span_token = self._span.enter()
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: Any, tb: Any) -> bool:
         del tb  # this frame outlives the call in the abort's traceback: keep no frames alive
@@ -154,11 +175,13 @@ class _Call:
             code = status_of(exc)
             self._code = code.name
             self._metrics.rejections.labels(reason=exc.code).inc()
+            note_error(exc.code, exc.status, exc.message)
             if exc.status >= 500:
                 log.warning("%s: %s", exc.code, exc.message)
             await context.abort(code, exc.caller_message(request_id_var.get() or "-"))
         elif isinstance(exc, Exception):
             self._code = "INTERNAL"
+            note_exception(exc)
             log.error("gRPC %s failed", self._method, exc_info=exc)
             message = ImgclsError("unhandled").caller_message(request_id_var.get() or "-")
             await context.abort(grpc.StatusCode.INTERNAL, message)
@@ -168,6 +191,10 @@ class _Call:
         self._metrics.grpc_requests.labels(method=self._method, code=self._code).inc()
         self._metrics.grpc_request_duration.labels(method=self._method).observe(elapsed)
         _access(self._method, self._code, elapsed)
+        if self._span is not None:
+            failed = self._code if self._code in _SERVER_FAULTS else None
+            self._span.end({"rpc.response.status_code": self._code}, failed)
+            self._span.leave(self._span_token)
         request_id_var.reset(self._token)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import grpc
 
 from service.errors import DeadlineExceeded, InvalidParameter, Overloaded
+from service.observability.tracing import traced
 
 Answer = Callable[[Any], Awaitable[Any]]  # (context) -> response
 Serializer = Callable[[Any], bytes] | None
@@ -52,6 +53,7 @@ class MessageGate:
         finally:
             self._turns.release()
 
+    @traced("read message")
     async def read(self, context: Any) -> bytes:
         """The call's one request message, as bytes (in a turn). ``context.read()``, not the
         request iterator: that one's generator keeps the last message it yielded for as long

@@ -26,6 +26,7 @@ from service.grpc.receive import MessageGate, handler
 from service.grpc.servicer import TRITON_ONLY, InferenceService, unimplemented
 from service.limits.body_budget import BodyBudget
 from service.observability.metrics import Metrics
+from service.observability.tracing import Tracing
 from service.oip.plane import Plane
 from service.security import Tokens
 from service.settings import Settings
@@ -57,10 +58,15 @@ def handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler]:
 
 class GrpcServer:
     def __init__(
-        self, plane: Plane, settings: Settings, metrics: Metrics, bodies: BodyBudget
+        self,
+        plane: Plane,
+        settings: Settings,
+        metrics: Metrics,
+        bodies: BodyBudget,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
-        interceptors: list[grpc.aio.ServerInterceptor] = [CallFrame(metrics)]
+        interceptors: list[grpc.aio.ServerInterceptor] = [CallFrame(metrics, tracing)]
         if (tokens := Tokens.from_settings(settings)) is not None:  # inside the frame: counted
             interceptors.append(BearerAuthInterceptor(tokens, settings.auth_probes))
         self._server = grpc.aio.server(

@@ -46,7 +46,7 @@ class Admits(Protocol):
     def ticket(self) -> Ticket: ...
 
 
-def _template(path: str) -> str | None:
+def inference_route(path: str) -> str | None:
     if path in _V1:
         return _V1[path]
     if match := _V2_INFER.fullmatch(path):
@@ -107,7 +107,7 @@ def _rendered(key: _Key) -> Rendered:
 def refusal(classifier: Admits | None, method: str, path: str) -> Refusal | None:
     """The refusal an inference request would get now, or None (admitted, not an inference
     route, or no classifier yet)."""
-    if method != "POST" or classifier is None or (template := _template(path)) is None:
+    if method != "POST" or classifier is None or (template := inference_route(path)) is None:
         return None
     try:
         classifier.check_admission()
@@ -150,7 +150,7 @@ class EarlyDoor:
         classifier: Admits | None = service_state(self.app).classifier
         if scope["method"] != "POST" or classifier is None:
             return None
-        if (template := _template(scope["path"])) is None:
+        if (template := inference_route(scope["path"])) is None:
             return None
         if self.cors and any(name == b"origin" for name, _ in scope["headers"]):
             return None

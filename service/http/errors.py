@@ -22,6 +22,7 @@ from service.http.context import get_request_id
 from service.http.disconnect import ClientDisconnected
 from service.http.error_shapes import error_response, shape_for
 from service.http.state import service_state
+from service.observability.tracing import note_error
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def openapi_errors(model: type[BaseModel], texts: Mapping[int, str]) -> dict[int
 def answer(request: Request, exc: ImgclsError) -> JSONResponse:
     """The error as this request's route shapes it, counted by its code."""
     service_state(request.app).metrics.rejections.labels(reason=exc.code).inc()
+    note_error(exc.code, exc.status, exc.message)  # on the request's span, when traced
     if exc.status >= 500 and not isinstance(exc, Unavailable):
         # The log line carries the request id (logs.request_id_var); the traceback was logged
         # once where the failure was caught. A 503 is not logged beyond the access line: under

@@ -30,6 +30,7 @@ from service.http.schemas import ClassifyBatchJSON, ClassifyJSON
 from service.http.state import service_state
 from service.limits.body_budget import BodyHold
 from service.limits.body_clock import BodyClock
+from service.observability.tracing import traced
 from service.settings import Settings
 
 _Body = TypeVar("_Body", ClassifyJSON, ClassifyBatchJSON)
@@ -46,6 +47,7 @@ class Upload:
     content_type: str | None  # as declared by the caller; None: sniff the bytes
 
 
+@traced("read body")
 async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
     """The whole body, against its byte limit (413), its clock (408) and the body budget
     (service/limits/body_budget.py) through ``hold``: a declared length is taken before any of

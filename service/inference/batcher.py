@@ -45,6 +45,8 @@ from service.errors import (
 )
 from service.observability.logs import request_id_var
 from service.observability.metrics import Metrics
+from service.observability.tracing import RequestSpan, Served, record_batch
+from service.observability.tracing import current as current_span
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class _Item(Generic[P, R]):
     deadline: float  # time.monotonic() seconds
     request_id: str | None = None  # the submitter's, for the log line of a failed batch
     enqueued_at: float = field(default_factory=time.monotonic)
+    request_span: RequestSpan | None = field(default_factory=current_span)  # when traced
 
 
 class DrainRate:
@@ -326,12 +329,14 @@ class MicroBatcher(Generic[P, R]):
             error = exc if isinstance(exc, ImgclsError) else InferenceFailed("inference failed")
             for item in items:
                 _fail(item, error)
+            _trace(items, started, exc)
             return
         inference_s = time.monotonic() - started
         self._observe(len(items), inference_s)
         for item, output in zip(items, outputs, strict=True):
             done = Done(output, started - item.enqueued_at, inference_s, len(items))
             _resolve(item, done)
+        _trace(items, started)
 
     def _observe(self, size: int, inference_s: float) -> None:
         # Streams drain side by side: when callers are refused every stream is busy, so the
@@ -339,6 +344,13 @@ class MicroBatcher(Generic[P, R]):
         self.drain_rate.observe(size * self.streams, inference_s)
         self._metrics.batch_size.observe(size)
         self._metrics.inference_duration.observe(inference_s)
+
+
+def _trace(items: list[_Item[P, R]], started: float, error: Exception | None = None) -> None:
+    """The batch's spans, when any of its requests is traced (service/observability/tracing.py)."""
+    if any(item.request_span is not None for item in items):
+        served = [Served(item.request_span, item.enqueued_at) for item in items]
+        record_batch(served, started, time.monotonic(), error)
 
 
 def _check_outputs(outputs: Sequence[object], expected: int) -> None:

@@ -56,6 +56,7 @@ from service.model.runner import Runner
 from service.observability.metrics import Metrics
 from service.observability.predictions import PredictionMonitor
 from service.observability.timing import Timing
+from service.observability.tracing import note_model, traced
 from service.process import freeze_startup_objects, lower_thread_priority
 from service.settings import Settings
 
@@ -267,6 +268,7 @@ class Classifier:
         self, serving: _Serving, key: bytes | None, compute: Compute, deadline: float
     ) -> Scores:
         """The scores from the cache when it is on, else computed; observed either way."""
+        note_model(serving.loaded.meta.name, serving.loaded.meta.version)  # when traced
         if self._cache is None or key is None:
             logits, timing = await compute()
         else:
@@ -329,6 +331,7 @@ class _DecodePool:
         self._budget = PixelBudget(settings.decode_budget_pixels)
         self._metrics = metrics
 
+    @traced("decode")
     async def decode(self, data: bytes, deadline: float) -> Pixels:
         loop = asyncio.get_running_loop()
         try:

@@ -24,6 +24,7 @@ from fastapi import FastAPI
 
 from service.app import create_app, drain
 from service.http.state import service_state
+from service.observability.tracing import Tracing
 from service.server.syn_filter import stop_new_handshakes
 from service.settings import Settings
 
@@ -129,7 +130,11 @@ class DrainingServer(uvicorn.Server):
 
 def build_server(settings: Settings) -> DrainingServer:
     holder: list[DrainingServer] = []
-    app = create_app(settings, on_start_failure=lambda exc: holder[0].fail(exc))
+    app = create_app(
+        settings,
+        on_start_failure=lambda exc: holder[0].fail(exc),
+        tracing=Tracing.from_environ(),  # the standard OTEL_* variables; off unless they say
+    )
     http, loop = http_stack()
     protocol = _protocol(http, app)
     config = uvicorn.Config(

@@ -5,8 +5,9 @@ before it ships:
 - the Open Inference Protocol's codec and engine (oip/) import neither HTTP nor gRPC;
 - the HTTP and gRPC transports never import each other;
 - only app.py and the process (__main__, server/) wire transports together;
-- service/ never imports torch or build/; only model/runner.py imports onnxruntime; the HTTP
-  transport imports no numpy, Pillow or onnxruntime."""
+- service/ never imports torch or build/; only model/runner.py imports onnxruntime; only
+  observability/tracing.py imports OpenTelemetry; the HTTP transport imports no numpy, Pillow
+  or onnxruntime."""
 
 from __future__ import annotations
 
@@ -130,6 +131,13 @@ def test_only_the_runner_imports_onnxruntime() -> None:
     found = [str(p.relative_to(SERVICE)) for p in SERVICE.rglob("*.py")]
     users = sorted(f for f in found if "onnxruntime" in imported_roots(SERVICE / f))
     assert users == ["model/runner.py"]
+
+
+def test_only_the_tracing_module_imports_opentelemetry() -> None:
+    """Transports and the data plane call its hooks; the SDK stays behind one module."""
+    found = [str(p.relative_to(SERVICE)) for p in SERVICE.rglob("*.py")]
+    users = sorted(f for f in found if "opentelemetry" in imported_roots(SERVICE / f))
+    assert users == ["observability/tracing.py"]
 
 
 def test_the_http_transport_imports_no_numeric_or_image_code() -> None:
