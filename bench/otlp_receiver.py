@@ -3,13 +3,16 @@
 ExportTraceServiceRequest (package opentelemetry-proto) and keeps the spans; ``tree`` prints a
 trace as it arrived (names, parent/child, durations, attributes, links).
 
-    python -m bench.otlp_receiver [--port 4318]   # print every trace as it arrives
+    python -m bench.otlp_receiver [--port 4318] [--quiet]   # print every trace as it arrives
+
+GET /readyz answers 200 once it listens, GET /count the spans and posts received (JSON).
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -53,11 +56,16 @@ class OtlpReceiver:
     """Start with ``with OtlpReceiver() as receiver:``; its ``endpoint`` is the value for
     OTEL_EXPORTER_OTLP_ENDPOINT."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, keep: bool = True) -> None:
+        """``keep``: False counts the spans and drops them (a long benchmark)."""
         self.spans: list[ReceivedSpan] = []
         self.posts = 0
+        self.received = 0  # spans
+        self._keep = keep
         self._changed = threading.Condition()
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler(self._received))
+        self._server = ThreadingHTTPServer(
+            ("127.0.0.1", port), _handler(self._received, self._counts)
+        )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.on_spans: Callable[[list[ReceivedSpan]], None] | None = None
 
@@ -84,18 +92,37 @@ class OtlpReceiver:
                 raise TimeoutError(f"{len(self.spans)} spans after {timeout_s:g} s: {names}")
             return list(self.spans)
 
+    def _counts(self) -> dict[str, int]:
+        with self._changed:
+            return {"spans": self.received, "posts": self.posts}
+
     def _received(self, request: ExportTraceServiceRequest) -> None:
         spans = list(_flatten(request))
         with self._changed:
             self.posts += 1
-            self.spans.extend(spans)
+            self.received += len(spans)
+            if self._keep:
+                self.spans.extend(spans)
             self._changed.notify_all()
         if self.on_spans is not None:
             self.on_spans(spans)
 
 
-def _handler(received: Callable[[ExportTraceServiceRequest], None]) -> type[BaseHTTPRequestHandler]:
+def _handler(
+    received: Callable[[ExportTraceServiceRequest], None], counts: Callable[[], dict[str, int]]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path not in ("/readyz", "/count"):
+                self.send_error(404)
+                return
+            answer = json.dumps(counts()).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Content-Encoding") == "gzip":
@@ -195,11 +222,15 @@ def _line(span: ReceivedSpan, depth: int, origin_ns: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=4318)
+    parser.add_argument("--quiet", action="store_true", help="count spans, print nothing")
     args = parser.parse_args()
-    with OtlpReceiver(args.port) as receiver:
-        receiver.on_spans = lambda spans: print(
-            *(tree(receiver.spans, t) for t in sorted({s.trace_id for s in spans})), sep="\n\n"
-        )
+    with OtlpReceiver(args.port, keep=not args.quiet) as receiver:
+        if not args.quiet:
+            receiver.on_spans = lambda spans: print(
+                *(tree(receiver.spans, t) for t in sorted({s.trace_id for s in spans})),
+                sep="\n\n",
+                flush=True,
+            )
         print(f"receiving OTLP/HTTP traces on {receiver.endpoint}{TRACES_PATH}", flush=True)
         while True:
             time.sleep(3600)
