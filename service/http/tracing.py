@@ -13,8 +13,10 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.http.context import get_timing
 from service.http.door import inference_route
-from service.observability.tracing import Tracing, note_exception
+from service.observability.timing import cache_status
+from service.observability.tracing import AttributeValue, RequestSpan, Tracing, note_exception
 
 
 class TracingMiddleware:
@@ -49,11 +51,17 @@ class TracingMiddleware:
                 request.error("cancelled", server_fault=False)
                 raise
             finally:
-                if status is None:
-                    request.end({})
-                else:
-                    failed = str(status) if status >= 500 else None
-                    request.end({"http.response.status_code": status}, failed)
+                _end(request, scope, status)
+
+
+def _end(request: RequestSpan, scope: Scope, status: int | None) -> None:
+    attributes: dict[str, AttributeValue] = {}
+    if status is not None:
+        attributes["http.response.status_code"] = status
+    if (cached := cache_status(get_timing(scope))) is not None:  # the response cache is on
+        attributes["http.response.header.cache-status"] = [cached]
+    failed = str(status) if status is not None and status >= 500 else None
+    request.end(attributes, failed)
 
 
 def _attributes(scope: Scope, route: str) -> dict[str, str | int]:

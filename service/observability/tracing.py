@@ -38,6 +38,7 @@ from opentelemetry.util.types import AttributeValue
 from service.observability.logs import request_id_var
 
 __all__ = [
+    "AttributeValue",
     "RequestSpan",
     "Served",
     "Tracing",
