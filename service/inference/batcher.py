@@ -329,14 +329,14 @@ class MicroBatcher(Generic[P, R]):
             error = exc if isinstance(exc, ImgclsError) else InferenceFailed("inference failed")
             for item in items:
                 _fail(item, error)
-            _trace(items, started, exc)
+            _trace(items, started, time.monotonic(), exc)
             return
         inference_s = time.monotonic() - started
         self._observe(len(items), inference_s)
         for item, output in zip(items, outputs, strict=True):
             done = Done(output, started - item.enqueued_at, inference_s, len(items))
             _resolve(item, done)
-        _trace(items, started)
+        _trace(items, started, started + inference_s)
 
     def _observe(self, size: int, inference_s: float) -> None:
         # Streams drain side by side: when callers are refused every stream is busy, so the
@@ -346,11 +346,13 @@ class MicroBatcher(Generic[P, R]):
         self._metrics.inference_duration.observe(inference_s)
 
 
-def _trace(items: list[_Item[P, R]], started: float, error: Exception | None = None) -> None:
+def _trace(
+    items: list[_Item[P, R]], started: float, ended: float, error: Exception | None = None
+) -> None:
     """The batch's spans, when any of its requests is traced (service/observability/tracing.py)."""
     if any(item.request_span is not None for item in items):
         served = [Served(item.request_span, item.enqueued_at) for item in items]
-        record_batch(served, started, time.monotonic(), error)
+        record_batch(served, started, ended, error)
 
 
 def _check_outputs(outputs: Sequence[object], expected: int) -> None:

@@ -17,7 +17,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Decision
 from opentelemetry.trace import Link, SpanContext, TraceFlags
 
 from service.app import create_app
-from service.errors import BadImage
+from service.errors import BadImage, InferenceFailed
 from service.http.middleware import RequestMiddleware
 from service.http.tracing import TracingMiddleware
 from service.inference.batcher import MicroBatcher
@@ -199,3 +199,24 @@ def test_a_root_linked_to_a_sampled_span_is_sampled(
     sampler = _LinkedSampler(delegate)  # type: ignore[arg-type]
     result = sampler.should_sample(None, 1, BATCH_SPAN, links=[Link(c) for c in links])
     assert result.decision is decision
+
+
+async def test_a_failed_batch_marks_its_span_and_each_request_s_inference(
+    exported: tuple[Tracing, InMemorySpanExporter],
+) -> None:
+    tracing, exporter = exported
+    batcher: MicroBatcher[str, str] = MicroBatcher(
+        FakeModel(), max_batch_size=1, max_wait_s=0, capacity=8, metrics=Metrics()
+    )
+    batcher.start()
+    request = tracing.start("POST /v1/classify", [], {})
+    with request.current(), pytest.raises(InferenceFailed):
+        await batcher.submit("boom", time.monotonic() + 60)
+    await batcher.stop()
+    request.end({})
+    spans = finished(tracing, exporter)
+
+    failed = {s.name: s for s in spans if s.status.status_code is trace.StatusCode.ERROR}
+    assert set(failed) == {BATCH_SPAN, "inference"}
+    assert failed[BATCH_SPAN].attributes is not None
+    assert failed[BATCH_SPAN].attributes["error.type"] == "ValueError"  # the runtime's error
