@@ -48,7 +48,11 @@ def otel_env(receiver: OtlpReceiver, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path) -> Iterator[Traced]:
+def traced(
+    tmp_path_factory: pytest.TempPathFactory,
+    trained_model_dir: Path,
+    photo_bytes: Callable[[str], bytes],
+) -> Iterator[Traced]:
     grpc_port = free_port()
     env = {
         "IMGCLS_GRPC_PORT": str(grpc_port),
@@ -58,6 +62,8 @@ def traced(tmp_path_factory: pytest.TempPathFactory, trained_model_dir: Path) ->
     with OtlpReceiver() as receiver:
         env |= otel_env(receiver)
         with run_service(tmp_path_factory.mktemp("traced"), trained_model_dir, **env) as service:
+            # One request first, so the traces the tests print are of a warm service.
+            assert classify(service.url, photo_bytes(PHOTO), {}).status_code == 200
             yield Traced(service, receiver, grpc_port)
 
 
@@ -164,6 +170,7 @@ def test_one_batch_span_links_every_request_it_served(
         return all(complete(t, "POST /v1/classify")(spans) for _, t, _ in callers)
 
     spans = traced.receiver.wait_for(all_complete, WAIT_S)
+    print(tree(spans, callers[0][1]))  # one of them, and the batch that served it
     batches: dict[str, ReceivedSpan] = {}
     for _, trace_id, _ in callers:
         root = server_span(spans, trace_id)
