@@ -1,7 +1,8 @@
-"""A real OTLP/HTTP trace receiver on loopback, for the tracing tests and benchmark: it accepts
-``POST /v1/traces`` (protobuf, gzip or not), decodes each body with the protocol's own
-ExportTraceServiceRequest (package opentelemetry-proto) and keeps the spans; ``tree`` prints a
-trace as it arrived (names, parent/child, durations, attributes, links).
+"""A real OTLP trace receiver on loopback, for the tracing tests and benchmark: it accepts
+``POST /v1/traces`` (OTLP/HTTP, protobuf, gzip or not) and, when asked, the gRPC TraceService,
+decodes each export with the protocol's own ExportTraceServiceRequest (package
+opentelemetry-proto) and keeps the spans; ``tree`` prints a trace as it arrived (names,
+parent/child, durations, attributes, links).
 
     python -m bench.otlp_receiver [--port 4318] [--quiet]   # print every trace as it arrives
 
@@ -16,10 +17,13 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -56,8 +60,9 @@ class OtlpReceiver:
     """Start with ``with OtlpReceiver() as receiver:``; its ``endpoint`` is the value for
     OTEL_EXPORTER_OTLP_ENDPOINT."""
 
-    def __init__(self, port: int = 0, keep: bool = True) -> None:
-        """``keep``: False counts the spans and drops them (a long benchmark)."""
+    def __init__(self, port: int = 0, keep: bool = True, grpc_too: bool = False) -> None:
+        """``keep``: False counts the spans and drops them (a long benchmark); ``grpc_too``:
+        also serve OTLP/gRPC, on ``grpc_endpoint``."""
         self.spans: list[ReceivedSpan] = []
         self.posts = 0
         self.received = 0  # spans
@@ -68,6 +73,13 @@ class OtlpReceiver:
         )
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.on_spans: Callable[[list[ReceivedSpan]], None] | None = None
+        self._grpc: grpc.Server | None = None
+        self.grpc_endpoint = ""
+        if grpc_too:
+            self._grpc = grpc.server(ThreadPoolExecutor(2))
+            add_servicer = trace_service_pb2_grpc.add_TraceServiceServicer_to_server
+            add_servicer(_TraceService(self._received), self._grpc)  # type: ignore[no-untyped-call]
+            self.grpc_endpoint = f"http://127.0.0.1:{self._grpc.add_insecure_port('127.0.0.1:0')}"
 
     @property
     def endpoint(self) -> str:
@@ -75,9 +87,13 @@ class OtlpReceiver:
 
     def __enter__(self) -> OtlpReceiver:
         self._thread.start()
+        if self._grpc is not None:
+            self._grpc.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(None)
         self._server.shutdown()
         self._server.server_close()
 
@@ -142,6 +158,15 @@ def _handler(
             pass  # quiet: a test's output is its own
 
     return Handler
+
+
+class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self, received: Callable[[ExportTraceServiceRequest], None]) -> None:
+        self._received = received
+
+    def Export(self, request: ExportTraceServiceRequest, context: Any) -> Any:
+        self._received(request)
+        return ExportTraceServiceResponse()
 
 
 def _flatten(request: ExportTraceServiceRequest) -> Iterator[ReceivedSpan]:

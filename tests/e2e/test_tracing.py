@@ -312,3 +312,18 @@ def test_a_batch_is_sampled_when_a_request_it_served_is(
     batches = [s for s in spans if s.name == "inference batch"]
     assert len(batches) == 1
     assert {t for t, _ in batches[0].links} == {trace_id}
+
+
+def test_otlp_over_grpc(
+    tmp_path: Path, trained_model_dir: Path, photo_bytes: Callable[[str], bytes]
+) -> None:
+    """OTEL_EXPORTER_OTLP_PROTOCOL=grpc: the same spans, through the SDK's gRPC exporter."""
+    with OtlpReceiver(grpc_too=True) as receiver:
+        env = otel_env(receiver, OTEL_EXPORTER_OTLP_PROTOCOL="grpc")
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.grpc_endpoint
+        with run_service(tmp_path, trained_model_dir, **env) as service:
+            header, trace_id, parent_id = traceparent()
+            assert classify(service.url, photo_bytes(PHOTO), {"traceparent": header}).is_success
+            spans = receiver.wait_for(complete(trace_id, "POST /v1/classify"), WAIT_S)
+    assert server_span(spans, trace_id).parent_id == parent_id
+    assert "exporting spans with otlp_proto_grpc" in service.log_text()
