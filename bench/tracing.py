@@ -73,7 +73,14 @@ def run(cfg: BenchConfig) -> Section:
     progress = bar(plan.rounds * len(MODES), "tracing")
     with ExitStack() as stack:
         receiver = stack.enter_context(_receiver(cfg))
-        servers = {mode: stack.enter_context(_server(cfg, mode, receiver.url)) for mode in MODES}
+        servers = {"off": stack.enter_context(_server(cfg, "off", receiver.url, {}))}
+        # The batches in flight are chosen at start-up from a measurement (docs/decisions/
+        # inference-streams.md): the traced servers take the untraced one's choice, so that
+        # the only difference between them is tracing.
+        streams = _model(servers["off"])["inference_streams"]
+        pinned = {"IMGCLS_INFERENCE_STREAMS": str(streams)}
+        for mode in MODES[1:]:
+            servers[mode] = stack.enter_context(_server(cfg, mode, receiver.url, pinned))
         for server in servers.values():  # unrecorded: first batches, connections
             measure(server, receiver, jpegs, plan.warmup_s)
         for round_index in range(plan.rounds):
@@ -82,7 +89,7 @@ def run(cfg: BenchConfig) -> Section:
                 runs[mode].append(measure(servers[mode], receiver, jpegs, plan.duration_s))
                 progress.update(1)
     progress.close()
-    _report(section, plan, runs, len(jpegs))
+    _report(section, plan, runs, len(jpegs), streams)
     return section
 
 
@@ -111,8 +118,16 @@ def _receiver(cfg: BenchConfig) -> AbstractContextManager[Started]:
     return launch.started(command, port, cfg.log("otlp receiver"))
 
 
-def _server(cfg: BenchConfig, mode: str, endpoint: str) -> AbstractContextManager[Started]:
+def _model(server: Started) -> dict[str, object]:
+    answer: dict[str, object] = httpx.get(server.url + "/v1/model", timeout=10).json()
+    return answer
+
+
+def _server(
+    cfg: BenchConfig, mode: str, endpoint: str, env: dict[str, str]
+) -> AbstractContextManager[Started]:
     spec = service_spec(cfg, MODEL, "auto", None, name=f"service tracing {mode}")
+    spec = replace(spec, env=spec.env | env)
     if mode != "off":
         otel = {
             "OTEL_TRACES_EXPORTER": "otlp",
@@ -171,7 +186,9 @@ def hook_costs(number: int = 200_000) -> HookCost:
     return HookCost(overhead / number * 1e9, model / number * 1e9, lookup / number * 1e9)
 
 
-def _report(section: Section, plan: Plan, runs: dict[str, list[Measured]], images: int) -> None:
+def _report(
+    section: Section, plan: Plan, runs: dict[str, list[Measured]], images: int, streams: object
+) -> None:
     def median(mode: str, value: str) -> float:
         return statistics.median(_value(m, value) for m in runs[mode])
 
@@ -197,7 +214,8 @@ def _report(section: Section, plan: Plan, runs: dict[str, list[Measured]], image
     ]  # fmt: skip
     hooks = hook_costs()
     section.add(
-        f"{MODEL} int8, provider auto, the service's default batching; {USERS} users, closed "
+        f"{MODEL} int8, provider auto, the service's default batching, {streams} inference "
+        f"stream(s) in all three (the untraced server's start-up choice); {USERS} users, closed "
         f"loop, {plan.duration_s:g} s per step, median of {plan.rounds} interleaved rounds; "
         f"{images} JPEGs. Traced servers export OTLP/HTTP (BatchSpanProcessor defaults) to a "
         "receiver process on the same machine, which decodes every span. 'x off': the ratio "
