@@ -152,3 +152,29 @@ def test_the_budget_must_hold_the_largest_body() -> None:
         Settings(max_request_bytes=70_000, body_budget_bytes=69_999)
     with pytest.raises(ValidationError, match=r"largest body a route accepts \(28027564 bytes"):
         Settings(max_request_bytes=1000, body_budget_bytes=28_000_000)  # 20 MB, base64
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "code"),
+    [
+        (b"\xb2", 400, "bad_request"),  # "²" in Latin-1, as headers are decoded: isdigit() is True
+        ("١٢".encode(), 400, "bad_request"),  # Arabic-Indic digits, as UTF-8 bytes
+        (b"-1", 400, "bad_request"),
+        (b"99999999999999999999", 413, "image_too_large"),  # ASCII digits: over the limit
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/classify", "/v1/classify/batch", "/v2/models/fake/infer"])
+async def test_a_content_length_is_read_as_ascii_digits_only(
+    path: str, length: bytes, status: int, code: str
+) -> None:
+    async with serve(SETTINGS, fake_factory()) as served:
+        scope = declared(200, path)
+        scope["headers"] = [(b"content-type", b"application/json"), (b"content-length", length)]
+        client = ScriptedClient([json_body(200)])
+        await call(served.app, scope, client)
+        assert client.status == status, client.body
+        error = json.loads(client.body)["error"]
+        if not path.startswith("/v2"):  # the Open Inference Protocol's shape is a bare message
+            assert error["code"] == code
+        assert client.chunks_read == 0  # refused before any of the body is read
+        assert body_bytes(served) == 0
