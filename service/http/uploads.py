@@ -16,9 +16,9 @@ import asyncio
 import base64
 import binascii
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, MutableMapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
@@ -62,6 +62,8 @@ async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
         if declared > limit:
             raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
         hold.expect(declared, eviction.evict)  # the server reads no more than the declared length
+        if request.scope.setdefault(_PARSED, hold) is True:  # all here, if not all read yet
+            hold.arrived_all()
     chunks: list[bytes] = []
     size = 0
     async with contextlib.aclosing(_arriving(request, declared, eviction)) as arriving:
@@ -76,6 +78,21 @@ async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
             chunks.append(chunk)
     hold.arrived_all()
     return b"".join(chunks)
+
+
+# In a request's ASGI scope: the hold of its declared body while it arrives, True once the HTTP
+# protocol has parsed its last byte. A complete body is never evicted, even one whose reader has
+# not woken up to take its last chunk yet.
+_PARSED = "imgcls.body_parsed"
+
+
+def body_parsed(scope: MutableMapping[str, Any]) -> None:
+    """Called by the HTTP protocol (service/server/protocol.py) when a request's last byte is
+    parsed: its body, complete, can no longer be evicted from the budget."""
+    hold = scope.get(_PARSED)
+    scope[_PARSED] = True
+    if isinstance(hold, BodyHold):
+        hold.arrived_all()
 
 
 def declared_length(value: str | None) -> int | None:
