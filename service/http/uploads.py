@@ -36,6 +36,7 @@ from service.http.schemas import ClassifyBatchJSON, ClassifyJSON
 from service.http.state import service_state
 from service.limits.body_budget import BodyHold
 from service.limits.body_clock import BodyClock
+from service.observability.metrics import Metrics
 from service.settings import Settings
 
 _Body = TypeVar("_Body", ClassifyJSON, ClassifyBatchJSON)
@@ -57,7 +58,7 @@ async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
     (service/limits/body_budget.py) through ``hold``: a declared length is taken before any of
     it is read (and may be evicted while it arrives: 408), a chunked body chunk by chunk."""
     declared = declared_length(request.headers.get("content-length"))
-    eviction = _Eviction()
+    eviction = _Eviction(service_state(request.app).metrics)
     if declared is not None:
         if declared > limit:
             raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
@@ -112,7 +113,8 @@ class _Eviction:
     """What the body budget tells a body's reader when it evicts the body: the reader's wait
     for the next chunk ends at once, and the body is answered 408 as too slow."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
         self.evicted = False
         self.waiting: asyncio.Timeout | None = None
 
@@ -123,6 +125,7 @@ class _Eviction:
 
     def check(self, received: int, elapsed_s: float, declared: int | None) -> None:
         if self.evicted:
+            self._metrics.body_evictions.inc()
             raise RequestTimeout(
                 f"the request body arrived too slowly for a server whose body budget is full: "
                 f"{received} of {declared} bytes in {elapsed_s:.1f} s; other requests need "

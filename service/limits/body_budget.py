@@ -45,7 +45,6 @@ class BodyBudget:
         self.contended_finish_s = contended_finish_s
         self.clock = clock
         self.arriving: set[BodyHold] = set()  # declared bodies still arriving: evictable
-        self.evicted = 0  # bodies evicted so far
 
     def hold(self) -> BodyHold:
         """One request's account: what it takes is given back by ``release``, or on leaving
@@ -58,7 +57,6 @@ class BodyBudget:
         others = (hold for hold in self.arriving if hold is not taker)
         for victim in victims(others, short, self.clock(), self.contended_finish_s):
             victim._evicted()
-            self.evicted += 1
 
 
 def victims(arriving: Iterable[BodyHold], short: int, now: float, bound_s: float) -> list[BodyHold]:

@@ -211,6 +211,8 @@ async def test_a_body_too_slow_to_finish_is_evicted_for_one_that_does_not_fit() 
         )
         assert holder.chunks_read == 1  # not read any further
         assert body_bytes(served) == 0
+        registry = served.metrics.registry
+        assert registry.get_sample_value("imgcls_request_body_evictions_total") == 1
 
 
 @pytest.mark.parametrize("parsed", ["before its reader began", "while its reader waits"])
@@ -230,6 +232,7 @@ async def test_a_body_whose_last_byte_is_parsed_is_not_evicted_before_it_is_read
         newcomer = ScriptedClient([json_body(50_000)])
         await call(served.app, declared(50_000), newcomer)
         assert newcomer.status == 503
+        assert served.metrics.registry.get_sample_value("imgcls_request_body_evictions_total") == 0
         holder.resume.set()
         await task
         assert holder.status == 200, holder.body
