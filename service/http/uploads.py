@@ -6,7 +6,8 @@
 
 The body is read here, chunk by chunk, against a byte limit, a clock and the body budget: an
 oversized upload is refused (413) as soon as its Content-Length or its running total passes the
-limit, before the rest is read; one too slow gets 408 and its connection closes. FastAPI's own
+limit, before the rest is read; one too slow gets 408 and its connection closes (as does one
+evicted from a full body budget as too slow to finish: service/limits/body_budget.py). FastAPI's own
 body and form parsing would read everything first.
 """
 
@@ -105,7 +106,7 @@ def declared_length(value: str | None) -> int | None:
         return None
     value = value.strip(" \t")
     if not (value.isascii() and value.isdigit()):
-        raise MalformedRequest(f"invalid Content-Length {value!r}: expected ASCII digits")
+        raise MalformedRequest(f"invalid Content-Length {value[:32]!r}: expected ASCII digits")
     return int(value)
 
 
