@@ -7,8 +7,8 @@
 The body is read here, chunk by chunk, against a byte limit, a clock and the body budget: an
 oversized upload is refused (413) as soon as its Content-Length or its running total passes the
 limit, before the rest is read; one too slow gets 408 and its connection closes (as does one
-evicted from a full body budget as too slow to finish: service/limits/body_budget.py). FastAPI's own
-body and form parsing would read everything first.
+evicted from a full body budget as too slow to finish: service/limits/body_budget.py).
+FastAPI's own body and form parsing would read everything first.
 """
 
 from __future__ import annotations
