@@ -1,16 +1,12 @@
 """A budget of request-body bytes held in memory at once, across every request.
 
-A body that would not fit is refused with 503 ``overloaded`` and Retry-After, before any of it
-is read when it declares its length (a chunked one at the first chunk that would not fit). A
-request's bytes stay counted until its route returns (until its image is decoded and answered).
-
-A declared length is taken before it arrives, so a client trickling a large body just above the
-body clock's minimum rate could hold it for hours. Hence, when a body does not fit, declared
-bodies still arriving whose projected finish (bytes to come / their average rate since their
-first byte, judged after ``_GRACE_S``) is over ``contended_finish_s`` are evicted, furthest
-finish first and only as many as make room: their bytes are given back at once and their reader
-told to answer 408 (docs/decisions/body-budget.md). A complete body is never evicted. Used from
-the event loop only: no lock.
+A body that would not fit is refused (503 ``overloaded``, Retry-After) before any of it is read
+when it declares its length, else at the first chunk that would not fit. A request's bytes stay
+counted until its route returns. Before refusing, declared bodies still arriving that are
+projected (bytes to come / average rate since their first byte, after ``_GRACE_S``) to finish
+more than ``contended_finish_s`` from now are evicted: furthest first, only as many as make
+room, none if that would not; their bytes are given back at once and their reader answers 408
+(docs/decisions/body-budget.md). A complete body is never evicted. Event loop only: no lock.
 """
 
 from __future__ import annotations
