@@ -1,5 +1,7 @@
 """BodyBudget's arithmetic: what one request takes, every other request sees; a refused take
-leaves the budget as it was; a release gives back exactly what the request held, once."""
+leaves the budget as it was; a release gives back exactly what the request held, once. And its
+eviction choice when contended: slowest first, only as many as make room, none if that would
+not; never a body within its grace, complete, or taken whole; the default bound spares a phone."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import pytest
 
 from service.errors import Overloaded
 from service.limits.body_budget import BodyBudget, BodyHold
+from service.settings import Settings
 
 
 def test_holds_share_one_budget_and_give_back_what_they_took() -> None:
@@ -131,3 +134,27 @@ def test_without_a_bound_nothing_is_evicted() -> None:
     with pytest.raises(Overloaded):
         budget.hold().take(1)
     assert evicted == []
+
+
+@pytest.mark.parametrize(
+    ("declared", "rate", "evictable"),
+    [
+        (3_000_000, 50_000, False),  # a phone on 3G at its slowest: 60 s in all
+        (3_000_000, 64_000, False),  # 47 s in all
+        (64 * 2**20, 4200, True),  # a batch body trickled just above the body clock's minimum
+        (64 * 2**20, 1_000_000, True),  # a minute and more to go: evictable while contended
+        (64 * 2**20, 1_200_000, False),  # under a minute to go
+    ],
+)
+def test_the_default_bound_spares_a_phone_and_not_a_trickle(
+    declared: int, rate: int, evictable: bool
+) -> None:
+    """Judged as early as it can be (its grace just over), at the default bound."""
+    clock = Clock()
+    budget = BodyBudget(declared, Settings().body_contended_finish_s, clock)
+    hold = budget.hold()
+    hold.expect(declared, lambda: None)
+    hold.arrived(1)
+    clock.now = 2.0
+    hold.arrived(2 * rate - 1)
+    assert (hold.finish_in(clock.now) > budget.contended_finish_s) is evictable
