@@ -1,6 +1,6 @@
 """Large declared bodies trickled against the body budget, and a good caller meanwhile.
 
-    python -m bench.contended_uploads [--rate 4300] [--model-dir DIR]
+    python -m bench.experiments.contended_uploads [--rate 4300] [--model-dir DIR]
 
 Starts ``python -m service`` from this checkout with its default limits (128 MiB body budget,
 64 MiB batch bodies), opens two batch uploads that declare 64 MiB each and send filler at
