@@ -1,18 +1,14 @@
-"""OpenTelemetry traces, off unless the standard ``OTEL_*`` environment turns them on.
+"""OpenTelemetry traces, off unless the standard ``OTEL_*`` environment turns them on (the only
+module importing OpenTelemetry; docs/decisions/tracing.md says why it is built this way).
 
-- ``Tracing.from_environ()``: None (off) unless OTEL_TRACES_EXPORTER names an exporter and
-  OTEL_SDK_DISABLED is not true. Exporters, endpoint, protocol, sampler and resource are read
-  by the SDK itself; spans leave through a BatchSpanProcessor (its own thread): never on a
-  request's path. ``shutdown()`` flushes.
-- A traced request has one server span (``Tracing.start``), current in a ContextVar for the
-  tasks its handler spawns; off, nothing sets it and every hook below is a ContextVar lookup.
-- Children are recorded with explicit start and end times from the timings the service keeps
-  anyway (``traced``, ``record_batch``), so no context crosses into the inference thread.
-- A batch's span is the root of its own trace, linked to every request span it served, and
-  sampled when any of them is (``_LinkedSampler``); each request's ``inference`` span links back.
-This module is the only one that imports OpenTelemetry.
+- ``Tracing.from_environ()``: None unless OTEL_TRACES_EXPORTER names an exporter and the SDK is
+  not disabled; the SDK reads the rest. Spans leave through a BatchSpanProcessor's thread, never
+  on a request's path; ``shutdown()`` flushes.
+- A traced request's server span (``Tracing.start``) is current in a ContextVar its tasks
+  inherit; off, nothing sets it and every hook here is one ContextVar lookup.
+- Children get explicit times from the service's own timings (``traced``, ``record_batch``);
+  a batch is a root span linked to every request span it served, sampled when any of them is.
 """
-
 from __future__ import annotations
 
 import contextlib
