@@ -9,6 +9,7 @@ module importing OpenTelemetry; docs/decisions/tracing.md says why it is built t
 - Children get explicit times from the service's own timings (``traced``, ``record_batch``);
   a batch is a root span linked to every request span it served, sampled when any of them is.
 """
+
 from __future__ import annotations
 
 import contextlib
