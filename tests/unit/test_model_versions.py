@@ -57,7 +57,8 @@ async def top1(classifier: Classifier) -> tuple[str, int]:
 
 async def test_the_newest_version_serves_and_its_answers_say_so(started: Classifier) -> None:
     version, best = await top1(started)
-    assert version == "2" and best != 123  # the permuted model computed it
+    assert version == "2"
+    assert best != 123
     assert started.meta.version == "2"
     states = [(v.version, v.state, v.reason) for v in started.versions()]
     assert states == [("2", "READY", ""), ("1", "UNAVAILABLE", "not loaded")]
@@ -100,7 +101,8 @@ async def test_a_request_admitted_before_a_swap_finishes_on_its_version(
     with started.hold() as serving:  # a request in flight on version 2
         await started.load("1")
         held = await started.classify(PNG, top_k=1, on=serving)
-        assert held.version == "2" and held.predictions[0].class_index != 123
+        assert held.version == "2"
+        assert held.predictions[0].class_index != 123
         assert (await top1(started)) == ("1", 123)  # a new request gets version 1
         await started.swaps_settled()
         assert serving.batcher.alive  # version 2 is not released while a request holds it
@@ -114,9 +116,11 @@ async def test_a_tampered_version_is_refused_and_the_serving_one_serves_on(
     tamper(root / "1")
     with pytest.raises(ModelLoadFailed, match=r"version 1 refused: .*sha256"):
         await started.load("1")
-    assert (await top1(started))[0] == "2" and started.readiness().ready
+    assert (await top1(started))[0] == "2"
+    assert started.readiness().ready
     state = {v.version: (v.state, v.reason) for v in started.versions()}
-    assert state["1"][0] == "UNAVAILABLE" and "sha256" in state["1"][1]
+    assert state["1"][0] == "UNAVAILABLE"
+    assert "sha256" in state["1"][1]
     sample = started._metrics.registry.get_sample_value
     assert sample("imgcls_model_loads_total", {"trigger": "api", "outcome": "refused"}) == 1
     with pytest.raises(ModelNotFound):
@@ -170,7 +174,8 @@ async def test_the_prediction_monitor_follows_the_swap(started: Classifier) -> N
     await top1(started)
     counted = sample("imgcls_predictions_total", {"class_index": "123", "label": "colour-123"})
     assert counted == 1  # version 1's answer, in version 1's own series
-    assert started.labels[123] == "colour-123" and len(started.labels) == NUM_CLASSES
+    assert started.labels[123] == "colour-123"
+    assert len(started.labels) == NUM_CLASSES
 
 
 def _info(classifier: Classifier) -> dict[str, str]:

@@ -31,9 +31,12 @@ async def test_a_lease_keeps_its_model_across_a_swap_until_it_ends() -> None:
         with slot.lease(leased) as same:
             assert same is one  # a request's further images stay on its model
         await slot.settled()
-        assert not one.closed and slot.retiring == 1
+        assert not one.closed
+        assert slot.retiring == 1
     await slot.settled()
-    assert one.closed and not two.closed and slot.retiring == 0
+    assert one.closed
+    assert not two.closed
+    assert slot.retiring == 0
 
 
 async def test_a_model_without_leases_closes_at_once_and_none_serving_is_not_ready() -> None:
@@ -56,4 +59,5 @@ async def test_close_closes_the_serving_and_the_still_leased_models() -> None:
     with slot.lease():
         slot.swap(two)
         await slot.close()
-        assert one.closed and two.closed
+        assert one.closed
+        assert two.closed
