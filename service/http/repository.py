@@ -4,7 +4,7 @@ index of versions on disk, and load/unload, behind the same bearer auth as the r
 A load answers once the version is verified, warmed and serving (seconds: the caller waits);
 errors take the protocol's shape, ``{"error": "<message>"}``: 404 for an unknown model or
 version, 409 for a version refused (its sha256 or warm-up failed: the serving one serves on),
-422 for a parameter this server does not take."""
+400 for a parameter this server does not take (the protocol answers 400 where /v1 says 422)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ _ERRORS = openapi_errors(
     {
         404: "unknown model, or no such version on disk",
         409: "the version failed its manifest, sha256 or warm-up: the serving one serves on",
-        422: "a parameter this server does not take",
+        400: "a malformed body, or a parameter this server does not take",
         503: "shutting down, or (unload) nothing to answer with until the next load",
     },
 )
