@@ -201,7 +201,9 @@ def report(server: launch.Started, callers: Callers, args: argparse.Namespace) -
         for _ in range(args.rounds):
             began = time.monotonic()
             time.sleep(args.step_s)
-            steady += [a for a in callers.answers if began <= a.sent and a.answered <= time.monotonic()]
+            steady += [
+                a for a in callers.answers if began <= a.sent and a.answered <= time.monotonic()
+            ]
             began = time.monotonic()
             while time.monotonic() < began + args.step_s:
                 version = "1" if version == "2" else "2"
