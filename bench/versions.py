@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import io
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -164,8 +165,6 @@ def service(model_dir: Path, log: Path, **env: str) -> Iterator[launch.Started]:
         "IMGCLS_LOG_FORMAT": "json",
         **env,
     }
-    import sys
-
     with launch.started([sys.executable, "-m", "service"], port, log, environment) as started:
         yield started
 
