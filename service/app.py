@@ -137,7 +137,7 @@ async def _start_grpc(
         return None
     from service.grpc.server import GrpcServer
 
-    server = GrpcServer(classifier, settings, metrics, bodies)
+    server = GrpcServer(classifier, classifier, settings, metrics, bodies)
     await server.start(settings.grpc_port)
     return server
 

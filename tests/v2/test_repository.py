@@ -4,13 +4,18 @@ with the real Classifier and tiny models in numbered version folders."""
 from __future__ import annotations
 
 import base64
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
 
+from service.http.state import service_state
 from service.settings import Settings
 from tests.api.conftest import Served, serve
 from tests.unit.tiny import colour_png
@@ -172,3 +177,42 @@ async def test_the_repository_needs_the_bearer_token(root: Path) -> None:
         auth = {"authorization": f"Bearer {TOKEN}"}
         response = await served.client.post("/v2/repository/index", headers=auth)
         assert response.status_code == 200
+
+
+async def test_the_repository_over_grpc(root: Path) -> None:
+    async with serve(settings(root, host="127.0.0.1", grpc_port=0)) as served:
+        port = service_state(served.app).grpc_port
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            index = await stub.RepositoryIndex(pb.RepositoryIndexRequest())
+            states = [(m.name, m.version, m.state) for m in index.models]
+            assert states == [("tiny", "2", "READY"), ("tiny", "1", "UNAVAILABLE")]
+            await stub.RepositoryModelLoad(load_request("1"))
+            answer = await stub.ModelInfer(grpc_infer_request())
+            assert answer.model_version == "1"
+            ready = await stub.ModelReady(pb.ModelReadyRequest(name="tiny", version="1"))
+            assert ready.ready
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.ModelReady(pb.ModelReadyRequest(name="tiny", version="2"))
+            assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+            tamper(root / "2")
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.RepositoryModelLoad(load_request("2"))
+            assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "sha256" in (raised.value.details() or "")
+            await stub.RepositoryModelUnload(pb.RepositoryModelUnloadRequest(model_name="tiny"))
+            assert not (await stub.ServerReady(pb.ServerReadyRequest())).ready
+
+
+def load_request(version: str) -> Any:
+    parameter = pb.ModelRepositoryParameter(string_param=version)
+    return pb.RepositoryModelLoadRequest(model_name="tiny", parameters={"version": parameter})
+
+
+def grpc_infer_request() -> Any:
+    tensor = pb.ModelInferRequest.InferInputTensor(name="image", datatype="BYTES", shape=[1])
+    return pb.ModelInferRequest(
+        model_name="tiny",
+        inputs=[tensor],
+        raw_input_contents=[struct.pack("<I", len(PNG)) + PNG],
+    )
