@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from service.errors import NotReady
 from service.inference.classifier import Classification
 from service.inference.postprocess import Prediction
+from service.inference.repository import VersionState
 from service.limits.admission import Ticket
 from service.limits.lifecycle import Lifecycle, Readiness, State
 from service.model.loading import ModelMeta
@@ -67,6 +68,9 @@ class FakeClassifier:
     async def wait_admitted(self, count: int) -> None:
         async with self.admitted_changed:
             await self.admitted_changed.wait_for(lambda: self.admitted >= count)
+
+    def versions(self) -> list[VersionState]:
+        return [VersionState(model_meta().version, "READY", "")]
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[FakeServing]:
