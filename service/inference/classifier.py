@@ -110,11 +110,11 @@ class Classifier:
         except Exception:
             self._lifecycle.failed()
             raise
-        serving = self._slot.current
-        assert serving is not None  # load() installed it, or raised
         if self._lifecycle.state is State.STOPPED:  # stop() ran while we loaded: close it here
             await self._slot.close()
             return
+        serving = self._slot.current
+        assert serving is not None  # load() installed it, or raised
         freeze_startup_objects()  # before readiness: no full collection walks them under load
         self._lifecycle.ready(serving.batcher.drain_rate.retry_after_s)  # unless now draining
         log.info("state %s", self._lifecycle.state.value)
@@ -156,6 +156,10 @@ class Classifier:
         """On the event loop, all at once: the new version serves every request admitted
         from now on; the cache forgets the old one's answers; metrics describe the new one."""
         serving = self._serve(loaded)
+        if self._lifecycle.state is State.STOPPED:  # stop() ran while it loaded: never serve it
+            self._slot.swap(serving)
+            self._slot.swap(None)  # closes it, in a task of its own (stop() awaits the others)
+            return
         old = self._slot.swap(serving)
         if self._cache is not None:
             self._cache.flush()

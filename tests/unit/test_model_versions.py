@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from service.errors import ModelLoadFailed, ModelNotFound, NotReady
+from service.errors import Draining, ModelLoadFailed, ModelNotFound, NotReady
 from service.inference.classifier import Classifier
 from service.inference.repository import Trigger
 from service.observability.metrics import Metrics
@@ -138,6 +138,9 @@ async def test_at_start_a_refused_newest_version_falls_back_to_the_next(root: Pa
         assert state == {"2": "UNAVAILABLE", "1": "READY"}
         # A reload tries the newest again, refuses it, and stops at the one serving.
         assert (await instance.load(None, Trigger.SIGNAL)).version == "1"
+        sample = instance._metrics.registry.get_sample_value
+        assert sample("imgcls_model_loads_total", {"trigger": "startup", "outcome": "refused"}) == 1
+        assert sample("imgcls_model_loads_total", {"trigger": "signal", "outcome": "refused"}) == 1
     finally:
         await instance.stop()
 
@@ -183,3 +186,13 @@ def _info(classifier: Classifier) -> dict[str, str]:
     families = classifier._metrics.registry.collect()
     info = next(f for f in families if f.name == "imgcls_model")
     return dict(info.samples[0].labels)
+
+
+async def test_no_version_is_loaded_once_the_service_stops(root: Path) -> None:
+    instance = Classifier(settings(root), Metrics())
+    await instance.start()
+    instance.begin_drain()
+    with pytest.raises(Draining):
+        await instance.load("1")
+    await instance.stop()
+    assert instance.readiness().reason == "stopped"
