@@ -2,13 +2,14 @@
 version changes three times (two loads by the API, one by SIGHUP after a new version folder
 appears) and is rolled back once (a load naming the previous version). Every request is
 answered 200 by a version that was serving at some moment while it was in flight, none is lost,
-and after each swap, once the swapped-out version is released (imgcls_models_retiring 0), the
-process's RSS is back near what one loaded version costs."""
+readiness stays 200 throughout, and after each swap, once the swapped-out version is released
+(imgcls_models_retiring 0), the process's RSS is back near what one loaded version costs."""
 
 from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 
@@ -25,6 +26,29 @@ pytestmark = pytest.mark.slow
 # per swap (+64, +123, +164, +226 MiB after four); released, RSS stays within ~30 MiB of one
 # version under the same load (allocator fragmentation). The margin is half a session.
 _RSS_MARGIN = 32 * 2**20
+
+
+class ReadinessProbe:
+    """/readyz polled every 50 ms from its own thread, every status kept."""
+
+    def __init__(self, url: str) -> None:
+        self.statuses: list[int] = []
+        self._url = url
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ReadinessProbe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _poll(self) -> None:
+        with httpx.Client(base_url=self._url, timeout=10) as client:
+            while not self._stop.wait(0.05):
+                self.statuses.append(client.get("/readyz").status_code)
 
 
 def sighup_load(client: httpx.Client, pid: int, version: str, log: Path) -> tuple[float, float]:
@@ -55,7 +79,7 @@ def test_three_swaps_and_a_rollback_under_load_lose_nothing(
         windows: list[Serving] = []
         serving, since = "2", float("-inf")  # the newest on disk serves first
         rss: list[int] = []
-        with Callers(server.url) as callers:
+        with Callers(server.url) as callers, ReadinessProbe(server.url) as probe:
             time.sleep(1.5)
             one_version = settled_rss(client, pid)  # under load: its buffers counted too
             for version, how in (("1", "api"), ("2", "api"), ("3", "sighup"), ("2", "api")):
@@ -76,6 +100,8 @@ def test_three_swaps_and_a_rollback_under_load_lose_nothing(
     assert final == "2"  # the rollback holds
     assert len(answers) > 8 * 4  # every caller was answered many times, across every swap
     assert [a for a in answers if a.status != 200] == []
+    assert len(probe.statuses) > 10
+    assert set(probe.statuses) == {200}  # readiness never wavered during the swaps
     assert unexplained(answers, windows) == []
     assert {a.version for a in answers} == {"1", "2", "3"}
     leaked = [r - one_version for r in rss if r - one_version > _RSS_MARGIN]
