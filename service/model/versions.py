@@ -40,8 +40,8 @@ def discover(model_dir: Path) -> list[Version]:
     found = [Version(p.name, p) for p in numbered if (p / MANIFEST_NAME).is_file()]
     if not found:
         raise ManifestError(
-            f"no built model in {model_dir}: expected {MANIFEST_NAME} there, or in numbered "
-            "version folders (1/, 2/, ...)"
+            f"no {MANIFEST_NAME} in {model_dir}, nor in numbered version folders (1/, 2/, "
+            "...): build the model first"
         )
     return sorted(found, key=lambda v: _number(v.name) or 0, reverse=True)
 
