@@ -80,7 +80,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    state = attach(app, ServiceState(settings, metrics, BodyBudget(settings.body_budget_bytes)))
+    bodies = BodyBudget(settings.body_budget_bytes, settings.body_contended_finish_s)
+    state = attach(app, ServiceState(settings, metrics, bodies))
     budget = state.body_budget
     metrics.body_bytes.set_function(lambda: budget.in_use)
     install_error_handlers(app)

@@ -173,8 +173,9 @@ class MalformedRequest(_Closes):
 
 
 class RequestTimeout(_Closes):
-    """A head not complete within IMGCLS_HTTP_HEAD_TIMEOUT_S, or a body silent for
-    IMGCLS_BODY_IDLE_TIMEOUT_S or slower than IMGCLS_BODY_MIN_RATE_BYTES_PER_S."""
+    """A head not complete within IMGCLS_HTTP_HEAD_TIMEOUT_S; a body silent for
+    IMGCLS_BODY_IDLE_TIMEOUT_S or slower than IMGCLS_BODY_MIN_RATE_BYTES_PER_S; or, while the
+    body budget is full, one projected to finish after IMGCLS_BODY_CONTENDED_FINISH_S."""
 
     status = 408
     code = "request_timeout"

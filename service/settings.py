@@ -187,6 +187,15 @@ class Settings(BaseSettings):
         "sends 50-100 KB/s.",
         json_schema_extra=_in("Input limits"),
     )
+    body_contended_finish_s: PositiveFloat = Field(
+        default=60.0,
+        description="When a body does not fit in IMGCLS_BODY_BUDGET_BYTES, uploads still "
+        "arriving that would take longer than this to finish (at their average rate so far, "
+        "judged after 2 s) are evicted, slowest first and only as many as make room: 408, "
+        "connection closed, their bytes given to the newcomer. The default spares a 3 MB photo "
+        "from a phone at 50 KB/s (docs/decisions/body-budget.md).",
+        json_schema_extra=_in("Input limits"),
+    )
     decode_workers: PositiveInt = Field(
         default_factory=available_cpus,
         description="Threads decoding and resizing images beside inference. Unset: " + CPUS + ".",

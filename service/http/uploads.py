@@ -6,8 +6,9 @@
 
 The body is read here, chunk by chunk, against a byte limit, a clock and the body budget: an
 oversized upload is refused (413) as soon as its Content-Length or its running total passes the
-limit, before the rest is read; one too slow gets 408 and its connection closes. FastAPI's own
-body and form parsing would read everything first.
+limit, before the rest is read; one too slow gets 408 and its connection closes (as does one
+evicted from a full body budget as too slow to finish: service/limits/body_budget.py).
+FastAPI's own body and form parsing would read everything first.
 """
 
 from __future__ import annotations
@@ -16,20 +17,27 @@ import asyncio
 import base64
 import binascii
 import contextlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, MutableMapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from service.errors import ImageTooLarge, InvalidParameter, RequestTimeout, UnsupportedMediaType
+from service.errors import (
+    ImageTooLarge,
+    InvalidParameter,
+    MalformedRequest,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from service.http.schemas import ClassifyBatchJSON, ClassifyJSON
 from service.http.state import service_state
 from service.limits.body_budget import BodyHold
 from service.limits.body_clock import BodyClock
+from service.observability.metrics import Metrics
 from service.settings import Settings
 
 _Body = TypeVar("_Body", ClassifyJSON, ClassifyBatchJSON)
@@ -49,30 +57,89 @@ class Upload:
 async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
     """The whole body, against its byte limit (413), its clock (408) and the body budget
     (service/limits/body_budget.py) through ``hold``: a declared length is taken before any of
-    it is read, a chunked body chunk by chunk."""
-    declared = request.headers.get("content-length", "")
-    known = declared.isascii() and declared.isdigit()
-    if known:
-        if int(declared) > limit:
+    it is read (and may be evicted while it arrives: 408), a chunked body chunk by chunk."""
+    declared = declared_length(request.headers.get("content-length"))
+    eviction = _Eviction(service_state(request.app).metrics)
+    if declared is not None:
+        if declared > limit:
             raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
-        hold.take(int(declared))  # the server reads no more than the declared length
+        hold.expect(declared, eviction.evict)  # the server reads no more than the declared length
+        if request.scope.setdefault(_PARSED, hold) is True:  # all here, if not all read yet
+            hold.arrived_all()
     chunks: list[bytes] = []
     size = 0
-    async with contextlib.aclosing(_arriving(request)) as arriving:
+    async with contextlib.aclosing(_arriving(request, declared, eviction)) as arriving:
         async for chunk in arriving:
             size += len(chunk)
             if size > limit:  # chunked uploads announce no length: stop at the first chunk over
                 raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            if not known:
+            if declared is None:
                 hold.take(len(chunk))
+            else:
+                hold.arrived(len(chunk))
             chunks.append(chunk)
+    hold.arrived_all()
     return b"".join(chunks)
 
 
-async def _arriving(request: Request) -> AsyncGenerator[bytes, None]:
+# In a request's ASGI scope: the hold of its declared body while it arrives, True once the HTTP
+# protocol has parsed its last byte. A complete body is never evicted, even one whose reader has
+# not woken up to take its last chunk yet.
+_PARSED = "imgcls.body_parsed"
+
+
+def body_parsed(scope: MutableMapping[str, Any]) -> None:
+    """Called by the HTTP protocol (service/server/protocol.py) when a request's last byte is
+    parsed: its body, complete, can no longer be evicted from the budget."""
+    hold = scope.get(_PARSED)
+    scope[_PARSED] = True
+    if isinstance(hold, BodyHold):
+        hold.arrived_all()
+
+
+def declared_length(value: str | None) -> int | None:
+    """A Content-Length header's value, or None if there is none. ASCII digits only:
+    ``str.isdigit()`` also accepts "²" and other scripts' digits, which ``int()`` then refuses
+    or reads as a number. (The HTTP parser rejects such a header first; this does not rely on
+    it.)"""
+    if value is None:
+        return None
+    value = value.strip(" \t")
+    if not (value.isascii() and value.isdigit()):
+        raise MalformedRequest(f"invalid Content-Length {value[:32]!r}: expected ASCII digits")
+    return int(value)
+
+
+class _Eviction:
+    """What the body budget tells a body's reader when it evicts the body: the reader's wait
+    for the next chunk ends at once, and the body is answered 408 as too slow."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self.evicted = False
+        self.waiting: asyncio.Timeout | None = None
+
+    def evict(self) -> None:
+        self.evicted = True
+        if self.waiting is not None:
+            self.waiting.reschedule(-1)  # in the past: the wait times out at the next turn
+
+    def check(self, received: int, elapsed_s: float, declared: int | None) -> None:
+        if self.evicted:
+            self._metrics.body_evictions.inc()
+            raise RequestTimeout(
+                f"the request body arrived too slowly for a server whose body budget is full: "
+                f"{received} of {declared} bytes in {elapsed_s:.1f} s; other requests need "
+                "the memory it holds (IMGCLS_BODY_CONTENDED_FINISH_S)"
+            )
+
+
+async def _arriving(
+    request: Request, declared: int | None, eviction: _Eviction
+) -> AsyncGenerator[bytes, None]:
     """The body's chunks as they arrive, each within the body clock's deadline
-    (service/limits/body_clock.py): a body too slow ends in RequestTimeout, which closes the
-    connection."""
+    (service/limits/body_clock.py): a body too slow, or evicted from the body budget, ends in
+    RequestTimeout, which closes the connection."""
     settings = service_state(request.app).settings
     loop = asyncio.get_running_loop()
     clock = BodyClock.start(
@@ -80,18 +147,22 @@ async def _arriving(request: Request) -> AsyncGenerator[bytes, None]:
     )
     chunks = request.stream()
     while True:
+        eviction.check(clock.received, loop.time() - clock.started, declared)
         try:
-            async with asyncio.timeout_at(clock.deadline()):
+            async with asyncio.timeout_at(clock.deadline()) as eviction.waiting:
                 chunk = await anext(chunks)
         except StopAsyncIteration:
             return
         except TimeoutError:
+            eviction.check(clock.received, loop.time() - clock.started, declared)
             raise RequestTimeout(
                 f"the request body arrived too slowly: {clock.received} bytes in "
                 f"{loop.time() - clock.started:.1f} s (at least {clock.min_rate_bytes_per_s} "
                 f"bytes/s after the first {clock.idle_s:g} s, and a byte every "
                 f"{clock.idle_s:g} s)"
             ) from None
+        finally:
+            eviction.waiting = None
         clock.arrived(len(chunk), loop.time())
         yield chunk
 

@@ -26,7 +26,7 @@ from service.http.disconnect import unless_disconnected
 from service.http.errors import openapi_errors
 from service.http.health import liveness_fault
 from service.http.state import service_state
-from service.http.uploads import read_body
+from service.http.uploads import declared_length, read_body
 from service.inference.classifier import Classifier
 from service.limits.body_budget import BodyHold
 from service.oip import engine, metadata
@@ -193,8 +193,7 @@ def _check_json_size(request: Request, header_length: str | None, settings: Sett
     cap = settings.max_json_body_bytes
     size = rest.header_size(header_length)
     if size is None:
-        declared = request.headers.get("content-length", "").strip()
-        size = int(declared) if declared.isascii() and declared.isdigit() else None
+        size = declared_length(request.headers.get("content-length"))
     if size is not None and size > cap:
         raise ImageTooLarge(
             f"the JSON part of this inference request is {size} bytes; the limit is {cap} "

@@ -115,6 +115,12 @@ class Metrics:
             "Bytes of request bodies held in memory now (the body budget's use).",
             registry=r,
         )
+        self.body_evictions = Counter(
+            "imgcls_request_body_evictions_total",
+            "Uploads evicted from a full body budget as too slow to finish "
+            "(IMGCLS_BODY_CONTENDED_FINISH_S): answered 408, their bytes given to a newcomer.",
+            registry=r,
+        )
         self.oldest_queued_age = Gauge(
             "imgcls_queue_oldest_age_seconds",
             "Age of the oldest image waiting in the batch queue (0 when empty).",

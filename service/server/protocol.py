@@ -47,6 +47,7 @@ from service.errors import (
 )
 from service.http.door import EarlyDoor, Refusal, RouteTemplate
 from service.http.middleware import record, stamp
+from service.http.uploads import body_parsed
 from service.limits.admission import Ticket, holding
 from service.limits.body_clock import BodyClock
 from service.observability.metrics import Metrics
@@ -200,6 +201,7 @@ class _Protocol(HttpToolsProtocol):
         self._messages += 1
         self._head_fed = 0
         cycle = self.cycle
+        body_parsed(cast(Scope, cycle.scope))  # a complete body is not evicted from the budget
         if (ticket := self._tickets.pop(cycle, None)) is not None and not cycle.response_complete:
             ticket.take()  # complete now: the request may hold a place
         if self._discard is not None:  # the last of a body nobody read: idle until the next

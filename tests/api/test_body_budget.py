@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from pydantic import ValidationError
 
 from service.errors import BadImage
+from service.http.state import service_state
+from service.http.uploads import body_parsed
 from service.settings import Settings
 from tests.api.asgi import ScriptedClient, call, http_scope
 from tests.api.conftest import Served, fake_factory, serve
@@ -152,3 +155,84 @@ def test_the_budget_must_hold_the_largest_body() -> None:
         Settings(max_request_bytes=70_000, body_budget_bytes=69_999)
     with pytest.raises(ValidationError, match=r"largest body a route accepts \(28027564 bytes"):
         Settings(max_request_bytes=1000, body_budget_bytes=28_000_000)  # 20 MB, base64
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "code"),
+    [
+        (b"\xb2", 400, "bad_request"),  # "²" in Latin-1, as headers are decoded: isdigit() is True
+        ("١٢".encode(), 400, "bad_request"),  # Arabic-Indic digits, as UTF-8 bytes
+        (b"-1", 400, "bad_request"),
+        (b"99999999999999999999", 413, "image_too_large"),  # ASCII digits: over the limit
+    ],
+)
+@pytest.mark.parametrize("path", ["/v1/classify", "/v1/classify/batch", "/v2/models/fake/infer"])
+async def test_a_content_length_is_read_as_ascii_digits_only(
+    path: str, length: bytes, status: int, code: str
+) -> None:
+    async with serve(SETTINGS, fake_factory()) as served:
+        scope = declared(200, path)
+        scope["headers"] = [(b"content-type", b"application/json"), (b"content-length", length)]
+        client = ScriptedClient([json_body(200)])
+        await call(served.app, scope, client)
+        assert client.status == status, client.body
+        error = json.loads(client.body)["error"]
+        if not path.startswith("/v2"):  # the Open Inference Protocol's shape is a bare message
+            assert error["code"] == code
+        assert client.chunks_read == 0  # refused before any of the body is read
+        assert body_bytes(served) == 0
+
+
+# -- eviction when the budget is contended (IMGCLS_BODY_CONTENDED_FINISH_S) -------------------
+
+
+def hours_later(served: Served) -> None:
+    """The budget's clock, moved on: the stalled holder's 30,000 bytes took 3 hours (its body
+    clock, on the event loop's own clock, is not moved)."""
+    budget = service_state(served.app).body_budget
+    budget.clock = lambda: time.monotonic() + 3 * 3600
+
+
+async def test_a_body_too_slow_to_finish_is_evicted_for_one_that_does_not_fit() -> None:
+    async with serve(SETTINGS, fake_factory()) as served:
+        holder, task = await holding(served, 60_000)
+        hours_later(served)
+        newcomer = ScriptedClient([json_body(50_000)])
+        await call(served.app, declared(50_000), newcomer)
+        assert newcomer.status == 200, newcomer.body
+        await task
+        assert holder.status == 408
+        assert dict(holder.sent[0]["headers"])[b"connection"] == b"close"
+        error = json.loads(holder.body)["error"]
+        assert error["code"] == "request_timeout"
+        assert error["message"].startswith(
+            "the request body arrived too slowly for a server whose body budget is full: "
+            "30000 of 60000 bytes in "
+        )
+        assert holder.chunks_read == 1  # not read any further
+        assert body_bytes(served) == 0
+        registry = served.metrics.registry
+        assert registry.get_sample_value("imgcls_request_body_evictions_total") == 1
+
+
+@pytest.mark.parametrize("parsed", ["before its reader began", "while its reader waits"])
+async def test_a_body_whose_last_byte_is_parsed_is_not_evicted_before_it_is_read(
+    parsed: str,
+) -> None:
+    async with serve(SETTINGS, fake_factory()) as served:
+        scope, body = declared(60_000), json_body(60_000)
+        holder = ScriptedClient([body[:30_000], body[30_000:]], stall_after=1)
+        if parsed == "before its reader began":
+            body_parsed(scope)  # as the HTTP protocol does: the reader lags behind the parser
+        task = asyncio.create_task(call(served.app, scope, holder))
+        await holder.stalled.wait()
+        if parsed == "while its reader waits":
+            body_parsed(scope)
+        hours_later(served)
+        newcomer = ScriptedClient([json_body(50_000)])
+        await call(served.app, declared(50_000), newcomer)
+        assert newcomer.status == 503
+        assert served.metrics.registry.get_sample_value("imgcls_request_body_evictions_total") == 0
+        holder.resume.set()
+        await task
+        assert holder.status == 200, holder.body
