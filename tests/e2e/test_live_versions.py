@@ -16,7 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.versions import Callers, Serving, copied_model, load, settled_rss, unexplained
+from bench.experiments.versions import (
+    Callers,
+    Serving,
+    copied_model,
+    load,
+    settled_rss,
+    unexplained,
+)
 from service.model.manifest import load_manifest
 from tests.e2e.conftest import run_service, wait_until
 

@@ -3,7 +3,7 @@ process. One server, copies of one built model as versions 1 and 2; USERS closed
 throughout; the steps alternate, round by round, between "steady" (no swap) and "swapping"
 (loads back to back, 1 and 2 in turn), so both see the same neighbours.
 
-    python -m bench.versions [--model efficientnet_lite0] [--rounds 3] [--step-s 8]
+    python -m bench.experiments.versions [--model efficientnet_lite0] [--rounds 3] [--step-s 8]
 
 Reports p50/p99 of /v1/classify in each kind of step, the time of each load (verify, open,
 warm every batch size, swap: the API call), and the RSS once each swapped-out version is
