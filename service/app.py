@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from service.http import health, prometheus, v1, v2
+from service.errors import ImgclsError
+from service.http import health, prometheus, repository, v1, v2
 from service.http.auth import BearerAuth, needs_token
 from service.http.docs import install_docs
 from service.http.door import AdmissionDoor, EarlyDoor
@@ -29,6 +30,7 @@ from service.http.page import install_page
 from service.http.state import ServiceState, attach, service_state
 from service.http.tracing import TracingMiddleware
 from service.inference.classifier import Classifier
+from service.inference.repository import Trigger
 from service.limits.body_budget import BodyBudget
 from service.observability.metrics import Metrics
 from service.observability.tracing import Tracing
@@ -109,7 +111,7 @@ def create_app(
     app.add_middleware(RequestMiddleware, metrics=metrics)
     if settings.early_refusal:  # what the HTTP protocol may refuse before the app runs
         state.early_door = EarlyDoor(app, metrics, tokens, cors=bool(origins))
-    for module in (v1, v2, health, prometheus):
+    for module in (v1, v2, repository, health, prometheus):
         app.include_router(module.router)
     install_page(app)
     install_docs(app)
@@ -148,9 +150,23 @@ async def _start_grpc(
         return None
     from service.grpc.server import GrpcServer
 
-    server = GrpcServer(classifier, settings, metrics, bodies, tracing)
+    server = GrpcServer(classifier, classifier, settings, metrics, bodies, tracing)
     await server.start(settings.grpc_port)
     return server
+
+
+async def reload(app: FastAPI) -> None:
+    """SIGHUP: load the newest (or pinned) version from disk, if it is not the one serving.
+    A refusal is logged and counted (imgcls_model_loads_total) and the serving one serves on."""
+    classifier = service_state(app).classifier
+    if classifier is None:
+        return
+    try:
+        meta = await classifier.load(None, Trigger.SIGNAL)
+    except ImgclsError as exc:
+        log.error("reload refused, the serving version serves on: %s", exc.message)
+        return
+    log.info("reload: version %s serves", meta.version)
 
 
 async def drain(app: FastAPI, timeout_s: float) -> None:

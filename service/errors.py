@@ -5,9 +5,11 @@ exception handler renders every error as ``{"error": {"code": ..., "message": ..
     ├── BadImage                     400 bad_image            undecodable, truncated, corrupt
     ├── MalformedRequest             400 bad_request          not parseable as HTTP/1.1
     ├── Unauthorized                 401 unauthorized         no valid bearer token
-    ├── NotFound                     404 not_found            no such route, model or version
+    ├── NotFound                     404 not_found            no such route
+    ├── ModelNotFound                404 model_not_found      no such model or version
     ├── MethodNotAllowed             405 method_not_allowed   carries Allow
     ├── RequestTimeout               408 request_timeout      head or body too slow; closes
+    ├── ModelLoadFailed              409 model_load_failed    a version failed sha256 or warm-up
     ├── ImageTooLarge                413 image_too_large      bytes or pixels over the limit
     ├── URITooLong                   414 uri_too_long         request target over the limit
     ├── UnsupportedMediaType         415 unsupported_media_type
@@ -72,6 +74,21 @@ class Unauthorized(ImgclsError):
 class NotFound(ImgclsError):
     status = 404
     code = "not_found"
+
+
+class ModelNotFound(ImgclsError):
+    """A request named a model or version this server does not serve (or has not on disk)."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class ModelLoadFailed(ImgclsError):
+    """A version asked to load failed its manifest, sha256 or warm-up; the one serving
+    before keeps serving."""
+
+    status = 409
+    code = "model_load_failed"
 
 
 class MethodNotAllowed(ImgclsError):

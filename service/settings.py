@@ -39,9 +39,17 @@ class Settings(BaseSettings):
     # -- Model -------------------------------------------------------------------------------
     model_dir: Path | None = Field(
         default=None,
-        description="The model folder to serve. Unset: the best built model under "
+        description="The model folder to serve: one built model, or numbered version "
+        "folders (1/, 2/, ...) each holding one. Unset: the best built model under "
         "IMGCLS_ARTIFACTS_DIR (trained before untrained, then resnet18 before "
         "efficientnet_lite0).",
+        json_schema_extra=_in("Model"),
+    )
+    model_version: str | None = Field(
+        default=None,
+        description="Serve this version of the model folder (a numbered subfolder: "
+        "docs/guide/model-versions.md), at start-up and on every reload. Unset: the newest "
+        "version that loads (the largest folder number).",
         json_schema_extra=_in("Model"),
     )
     artifacts_dir: Path = Field(

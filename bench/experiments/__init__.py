@@ -13,4 +13,5 @@ join the suite's report: ``python -m bench.run_all --all`` or ``--only NAME``.
     prediction_drift        drifted traffic's confidence and class-mix divergence from the baseline
     saturation_signal       the autoscaling signals (saturation, queue wait, CPU) against load
     contended_uploads       slow declared uploads against a newcomer when the body budget is full
+    versions                callers under load while model versions are swapped live
 """

@@ -23,11 +23,13 @@ from tritonclient.grpc import service_pb2 as pb
 from service.grpc.auth import BearerAuthInterceptor
 from service.grpc.calls import METHODS, SERVICE, CallFrame
 from service.grpc.receive import MessageGate, handler
+from service.grpc.repository import RepositoryService
 from service.grpc.servicer import TRITON_ONLY, InferenceService, unimplemented
 from service.limits.body_budget import BodyBudget
 from service.observability.metrics import Metrics
 from service.observability.tracing import Tracing
 from service.oip.plane import Plane
+from service.oip.repository import ModelControl
 from service.security import Tokens
 from service.settings import Settings
 
@@ -37,7 +39,9 @@ log = logging.getLogger(__name__)
 _PROBE_RECEIVE_S = 1.0
 
 
-def handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler]:
+def handlers(
+    service: InferenceService, models: RepositoryService
+) -> dict[str, grpc.RpcMethodHandler]:
     """A handler for every method of the service (METHODS): none left to grpcio's defaults."""
     found = {
         "ServerLive": handler(service.server_live, pb.ServerLiveResponse.SerializeToString),
@@ -50,6 +54,13 @@ def handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler]:
             service.model_metadata, pb.ModelMetadataResponse.SerializeToString
         ),
         "ModelInfer": handler(service.model_infer, pb.ModelInferResponse.SerializeToString),
+        "RepositoryIndex": handler(models.index, pb.RepositoryIndexResponse.SerializeToString),
+        "RepositoryModelLoad": handler(
+            models.load, pb.RepositoryModelLoadResponse.SerializeToString
+        ),
+        "RepositoryModelUnload": handler(
+            models.unload, pb.RepositoryModelUnloadResponse.SerializeToString
+        ),
     }
     found |= {name: handler(unimplemented(name), None) for name in TRITON_ONLY}
     assert set(found) == METHODS, "every method of the service needs a handler here"
@@ -60,6 +71,7 @@ class GrpcServer:
     def __init__(
         self,
         plane: Plane,
+        control: ModelControl,
         settings: Settings,
         metrics: Metrics,
         bodies: BodyBudget,
@@ -88,7 +100,7 @@ class GrpcServer:
         self.gate = MessageGate(settings.grpc_receiving_at_once, settings.grpc_receive_timeout_s)
         probe_gate = MessageGate(1, min(_PROBE_RECEIVE_S, settings.grpc_receive_timeout_s))
         service = InferenceService(plane, settings, bodies, self.gate, probe_gate)
-        found = handlers(service)
+        found = handlers(service, RepositoryService(control, self.gate))
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE.full_name, found),)
         )

@@ -1,8 +1,9 @@
 """inference.GRPCInferenceService, the protocol's gRPC service, on the same engine as REST.
 
 The messages are the generated ones tritonclient[grpc] ships (the published definitions, not a
-copy). Triton's service is a superset of the v2 one: its methods beyond v2 (model config,
-statistics, repository, shared memory, trace, log settings, streaming) answer UNIMPLEMENTED.
+copy). Triton's service is a superset of the v2 one: the model repository methods are served
+(service/grpc/repository.py); the others beyond v2 (model config, statistics, shared memory,
+trace, log settings, streaming) answer UNIMPLEMENTED.
 
 Each method gets its request message as bytes, received through a gate (service/grpc/receive.py),
 or none when it needs none. Errors are raised as the ImgclsError tree and answered by the call
@@ -42,9 +43,6 @@ TRITON_ONLY = (
     "ModelStreamInfer",
     "ModelConfig",
     "ModelStatistics",
-    "RepositoryIndex",
-    "RepositoryModelLoad",
-    "RepositoryModelUnload",
     "SystemSharedMemoryStatus",
     "SystemSharedMemoryRegister",
     "SystemSharedMemoryUnregister",
@@ -103,13 +101,13 @@ class InferenceService:
 
     async def model_ready(self, context: Any) -> Any:
         async with self._probe_gate.turn():
-            request = _parsed(pb.ModelReadyRequest, await self._probe_gate.read(context))
+            request = parsed(pb.ModelReadyRequest, await self._probe_gate.read(context))
         metadata.check_model(self._plane.meta, request.name, request.version)
         return pb.ModelReadyResponse(ready=self._plane.readiness().ready)
 
     async def model_metadata(self, context: Any) -> Any:
         async with self._gate.turn():
-            request = _parsed(pb.ModelMetadataRequest, await self._gate.read(context))
+            request = parsed(pb.ModelMetadataRequest, await self._gate.read(context))
         meta = self._plane.meta
         metadata.check_model(meta, request.name, request.version)
         return _metadata_response(metadata.model_metadata(meta))
@@ -136,7 +134,7 @@ class InferenceService:
         return await asyncio.to_thread(self._decoded, message, remaining_s)
 
     def _decoded(self, message: bytes, remaining_s: float | None) -> tuple[InferRequest, str]:
-        request = _parsed(pb.ModelInferRequest, message)
+        request = parsed(pb.ModelInferRequest, message)
         headers = [
             InputHeader(i.name, i.datatype, tensors.check_header(i.name, i.datatype, i.shape))
             for i in request.inputs
@@ -166,7 +164,7 @@ def unimplemented(name: str) -> Callable[[Any], Awaitable[None]]:
     return method
 
 
-def _parsed(kind: Any, message: bytes) -> Any:
+def parsed(kind: Any, message: bytes) -> Any:
     try:
         return kind.FromString(message)
     except DecodeError:

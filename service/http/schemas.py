@@ -50,7 +50,10 @@ class TimingOut(_Wire):
 
 class ClassifyResponse(_Wire):
     model: str
-    model_version: str
+    model_version: str = Field(
+        description="The version that answered (docs/guide/model-versions.md): during a swap, "
+        "the one serving when the request was admitted."
+    )
     untrained: bool = Field(description="True: random weights, the answers are noise.")
     predictions: list[PredictionOut]
     timing: TimingOut
@@ -68,7 +71,7 @@ class BatchItem(_Wire):
 
 class ClassifyBatchResponse(_Wire):
     model: str
-    model_version: str
+    model_version: str = Field(description="The version that answered every image of the batch.")
     untrained: bool
     results: list[BatchItem]
 

@@ -24,7 +24,7 @@ from service.http.schemas import (
     TimingOut,
 )
 from service.http.uploads import Upload, read_many, read_one
-from service.inference.classifier import Classification, Classifier
+from service.inference.classifier import Classification, Classifier, Serving
 from service.model.loading import ModelMeta
 from service.observability.timing import Timing, slowest
 
@@ -81,13 +81,16 @@ async def classify(
 ) -> ClassifyResponse:
     _check_top_k(classifier, top_k)
     upload = await read_one(request, settings, hold)
-    work = classifier.classify(upload.data, top_k=top_k, content_type=upload.content_type)
-    result = await unless_disconnected(request.receive, work)
+    with classifier.hold() as serving:  # the version that answers, whatever swaps meanwhile
+        work = classifier.classify(
+            upload.data, top_k=top_k, content_type=upload.content_type, on=serving
+        )
+        result = await unless_disconnected(request.receive, work)
     set_timing(request, result.timing)
-    meta = classifier.meta
+    meta = serving.meta
     return ClassifyResponse(
         model=meta.name,
-        model_version=meta.version,
+        model_version=result.version,
         untrained=meta.untrained,
         predictions=_predictions(result),
         timing=_timing(result.timing),
@@ -110,7 +113,9 @@ async def classify_batch(
 ) -> ClassifyBatchResponse:
     _check_top_k(classifier, top_k)
     uploads = await read_many(request, settings, hold)
-    outcomes = await unless_disconnected(request.receive, _classify_all(classifier, uploads, top_k))
+    with classifier.hold() as serving:  # every image on one version, the one the answer names
+        work = _classify_all(classifier, serving, uploads, top_k)
+        outcomes = await unless_disconnected(request.receive, work)
     _raise_if_all_unavailable(outcomes)
     for outcome in outcomes:
         if isinstance(outcome, ImgclsError):
@@ -118,7 +123,7 @@ async def classify_batch(
     timings = [o.timing for o in outcomes if isinstance(o, Classification)]
     if (timing := slowest(timings)) is not None:
         set_timing(request, timing)
-    meta = classifier.meta
+    meta = serving.meta
     return ClassifyBatchResponse(
         model=meta.name,
         model_version=meta.version,
@@ -144,18 +149,20 @@ def _check_top_k(classifier: Classifier, top_k: int) -> None:
 
 
 async def _classify_all(
-    classifier: Classifier, uploads: list[Upload | ImageTooLarge], top_k: int
+    classifier: Classifier, on: Serving, uploads: list[Upload | ImageTooLarge], top_k: int
 ) -> list[Classification | ImgclsError]:
-    return await asyncio.gather(*(_classify_item(classifier, u, top_k) for u in uploads))
+    return await asyncio.gather(*(_classify_item(classifier, on, u, top_k) for u in uploads))
 
 
 async def _classify_item(
-    classifier: Classifier, upload: Upload | ImgclsError, top_k: int
+    classifier: Classifier, on: Serving, upload: Upload | ImgclsError, top_k: int
 ) -> Classification | ImgclsError:
     if isinstance(upload, ImgclsError):
         return upload
     try:
-        return await classifier.classify(upload.data, top_k=top_k, content_type=upload.content_type)
+        return await classifier.classify(
+            upload.data, top_k=top_k, content_type=upload.content_type, on=on
+        )
     except ImgclsError as exc:
         return exc
 

@@ -205,7 +205,7 @@ def _check_json_size(request: Request, header_length: str | None, settings: Sett
 def _metadata(classifier: Classifier, model: str, version: str | None) -> ModelMetadataResponse:
     meta = classifier.meta
     metadata.check_model(meta, model, version)
-    found = metadata.model_metadata(meta)
+    found = metadata.model_metadata(meta, classifier.versions())
     return ModelMetadataResponse(
         name=found.name,
         versions=list(found.versions),

@@ -5,6 +5,8 @@
     service.model.loading    manifest, sha256, provider choice, warm-up; ModelMeta; model metrics
     service.inference.batcher    the queue and the inference thread
     service.inference.response_cache  scores by image and model (IMGCLS_CACHE_BYTES > 0)
+    service.inference.repository  versions on disk; loads at start-up, by the API, on SIGHUP
+    service.inference.swap    the serving version, swapped atomically, leased per request
     service.observability.predictions  what every answer predicted, against the baseline
     _DecodePool        (below) decoding, within the deadline, answered even when stop() cuts in
 
@@ -13,6 +15,10 @@ the batcher only ever sees valid pixels. Every call admitted is counted until it
 which is what ``drain`` waits for: nothing admitted is lost. A cache hit is admitted like any
 call (its place was held by its ticket once its body arrived) and held for
 microseconds: it counts in flight and in the drain, never in the batch queue.
+
+Versions: every request leases the Serving (model, batcher, decoder) current when it is
+admitted and runs on it to its answer, which names that version; a swap never changes a
+request's model half-way, and the old Serving closes after its last leased request.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -40,18 +46,14 @@ from service.errors import (
 from service.inference.batcher import Done, MicroBatcher
 from service.inference.postprocess import Logits, Prediction, top_k
 from service.inference.preprocess import Pixels, PreprocessSpec, check_media_type, preprocess
+from service.inference.repository import Repository, Trigger, VersionState
 from service.inference.response_cache import CacheKeys, Compute, ResponseCache, Scored
+from service.inference.swap import Slot
 from service.limits.admission import Ticket
 from service.limits.lifecycle import Lifecycle, Readiness, State
 from service.limits.pixel_budget import PixelBudget
 from service.limits.saturation import export_saturation, timed_admission
-from service.model.loading import (
-    LoadedModel,
-    ModelMeta,
-    describe,
-    load_model,
-    publish,
-)
+from service.model.loading import LoadedModel, ModelMeta, describe, publish
 from service.model.runner import Runner
 from service.observability.metrics import Metrics
 from service.observability.predictions import PredictionMonitor
@@ -60,17 +62,21 @@ from service.observability.tracing import note_model, traced
 from service.process import freeze_startup_objects, lower_thread_priority
 from service.settings import Settings
 
-__all__ = ["Classification", "Classifier", "Scores"]
+__all__ = ["Classification", "Classifier", "Scores", "Serving"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Readiness's reason once the serving version was unloaded (POST .../unload), a fixed string.
+UNLOADED = "unloaded"
 
 
 @dataclass(frozen=True, slots=True)
 class Classification:
     predictions: tuple[Prediction, ...]  # best first, len == top_k
     timing: Timing
+    version: str  # the model version that answered
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,7 @@ class Scores:
 
     logits: Logits  # float32 [num_classes]; read-only when shared through the response cache
     timing: Timing
+    version: str  # the model version that answered
 
 
 class Classifier:
@@ -86,37 +93,93 @@ class Classifier:
         self._settings = settings
         self._metrics = metrics
         self._lifecycle = Lifecycle(metrics, capacity=settings.queue_capacity)
-        self._serving: _Serving | None = None  # set once the model is loaded and warmed
+        self._slot: Slot[Serving] = Slot()  # the serving version, once loaded and warmed
+        self._repository = Repository(settings, metrics, self._install)
+        metrics.models_retiring.set_function(lambda: self._slot.retiring)
         # Lives across models: a swap calls flush(); its keys carry the model's identity.
         self._cache = _response_cache(settings, metrics)
         export_saturation(metrics, self._lifecycle, settings.queue_capacity)
 
     async def start(self) -> None:
-        """Load (service.model.loading), start the batcher and decode pool; only then ready. Raises
-        ManifestError or RuntimeError (ONNX Runtime's), after which readiness says "model failed
-        to load". Not logged here: the caller logs it once, with its traceback (the app's start
-        task does); readiness and error bodies never carry its text."""
+        """Load the pinned or newest valid version (service.inference.repository), start its
+        batcher and decode pool; only then ready. Raises ModelLoadFailed (every version
+        refused) or ModelNotFound (the pinned one is not on disk), after which readiness says
+        "model failed to load". Not logged here: the caller logs it once, with its traceback
+        (the app's start task does); readiness and error bodies never carry its text."""
         try:
-            loaded = await load_model(self._settings, warming_up=self._lifecycle.warming_up)
-            self._serving = serving = self._serve(loaded)
+            await self._repository.load(None, Trigger.STARTUP, self._lifecycle.warming_up)
         except Exception:
             self._lifecycle.failed()
             raise
         if self._lifecycle.state is State.STOPPED:  # stop() ran while we loaded: close it here
-            await serving.close()
+            await self._slot.close()
             return
-        publish(self._metrics, loaded.meta)
+        serving = self._slot.current
+        assert serving is not None  # load() installed it, or raised
         freeze_startup_objects()  # before readiness: no full collection walks them under load
         self._lifecycle.ready(serving.batcher.drain_rate.retry_after_s)  # unless now draining
-        log.info("loaded: %s; state %s", describe(loaded.meta), self._lifecycle.state.value)
+        log.info("state %s", self._lifecycle.state.value)
 
-    def _serve(self, loaded: LoadedModel) -> _Serving:
+    # -- versions (service/inference/repository.py) --------------------------------------------
+
+    async def load(self, version: str | None, trigger: Trigger = Trigger.API) -> ModelMeta:
+        """Load ``version`` (None: the pinned or newest valid one) beside the serving one, then
+        swap it in; readiness stays as it is throughout. Raises ModelNotFound or
+        ModelLoadFailed, after which the serving version serves on."""
+        if self._lifecycle.state in (State.DRAINING, State.STOPPED):
+            raise Draining("the server is shutting down: no model is loaded now")
+        return await self._repository.load(version, trigger)
+
+    async def unload(self) -> str | None:
+        """Stop serving: requests are refused (503 not_ready) until the next load; those in
+        flight finish first. The version unloaded, or None."""
+        old = self._slot.swap(None)
+        self._repository.unloaded()
+        if old is None:
+            return None
+        log.info("unloaded version %s", old.meta.version)
+        return old.meta.version
+
+    @property
+    def model_name(self) -> str | None:
+        """The model's name once a version has loaded (an unload keeps it)."""
+        return self._repository.model_name
+
+    def versions(self) -> list[VersionState]:
+        """Every version on disk, newest first, with its state (READY, LOADING, UNAVAILABLE)."""
+        return self._repository.index()
+
+    async def swaps_settled(self) -> None:
+        """Wait until every swapped-out version without requests left is closed (tests)."""
+        await self._slot.settled()
+
+    def _install(self, loaded: LoadedModel) -> None:
+        """On the event loop, all at once: the new version serves every request admitted
+        from now on; the cache forgets the old one's answers; metrics describe the new one."""
+        serving = self._serve(loaded)
+        if self._lifecycle.state is State.STOPPED:  # stop() ran while it loaded: never serve it
+            self._slot.swap(serving)
+            self._slot.swap(None)  # closes it, in a task of its own (stop() awaits the others)
+            return
+        old = self._slot.swap(serving)
+        if self._cache is not None:
+            self._cache.flush()
+        publish(self._metrics, loaded.meta)
+        self._lifecycle.retry_after(serving.batcher.drain_rate.retry_after_s)
+        log.info(
+            "serving version %s%s: %s",
+            loaded.meta.version,
+            "" if old is None else f" (was {old.meta.version})",
+            describe(loaded.meta),
+        )
+
+    def _serve(self, loaded: LoadedModel) -> Serving:
         batcher = self._batcher(loaded.runner)
         batcher.start()
         decoder = _DecodePool(loaded.spec, self._settings, self._metrics)
         keys = CacheKeys.of_model(_served_sha256(loaded.meta), loaded.meta.provider, loaded.spec)
         monitor = _monitor(loaded, self._settings, self._metrics)
-        return _Serving(loaded, batcher, decoder, keys, monitor)
+        return Serving(loaded, batcher, decoder, keys, monitor)
 
     def _batcher(self, runner: Runner) -> MicroBatcher[Pixels, Logits]:
         s = self._settings
@@ -148,8 +211,7 @@ class Classifier:
         """Stop the batcher (what is still queued fails with Draining), join the inference
         thread, shut the decode pool. Idempotent."""
         self._lifecycle.stop()
-        if self._serving is not None:
-            await self._serving.close()
+        await self._slot.close()
 
     @property
     def meta(self) -> ModelMeta:
@@ -160,10 +222,20 @@ class Classifier:
         return self._loaded().labels
 
     def _loaded(self) -> LoadedModel:
-        if self._serving is None:
+        serving = self._slot.current
+        if serving is None:
             state = self._lifecycle.state.value
             raise NotReady(f"the model is not loaded ({state})", retry_after_s=1)
-        return self._serving.loaded
+        return serving.loaded
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[Serving]:
+        """The serving version, kept for a request of several images: pass it as ``on`` to
+        each call so all of them run on it (and the answer names one version). NotReady when
+        none is loaded."""
+        self._loaded()  # NotReady with the lifecycle's state when nothing is loaded
+        with self._slot.lease() as serving:
+            yield serving
 
     def check_admission(self) -> None:
         """Refuse now (Draining, NotReady, Overloaded) if a call would be refused: for callers
@@ -175,10 +247,10 @@ class Classifier:
         return self._lifecycle.ticket()
 
     def readiness(self) -> Readiness:
-        life, serving = self._lifecycle, self._serving
+        life, serving = self._lifecycle, self._slot.current
         details: dict[str, object] = {"state": life.state.value, "in_flight": life.in_flight}
         if serving is None:
-            return life.readiness(details)
+            return life.readiness(details, fault=UNLOADED)  # a reason only when READY
         meta = serving.loaded.meta
         details |= {
             "model": meta.name,
@@ -193,39 +265,48 @@ class Classifier:
     def liveness(self) -> str | None:
         """Why this process should be restarted, or None. Only a fault a restart cures: a
         loading, busy or draining process is alive (restarting it would only lose work)."""
-        return None if self._serving is None else self._fault(self._serving)
+        serving = self._slot.current
+        return None if serving is None else self._fault(serving)
 
-    def _fault(self, serving: _Serving) -> str | None:
+    def _fault(self, serving: Serving) -> str | None:
         return serving.batcher.fault(self._settings.inference_stall_s)
 
     async def classify(
-        self, data: bytes, *, top_k: int, content_type: str | None = None
+        self,
+        data: bytes,
+        *,
+        top_k: int,
+        content_type: str | None = None,
+        on: Serving | None = None,
     ) -> Classification:
         """One image's top-k. Raises only ImgclsError subclasses (see service.errors). If the
-        calling task is cancelled (client gone), its image is dropped before it runs."""
+        calling task is cancelled (client gone), its image is dropped before it runs. ``on``:
+        the version a caller holds (hold()); else the one serving when it is admitted."""
         started = time.monotonic()
-        with self._admit():
-            serving = self._admitted()
+        with self._admit(), self._slot.lease(on) as serving:
             num_classes = serving.loaded.meta.num_classes
             if not 1 <= top_k <= num_classes:
                 raise InvalidParameter(f"top_k must be in 1..{num_classes}, got {top_k}")
             check_media_type(content_type)
             return await _answered(self._classify(serving, data, top_k, started))
 
-    async def logits(self, data: bytes, *, timeout_s: float | None = None) -> Scores:
+    async def logits(
+        self, data: bytes, *, timeout_s: float | None = None, on: Serving | None = None
+    ) -> Scores:
         """One encoded image's logits: classify() without the top-k, the same admission,
         decoding, batching and cancellation; ``timeout_s`` may shorten the request timeout."""
         started = time.monotonic()
-        with self._admit():
+        with self._admit(), self._slot.lease(on) as serving:
             deadline = self._deadline(started, timeout_s)
-            return await _answered(self._scores(self._admitted(), data, deadline, started))
+            return await _answered(self._scores(serving, data, deadline, started))
 
-    async def logits_of_pixels(self, pixels: Pixels, *, timeout_s: float | None = None) -> Scores:
+    async def logits_of_pixels(
+        self, pixels: Pixels, *, timeout_s: float | None = None, on: Serving | None = None
+    ) -> Scores:
         """Pixels the caller decoded (uint8 [H, W, 3] of the model's input size): no decoding,
         straight to the batcher, with the same admission, deadline and cancellation."""
         started = time.monotonic()
-        with self._admit():
-            serving = self._admitted()
+        with self._admit(), self._slot.lease(on) as serving:
             shape = serving.loaded.meta.input_shape
             if pixels.shape != shape or pixels.dtype != np.uint8:
                 raise InvalidParameter(
@@ -239,23 +320,19 @@ class Classifier:
     def _admit(self) -> contextlib.AbstractContextManager[None]:
         return timed_admission(self._lifecycle, self._metrics)
 
-    def _admitted(self) -> _Serving:
-        serving = self._serving
-        assert serving is not None  # the lifecycle turns READY only after start() set it
-        return serving
-
     def _deadline(self, started: float, timeout_s: float | None) -> float:
         timeout = self._settings.request_timeout_s
         return started + (timeout if timeout_s is None else min(timeout, timeout_s))
 
     async def _classify(
-        self, serving: _Serving, data: bytes, k: int, started: float
+        self, serving: Serving, data: bytes, k: int, started: float
     ) -> Classification:
         scores = await self._scores(serving, data, self._deadline(started, None), started)
-        return Classification(top_k(scores.logits, k, serving.loaded.labels), scores.timing)
+        predictions = top_k(scores.logits, k, serving.loaded.labels)
+        return Classification(predictions, scores.timing, scores.version)
 
     async def _scores(
-        self, serving: _Serving, data: bytes, deadline: float, started: float
+        self, serving: Serving, data: bytes, deadline: float, started: float
     ) -> Scores:
         async def compute() -> Scored:
             pixels = await serving.decoder.decode(data, deadline)
@@ -265,7 +342,7 @@ class Classifier:
         return await self._through_cache(serving, key, compute, deadline)
 
     async def _through_cache(
-        self, serving: _Serving, key: bytes | None, compute: Compute, deadline: float
+        self, serving: Serving, key: bytes | None, compute: Compute, deadline: float
     ) -> Scores:
         """The scores from the cache when it is on, else computed; observed either way."""
         note_model(serving.loaded.meta.name, serving.loaded.meta.version)  # when traced
@@ -274,10 +351,10 @@ class Classifier:
         else:
             logits, timing = await self._cache.fetch(key, compute, deadline)
         serving.monitor.observe(logits)
-        return Scores(logits, timing)
+        return Scores(logits, timing, serving.meta.version)
 
 
-async def _submit(serving: _Serving, pixels: Pixels, deadline: float, decode_s: float) -> Scored:
+async def _submit(serving: Serving, pixels: Pixels, deadline: float, decode_s: float) -> Scored:
     done: Done[Logits] = await serving.batcher.submit(pixels, deadline)
     return done.output, Timing(decode_s, done.queue_s, done.inference_s, done.batch_size)
 
@@ -363,15 +440,19 @@ class _DecodePool:
         await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
 
 
-@dataclass(frozen=True, slots=True)
-class _Serving:
-    """What start() produces: the loaded model and what runs it."""
+@dataclass(frozen=True, slots=True, eq=False)  # identity: the swap slot counts leases per one
+class Serving:
+    """One loaded version and what runs it; leased by the requests running on it."""
 
     loaded: LoadedModel
     batcher: MicroBatcher[Pixels, Logits]
     decoder: _DecodePool
     keys: CacheKeys  # the response cache's keys for this model
     monitor: PredictionMonitor
+
+    @property
+    def meta(self) -> ModelMeta:
+        return self.loaded.meta
 
     async def close(self) -> None:
         await self.batcher.stop()

@@ -99,6 +99,11 @@ class Lifecycle:
         self._metrics.ready.set(1)
         return True
 
+    def retry_after(self, retry_after_s: RetryAfter) -> None:
+        """A new batcher serves (a model version was swapped in): its drain rate now says
+        when a refused caller should come back."""
+        self._admission.retry_after_s = retry_after_s
+
     def failed(self) -> None:
         """Loading raised. Final: the process is expected to exit."""
         self._state = State.FAILED

@@ -41,11 +41,20 @@ from service.model.runner import (
     tile,
     warmup_images,
 )
+from service.model.versions import Version
 from service.observability.metrics import Metrics
 from service.process import lower_thread_priority
 from service.settings import Settings
 
-__all__ = ["LoadedModel", "ModelMeta", "describe", "find_model_dir", "load_model", "publish"]
+__all__ = [
+    "LoadedModel",
+    "ModelMeta",
+    "describe",
+    "find_model_dir",
+    "load_model",
+    "model_root",
+    "publish",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +62,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class ModelMeta:
     name: str
-    version: str
+    version: str  # the version's name (service/model/versions.py): every answer carries it
     untrained: bool
     precision: str
     provider: str  # "CPUExecutionProvider" | "OpenVINOExecutionProvider"
@@ -83,14 +92,20 @@ class LoadedModel:
     runner: Runner  # warmed: runner.warmup_latency_s holds every batch size it may run
 
 
+def model_root(settings: Settings) -> Path:
+    """The folder whose versions serve (service/model/versions.py): IMGCLS_MODEL_DIR, else the
+    best built model under IMGCLS_ARTIFACTS_DIR."""
+    return settings.model_dir or find_model_dir(settings.artifacts_dir, settings.precision)
+
+
 async def load_model(
-    settings: Settings, *, warming_up: Callable[[], None] = lambda: None
+    settings: Settings, version: Version, *, warming_up: Callable[[], None] = lambda: None
 ) -> LoadedModel:
-    """Manifest, sha256, session, provider choice, warm-up. ``warming_up`` is called once the
-    file is verified, as the session starts to build (readiness reports the phase). Raises
-    ManifestError, or ONNX Runtime's RuntimeError."""
+    """Manifest, sha256, session, provider choice, warm-up of one version. ``warming_up`` is
+    called once the file is verified, as the session starts to build (readiness reports the
+    phase). Raises ManifestError, or ONNX Runtime's RuntimeError."""
     s = settings
-    model_dir = s.model_dir or find_model_dir(s.artifacts_dir, s.precision)
+    model_dir = version.path
     manifest = load_manifest(model_dir)
     file = model_file(s.precision, manifest)
     # Hashing and session creation take a while: off the loop, so liveness keeps answering.
@@ -105,7 +120,7 @@ async def load_model(
         loop = asyncio.get_running_loop()
         runner, choice = await loop.run_in_executor(pool, _warm_runner, s, model_path, manifest)
     spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)
-    meta = _meta(s, manifest, model_dir, runner, choice, file)
+    meta = _meta(s, manifest, version, runner, choice, file)
     return LoadedModel(meta, labels, spec, runner)
 
 
@@ -165,7 +180,7 @@ def _streams_policy(settings: Settings, spec: PreprocessSpec, images: Batch) -> 
 def _meta(
     s: Settings,
     manifest: Manifest,
-    model_dir: Path,
+    version: Version,
     runner: Runner,
     choice: ProviderChoice,
     file: FileKey,
@@ -173,7 +188,7 @@ def _meta(
     size = manifest.input.crop_size
     return ModelMeta(
         name=manifest.model.name,
-        version=manifest.model.version,
+        version=version.name,
         untrained=manifest.model.untrained,
         precision=s.precision,
         provider=choice.provider,
@@ -185,7 +200,7 @@ def _meta(
         input_shape=(size, size, 3),
         warmup_latency_s=dict(runner.warmup_latency_s),
         manifest=manifest,
-        model_dir=model_dir,
+        model_dir=version.path,
         provider_reason_code=choice.code,
         served_top1=_served_top1(manifest, file, choice.provider),
         model_file=file,
@@ -212,8 +227,10 @@ def _served_top1(manifest: Manifest, file: FileKey, provider: str) -> float | No
 def publish(metrics: Metrics, meta: ModelMeta) -> None:
     """What was loaded, as metrics: warm-up latency by batch size, the provider and why, and an
     info series carrying the model's identity."""
+    metrics.warmup_latency.clear()  # a swapped-in version may warm other sizes
     for size, seconds in meta.warmup_latency_s.items():
         metrics.warmup_latency.labels(batch_size=str(size)).set(seconds)
+    metrics.provider_selected.clear()  # one series: the provider serving now
     metrics.provider_selected.labels(provider=meta.provider, reason=meta.provider_reason_code).set(
         1
     )
@@ -221,6 +238,7 @@ def publish(metrics: Metrics, meta: ModelMeta) -> None:
         {
             "name": meta.name,
             "version": meta.version,
+            "build": meta.manifest.model.version,
             "num_classes": str(meta.num_classes),
             "architecture": meta.manifest.model.architecture,
             "labels_sha256": meta.manifest.labels_sha256 or "",

@@ -137,14 +137,35 @@ class Metrics:
         )
         self.model_info = Info(
             "imgcls_model",
-            "The model being served: name, version, classes, architecture, labels digest, "
-            "precision, provider, threads.",
+            "The model being served: name, version (and the build's own), classes, "
+            "architecture, labels digest, precision, provider, threads.",
             registry=r,
         )
         self.provider_selected = Gauge(
             "imgcls_provider_selected",
             "1 for the execution provider serving, with the reason it was chosen.",
             ["provider", "reason"],
+            registry=r,
+        )
+        # Model versions (service/inference/repository.py): loads asked for at start-up, by the
+        # API or by SIGHUP; a refused one leaves the serving version serving.
+        self.model_loads = Counter(
+            "imgcls_model_loads_total",
+            "Model version loads, by trigger (startup, api, signal) and outcome (loaded, "
+            "refused: failed its manifest, sha256 or warm-up).",
+            ["trigger", "outcome"],
+            registry=r,
+        )
+        self.model_load_duration = Histogram(
+            "imgcls_model_load_duration_seconds",
+            "Time to verify, open and warm one model version before it serves.",
+            buckets=(0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120),
+            registry=r,
+        )
+        self.models_retiring = Gauge(
+            "imgcls_models_retiring",
+            "Model versions swapped out whose last requests are still running (their "
+            "sessions are released when this returns to 0).",
             registry=r,
         )
 

@@ -33,7 +33,7 @@ from service.oip.metadata import (
     input_name,
     logits_name,
 )
-from service.oip.plane import Plane, Scores
+from service.oip.plane import Plane, Scores, Serving
 from service.oip.tensors import BYTES, Tensor
 from service.settings import Settings
 
@@ -97,7 +97,16 @@ def check_header(
 
 
 async def infer(plane: Plane, request: InferRequest, settings: Settings) -> InferResult:
-    meta = plane.meta
+    """Every image runs on the version serving when the request began (held to its answer,
+    whatever swaps happen meanwhile), and the result names it."""
+    with plane.hold() as serving:
+        return await _infer(plane, serving, request, settings)
+
+
+async def _infer(
+    plane: Plane, serving: Serving, request: InferRequest, settings: Settings
+) -> InferResult:
+    meta = serving.meta
     check_header(meta, settings, request.model_name, request.model_version, request.inputs)
     wanted = list(request.outputs) or [OutputRequest(n) for n in _output_names(meta)]
     for output in wanted:
@@ -105,10 +114,10 @@ async def infer(plane: Plane, request: InferRequest, settings: Settings) -> Infe
     tensor = request.inputs[0]
     if tensor.datatype == BYTES:
         _check_images(tensor, settings.max_upload_bytes)
-    calls = _calls(plane, tensor, request.timeout_s)
+    calls = _calls(plane, serving, tensor, request.timeout_s)
     scores = await _all(calls)
     logits = np.stack([s.logits for s in scores])
-    outputs = [_output(meta, plane.labels, logits, output) for output in wanted]
+    outputs = [_output(meta, serving.loaded.labels, logits, output) for output in wanted]
     timing = slowest([s.timing for s in scores])
     assert timing is not None  # check_header refuses an empty tensor
     return InferResult(meta.name, meta.version, outputs, timing)
@@ -176,11 +185,13 @@ def _check_output(meta: ModelMeta, output: OutputRequest) -> None:
 
 
 def _calls(
-    plane: Plane, tensor: Tensor, timeout_s: float | None
+    plane: Plane, serving: Serving, tensor: Tensor, timeout_s: float | None
 ) -> list[Coroutine[Any, Any, Scores]]:
     if isinstance(tensor.values, list):
-        return [plane.logits(image, timeout_s=timeout_s) for image in tensor.values]
-    return [plane.logits_of_pixels(pixels, timeout_s=timeout_s) for pixels in tensor.values]
+        return [plane.logits(image, timeout_s=timeout_s, on=serving) for image in tensor.values]
+    return [
+        plane.logits_of_pixels(pixels, timeout_s=timeout_s, on=serving) for pixels in tensor.values
+    ]
 
 
 async def _all(calls: list[Coroutine[Any, Any, Scores]]) -> list[Scores]:

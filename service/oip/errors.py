@@ -1,12 +1,8 @@
-"""Errors the protocol adds to the tree in service.errors (the same handler renders them)."""
+"""Errors the protocol names (the same handler renders them): ModelNotFound lives in the core's
+tree (service.errors), since the model repository refuses unknown versions too."""
 
 from __future__ import annotations
 
-from service.errors import ImgclsError
+from service.errors import ModelNotFound
 
-
-class ModelNotFound(ImgclsError):
-    """A request named a model or version this server does not serve."""
-
-    status = 404
-    code = "model_not_found"
+__all__ = ["ModelNotFound"]

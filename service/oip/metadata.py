@@ -9,16 +9,18 @@ the server decodes as /v1 does. It has two outputs: the graph's logits, and thei
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata as dist
 from typing import Any
 
+from service.inference.repository import VersionState
 from service.model.loading import ModelMeta
 from service.oip.errors import ModelNotFound
 from service.oip.tensors import BYTES
 
 SERVER_NAME = "imgcls"
-EXTENSIONS = ("binary_tensor_data", "classification")
+EXTENSIONS = ("binary_tensor_data", "classification", "model_repository")
 PLATFORM = "onnxruntime_onnx"
 UINT8 = "UINT8"
 FP32 = "FP32"
@@ -68,7 +70,8 @@ def check_model(meta: ModelMeta, name: str, version: str | None) -> None:
         )
 
 
-def model_metadata(meta: ModelMeta) -> ModelMetadata:
+def model_metadata(meta: ModelMeta, versions: Sequence[VersionState] = ()) -> ModelMetadata:
+    """``versions``: the repository's, each with its state (a refused one says why)."""
     classes = (-1, meta.num_classes)
     return ModelMetadata(
         name=meta.name,
@@ -79,8 +82,12 @@ def model_metadata(meta: ModelMeta) -> ModelMetadata:
             TensorMeta(logits_name(meta), FP32, classes),
             TensorMeta(PROBABILITIES, FP32, classes),
         ),
-        parameters=_parameters(meta),
+        parameters=_parameters(meta) | {"versions": [_state(v) for v in versions]},
     )
+
+
+def _state(version: VersionState) -> dict[str, str]:
+    return {"version": version.version, "state": version.state, "reason": version.reason}
 
 
 def _parameters(meta: ModelMeta) -> dict[str, Any]:
@@ -88,6 +95,7 @@ def _parameters(meta: ModelMeta) -> dict[str, Any]:
     evaluation = manifest.evaluation
     return {
         "input_datatypes": list(INPUT_DATATYPES),  # BYTES: [N] encoded images
+        "build_version": manifest.model.version,  # the manifest's, whatever the folder
         "untrained": meta.untrained,
         "precision": meta.precision,
         "provider": meta.provider,

@@ -60,6 +60,17 @@ class InferenceRequest(msgspec.Struct, frozen=True):
     outputs: list[RequestOutput] = msgspec.field(default_factory=list)
 
 
+class RepositoryIndexRequest(msgspec.Struct, frozen=True):
+    repository_name: str = ""  # one repository here: any name lists it
+    ready: bool = False  # only the versions ready for inference
+
+
+class RepositoryRequest(msgspec.Struct, frozen=True):
+    """A load's or unload's body (optional): its parameters (service/oip/repository.py)."""
+
+    parameters: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
 # Responses
 
 
@@ -100,6 +111,19 @@ class ModelMetadataResponse(_Out):
         description="imgcls extras: precision, provider and why, untrained, preprocessing, "
         "quantization, build-time evaluation, and the input datatypes accepted (UINT8, BYTES)."
     )
+
+
+class RepositoryIndexEntry(_Out):
+    name: str
+    version: str
+    state: str = Field(description="READY (serving), LOADING, or UNAVAILABLE (see reason).")
+    reason: str = Field(description="Why not READY: not loaded, unloaded, or why refused.")
+
+
+class RepositoryModelResponse(_Out):
+    name: str
+    version: str | None = Field(description="The version loaded (or unloaded; null if none).")
+    state: str = Field(description="READY after a load, UNAVAILABLE after an unload.")
 
 
 class LiveResponse(_Out):

@@ -2,6 +2,7 @@
 the HTTP protocol with the connection clocks, head bounds and early door
 (service/server/protocol.py), and a graceful drain on SIGTERM.
 
+SIGHUP reloads the model from disk (service/inference/repository.py), serving throughout.
 SIGTERM/SIGINT drains first: readiness turns 503 and new requests get 503 "draining" at once,
 admitted requests finish (up to IMGCLS_DRAIN_TIMEOUT_S), every response says ``Connection:
 close``; then new handshakes are stopped, the port closes, open connections end (at most the
@@ -22,7 +23,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from service.app import create_app, drain
+from service.app import create_app, drain, reload
 from service.http.state import service_state
 from service.observability.tracing import Tracing
 from service.server.syn_filter import stop_new_handshakes
@@ -66,11 +67,20 @@ class DrainingServer(uvicorn.Server):
         self._drain_timeout_s = drain_timeout_s
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
         self.exit_code = 0
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.add_signal_handler(signal.SIGHUP, self._reload)
         await super().startup(sockets)
+
+    def _reload(self) -> None:
+        """SIGHUP (on the loop): reload the model from disk, one reload at a time."""
+        log.info("signal SIGHUP: reloading the model from disk")
+        task = asyncio.create_task(reload(self._app), name="reload")
+        self._reloads.add(task)  # a task nobody references may be collected mid-way
+        task.add_done_callback(self._reloads.discard)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._drain_task is not None or self.should_exit:

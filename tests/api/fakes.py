@@ -10,10 +10,14 @@ and
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 from service.errors import NotReady
 from service.inference.classifier import Classification
 from service.inference.postprocess import Prediction
+from service.inference.repository import VersionState
 from service.limits.admission import Ticket
 from service.limits.lifecycle import Lifecycle, Readiness, State
 from service.model.loading import ModelMeta
@@ -23,6 +27,11 @@ from service.settings import Settings
 from tests.factories import model_meta
 
 FAKE_TIMING = Timing(decode_s=0.001, queue_s=0.002, inference_s=0.003, batch_size=4)
+
+
+@dataclass(frozen=True)
+class FakeServing:
+    meta: ModelMeta
 
 
 class FakeClassifier:
@@ -60,8 +69,21 @@ class FakeClassifier:
         async with self.admitted_changed:
             await self.admitted_changed.wait_for(lambda: self.admitted >= count)
 
+    def versions(self) -> list[VersionState]:
+        return [VersionState(model_meta().version, "READY", "")]
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[FakeServing]:
+        """As Classifier.hold(): the version a request's images run on."""
+        yield FakeServing(self.meta)
+
     async def classify(
-        self, data: bytes, *, top_k: int, content_type: str | None = None
+        self,
+        data: bytes,
+        *,
+        top_k: int,
+        content_type: str | None = None,
+        on: FakeServing | None = None,
     ) -> Classification:
         with self.lifecycle.admit():
             async with self.admitted_changed:
@@ -78,7 +100,7 @@ class FakeClassifier:
         if self.error is not None:
             raise self.error
         predictions = tuple(Prediction(f"class {i}", i, 1.0 / top_k) for i in range(top_k))
-        return Classification(predictions, FAKE_TIMING)
+        return Classification(predictions, FAKE_TIMING, model_meta().version)
 
     def begin_drain(self) -> None:
         self.lifecycle.begin_drain()

@@ -205,7 +205,7 @@ async def test_404_and_405_in_the_same_shape(real: Served) -> None:
     assert missing.status_code == 404
     assert missing.json() == error("not_found", "Not Found")
     # Under /v2 (Triton's routes this server lacks, say) in the protocol's shape.
-    protocol = await real.client.get("/v2/repository/index")
+    protocol = await real.client.get("/v2/trace/setting")
     assert protocol.status_code == 404
     assert protocol.json() == {"error": "Not Found"}
     wrong_method = await real.client.get("/v1/classify")

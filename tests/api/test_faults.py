@@ -65,7 +65,7 @@ async def test_a_killed_batcher_fails_probes_and_answers_every_caller(tmp_path: 
     async with serve(settings) as served:
         assert await probes(served) == ((200, None), (200, None))
         queued = [asyncio.create_task(post(served)) for _ in range(2)]
-        batcher = served.classifier._serving.batcher
+        batcher = served.classifier._slot.current.batcher
         await until(lambda: batcher.depth == 2)
         batcher._task.cancel()  # the loop dies, not through stop()
         answers = await asyncio.wait_for(asyncio.gather(*queued), 5)  # at once, not at 60 s
@@ -112,7 +112,7 @@ async def test_a_hung_inference_thread_fails_probes_and_times_callers_out(tmp_pa
             stalled = await probes(served)
         finally:
             classifier.release.set()
-        batcher = classifier._serving.batcher
+        batcher = classifier._slot.current.batcher
         await until(lambda: batcher.fault(settings.inference_stall_s) is None)
         recovered = await probes(served)
     assert (status, body["error"]["code"]) == (504, "deadline_exceeded")  # type: ignore[index]

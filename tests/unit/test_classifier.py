@@ -17,6 +17,7 @@ from service.errors import (
     Draining,
     ImageTooLarge,
     InvalidParameter,
+    ModelLoadFailed,
     NotReady,
     Overloaded,
     UnsupportedMediaType,
@@ -137,7 +138,8 @@ async def test_not_ready_before_start_then_ready_with_meta(tiny_artifacts: Path)
     assert sample("imgcls_ready") == 1
     assert sample("imgcls_warmup_latency_seconds", {"batch_size": "4"}) == meta.warmup_latency_s[4]
     assert sample("imgcls_provider_selected", {"provider": CPU, "reason": "configured"}) == 1
-    assert sample("imgcls_model_info", {"name": "tiny", "version": "test-1", "untrained": "false",
+    assert sample("imgcls_model_info", {"name": "tiny", "version": "test-1", "build": "test-1",
+                                            "untrained": "false",
                                         "num_classes": "1000", "architecture": "nearest colour",
                                         "labels_sha256": "",
                                         "precision": "int8", "file": isa.exact_int8_file(),
@@ -207,8 +209,9 @@ async def test_stop_answers_a_request_still_waiting_for_a_decode_worker(
     instance = Classifier(settings(tiny_artifacts, decode_workers=1), Metrics())
     await instance.start()
     gate = threading.Event()
-    assert instance._serving is not None
-    instance._serving.decoder.pool.submit(gate.wait, 30)  # the only decode worker is busy
+    serving = instance._slot.current
+    assert serving is not None
+    serving.decoder.pool.submit(gate.wait, 30)  # the only decode worker is busy
     waiting = asyncio.create_task(instance.classify(colour_png(1), top_k=1))
     await asyncio.sleep(0)
     stopping = asyncio.create_task(instance.stop())
@@ -258,7 +261,7 @@ async def test_a_model_file_that_does_not_match_its_manifest_is_refused(tmp_path
     with (model_dir / served.path).open("ab") as f:
         f.write(b"tampered")
     instance = Classifier(settings(tmp_path), Metrics())
-    with pytest.raises(ManifestError, match="sha256"):
+    with pytest.raises(ModelLoadFailed, match="sha256"):
         await instance.start()
     readiness = instance.readiness()
     assert (readiness.ready, readiness.reason) == (False, "model failed to load")

@@ -53,7 +53,7 @@ async def test_server_metadata_and_health(real: Served) -> None:
     assert response.status_code == 200
     body = response.json()
     assert body["name"] == "imgcls"
-    assert set(body["extensions"]) == {"binary_tensor_data", "classification"}
+    assert set(body["extensions"]) == {"binary_tensor_data", "classification", "model_repository"}
     assert (await real.client.get("/v2/health/live")).json() == {"live": True}
     ready = await real.client.get("/v2/health/ready")
     assert (ready.status_code, ready.json()["ready"]) == (200, True)

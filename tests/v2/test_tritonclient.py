@@ -119,7 +119,7 @@ def test_liveness_and_readiness(server: Server, transport: str) -> None:
 def test_server_and_model_metadata(server: Server, transport: str) -> None:
     found = server.metadata(transport)
     assert found["name"] == "imgcls"
-    assert set(found["extensions"]) == {"binary_tensor_data", "classification"}
+    assert set(found["extensions"]) == {"binary_tensor_data", "classification", "model_repository"}
     meta = server.metadata(transport, MODEL)
     assert meta["name"] == MODEL
     assert meta["platform"] == "onnxruntime_onnx"
