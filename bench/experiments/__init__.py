@@ -14,4 +14,5 @@ join the suite's report: ``python -m bench.run_all --all`` or ``--only NAME``.
     saturation_signal       the autoscaling signals (saturation, queue wait, CPU) against load
     contended_uploads       slow declared uploads against a newcomer when the body budget is full
     versions                callers under load while model versions are swapped live
+    tracing                 the cost of OpenTelemetry tracing, off against on (100 % and 1 %)
 """

@@ -1,7 +1,7 @@
 """OpenTelemetry tracing (issue 21): what it costs, off and on, closed loop, and the cost of
 its hooks when it is off.
 
-    python -m bench.tracing [--quick] [--out DIR]
+    python -m bench.experiments.tracing [--quick] [--out DIR]
 
 Three servers run side by side and the steps alternate between them, round by round (medians
 reported), so a noisy neighbour hits all alike: tracing off (no OTEL_* variables), on with every
