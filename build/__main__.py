@@ -15,6 +15,7 @@ from pathlib import Path
 from build.catalog import MODEL_NAMES
 from build.errors import BuildError
 from build.evaluate import DEFAULT_MAX_TOP1_DROP
+from build.photo_size import DEFAULT_IMAGES as DEFAULT_PHONE_SIZE_IMAGES
 from build.pipeline import BuildOptions, run_build
 from service import paths
 
@@ -47,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_TOP1_DROP,
         help="fail when int8 top-1 is more than this many points below fp32 (default %(default)s)",
     )
+    p.add_argument(
+        "--phone-size-images",
+        type=lambda v: None if v == "all" else int(v),
+        default=DEFAULT_PHONE_SIZE_IMAGES,
+        help="evaluation images also classified as 12 MP and ~3 MP photos through the served "
+        "path (a seeded subset; 'all'; 0 skips it; default %(default)s)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     return p
 
@@ -61,6 +69,7 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
         data_dir_required=args.data_dir is not None,
         stage=args.stage,
         max_top1_drop=args.max_top1_drop,
+        phone_size_images=args.phone_size_images,
     )
 
 

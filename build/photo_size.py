@@ -1,73 +1,152 @@
-"""Phone-size photos made from the labeled images: what callers send, as the build, the draft
-experiment and the phone benchmark see it.
+"""The served path at phone size: fp32 and the served int8 file on the evaluation images made
+12 MP and ~3 MP (build/phone_photos.py), through service.inference.preprocess with the JPEG
+draft the service uses, against the same images with every pixel decoded.
 
-Phones send 12 MP (4032x3024) and ~3 MP photos; the labeled set is ~500x375. Each image is
-upscaled to a phone size (aspect kept, bicubic), given seeded light noise (sensor grain:
-Gaussian, sigma 2 levels, seeded by the image's name, as a 509-pixel tile repeated: 5x cheaper
-than noise per pixel, and a prime period never lines up with JPEG's 8x8 blocks) and saved as
-JPEG quality 90, 4:2:0, as a phone camera writes it. Same bytes for the same input anywhere.
+Per size: top-1 of fp32 and int8 (per provider) on both paths, and top-1 agreement between the
+paths. The gate: int8's served top-1 may lose at most ``max_top1_drop`` points against fp32 with
+every pixel decoded (the best the model can do on those images), on every provider. A seeded
+subset of the evaluation images keeps the build's time in reason (``images``); the photos are
+cached across builds (``cache``), since making a 12 MP one costs more than classifying it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import math
+import dataclasses
+import os
+import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+import numpy.typing as npt
 
-# name -> pixels; the 12 MP one is exactly 4032x3024 for a 4:3 image.
-PHONE_SIZES: dict[str, int] = {"12mp": 4032 * 3024, "3mp": 2016 * 1512}
-NOISE_SIGMA = 2.0
-NOISE_TILE = 509
-JPEG_QUALITY = 90
+from build.data import LabeledImage
+from build.evaluate import Logits, accuracy, agreement, predict
+from build.phone_photos import PHONE_SIZES, phone_jpegs, phone_size
+from build.sessions import Provider, available_providers, session
+from service.inference.preprocess import PreprocessSpec, preprocess
+from service.model.manifest import PhoneSizeEvaluation, PhoneSizeProvider
 
-
-def phone_size(size: tuple[int, int], pixels: int) -> tuple[int, int]:
-    """``size`` scaled to about ``pixels``, aspect kept."""
-    factor = math.sqrt(pixels / (size[0] * size[1]))
-    return round(size[0] * factor), round(size[1] * factor)
-
-
-def phone_photo(image: Image.Image, pixels: int, seed: int) -> Image.Image:
-    big = image.convert("RGB").resize(phone_size(image.size, pixels), Image.Resampling.BICUBIC)
-    tile = np.random.default_rng(seed).standard_normal((NOISE_TILE, NOISE_TILE, 3))
-    grain = np.rint(tile * NOISE_SIGMA).astype(np.int16)
-    repeats = (math.ceil(big.height / NOISE_TILE), math.ceil(big.width / NOISE_TILE), 1)
-    noisy = np.asarray(big, dtype=np.int16) + np.tile(grain, repeats)[: big.height, : big.width]
-    np.clip(noisy, 0, 255, out=noisy)
-    return Image.fromarray(noisy.astype(np.uint8), "RGB")
+DEFAULT_IMAGES = 100
+SUBSET_SEED = 0
+Pixels = npt.NDArray[np.uint8]
 
 
-def phone_jpeg(data: bytes, pixels: int, seed: int) -> bytes:
-    """The encoded image ``data`` as a phone-size JPEG (quality 90)."""
-    with Image.open(io.BytesIO(data)) as image:
-        photo = phone_photo(image, pixels, seed)
-    out = io.BytesIO()
-    photo.save(out, "JPEG", quality=JPEG_QUALITY)
-    return out.getvalue()
+def default_cache() -> Path:
+    """Where the phone-size photos are kept between builds (XDG's cache folder)."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "imgcls" / "phone-photos"
 
 
-def seed_of(path: Path) -> int:
-    """A seed per image that does not depend on the order images are listed in."""
-    return int.from_bytes(hashlib.sha256(path.name.encode()).digest()[:4], "big")
+def subset(evaluation: Sequence[LabeledImage], images: int | None) -> list[LabeledImage]:
+    """A seeded ``images`` of the evaluation images, in their order (None: all)."""
+    if images is None or images >= len(evaluation):
+        return list(evaluation)
+    chosen = set(random.Random(SUBSET_SEED).sample(range(len(evaluation)), images))
+    return [image for i, image in enumerate(evaluation) if i in chosen]
 
 
-def phone_jpegs(paths: list[Path], size_name: str, cache: Path | None = None) -> list[bytes]:
-    """Every image of ``paths`` at the phone size ``size_name``; written to and read back from
-    ``cache`` (a folder) when given, since a 12 MP one takes ~0.5 s to make."""
-    pixels = PHONE_SIZES[size_name]
-    result = []
-    for path in paths:
-        cached = None if cache is None else cache / size_name / f"{path.stem}.jpg"
-        if cached is not None and cached.is_file():
-            result.append(cached.read_bytes())
-            continue
-        data = phone_jpeg(path.read_bytes(), pixels, seed_of(path))
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_bytes(data)
-        result.append(data)
+def evaluate_phone_sizes(
+    fp32_path: Path,
+    int8_path: Path,
+    evaluation: Sequence[LabeledImage],
+    spec: PreprocessSpec,
+    max_top1_drop: float,
+    gate_applicable: bool,
+    images: int | None = DEFAULT_IMAGES,
+    cache: Path | None = None,
+    providers: Sequence[Provider] | None = None,
+) -> dict[str, PhoneSizeEvaluation]:
+    chosen = subset(evaluation, images)
+    accept = [image.accept for image in chosen]
+    sessions = {"fp32": session(fp32_path, "cpu")} | {
+        provider: session(int8_path, provider) for provider in providers or available_providers()
+    }
+    result = {}
+    for size_name, pixels in PHONE_SIZES.items():
+        jpegs = phone_jpegs([image.path for image in chosen], size_name, cache)
+        served = _pixels(jpegs, spec)
+        full = _pixels(jpegs, dataclasses.replace(spec, draft_margin=None))
+        logits = {
+            name: (predict(s, served, f"{size_name} {name}"), predict(s, full, f"{size_name} full"))
+            for name, s in sessions.items()
+        }
+        gate = max_top1_drop if gate_applicable else float("inf")
+        result[size_name] = _scored(pixels, spec, logits, accept, gate)
     return result
+
+
+def _pixels(jpegs: list[bytes], spec: PreprocessSpec) -> Pixels:
+    return np.stack([preprocess(data, spec) for data in jpegs])
+
+
+def _scored(
+    pixels: int,
+    spec: PreprocessSpec,
+    logits: dict[str, tuple[Logits, Logits]],
+    accept: list[frozenset[int]],
+    max_top1_drop: float,  # inf: untrained weights, where accuracy is chance either way
+) -> PhoneSizeEvaluation:
+    fp32_served, fp32_full = logits.pop("fp32")
+    reference = accuracy(fp32_full, accept)
+
+    def provider(served: Logits, full: Logits) -> PhoneSizeProvider:
+        int8 = accuracy(served, accept)
+        drop = round(reference.top1 - int8.top1, 2)
+        return PhoneSizeProvider(
+            int8=int8,
+            int8_full_decode=accuracy(full, accept),
+            draft_agreement=agreement(served, full),
+            top1_drop_points=drop,
+            passed=drop <= max_top1_drop,
+        )
+
+    per_provider = {name: provider(*pair) for name, pair in logits.items()}
+    width, height = phone_size((4, 3), pixels)
+    return PhoneSizeEvaluation(
+        example_size=f"{width}x{height}",
+        pixels=pixels,
+        images=len(accept),
+        draft_margin=spec.draft_margin,
+        fp32_full_decode=reference,
+        fp32=accuracy(fp32_served, accept),
+        fp32_draft_agreement=agreement(fp32_served, fp32_full),
+        int8_providers=per_provider,
+        passed=all(p.passed for p in per_provider.values()),
+    )
+
+
+def failures(phone_sizes: dict[str, PhoneSizeEvaluation], max_top1_drop: float) -> list[str]:
+    return [
+        f"{size} {name}: served int8 top-1 {p.int8.top1:.2f}% vs fp32 full decode "
+        f"{ev.fp32_full_decode.top1:.2f}% (drop {p.top1_drop_points:.2f} > {max_top1_drop} points)"
+        for size, ev in phone_sizes.items()
+        for name, p in ev.int8_providers.items()
+        if not p.passed
+    ]
+
+
+def report_lines(phone_sizes: dict[str, PhoneSizeEvaluation]) -> list[str]:
+    """The build report's phone-size table (markdown)."""
+    if not phone_sizes:
+        return []
+    first = next(iter(phone_sizes.values()))
+    lines = [
+        f"## Phone-size photos ({first.images} evaluation images, JPEG q90, draft margin "
+        f"{first.draft_margin})",
+        "",
+        "| size | model | provider | top-1 served | top-1 full decode | agreement | drop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ev in phone_sizes.values():
+        lines.append(
+            f"| {ev.example_size} | fp32 | cpu | {ev.fp32.top1:.2f} | "
+            f"{ev.fp32_full_decode.top1:.2f} | {ev.fp32_draft_agreement:.2f} | - |"
+        )
+        lines += [
+            f"| {ev.example_size} | int8 | {name} | {p.int8.top1:.2f} | "
+            f"{p.int8_full_decode.top1:.2f} | {p.draft_agreement:.2f} | "
+            f"{p.top1_drop_points:.2f}{'' if p.passed else ' FAIL'} |"
+            for name, p in ev.int8_providers.items()
+        ]
+    return lines

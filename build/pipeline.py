@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from build import catalog, data, evaluate, export, quantize
+from build import catalog, data, evaluate, export, photo_size, quantize
 from build.catalog import ModelEntry
 from build.errors import BuildError, GateFailed, WeightsUnavailable
 from build.graph import UInt8Classifier
@@ -40,6 +40,7 @@ from service.model.manifest import (
     Manifest,
     ModelInfo,
     OutputSpec,
+    PhoneSizeEvaluation,
     QuantizationInfo,
     file_entry,
     write_manifest,
@@ -67,6 +68,7 @@ class BuildOptions:
     data_dir_required: bool = False  # named explicitly: its absence is an error
     stage: Stage = "all"
     max_top1_drop: float = evaluate.DEFAULT_MAX_TOP1_DROP
+    phone_size_images: int | None = photo_size.DEFAULT_IMAGES  # None: all; 0: skipped
 
 
 class BuildState(BaseModel):
@@ -217,19 +219,39 @@ def run_evaluate(b: Build) -> Manifest:
             gate_applicable=not untrained,
             reference={k: b.model_dir / n for k, n in INT8_NAMES.items() if k != served},
         )
+        phone = _phone_sizes(b, b.model_dir / INT8_NAMES[served], gate_applicable=not untrained)
     state.stage_seconds.update(b.seconds)
-    manifest = _manifest(b, state, state.export, state.quantization, _evaluation_info(b, result))
+    failures = result.failures() + photo_size.failures(phone, b.options.max_top1_drop)
+    info = _evaluation_info(b, result)
+    info = info.model_copy(update={"phone_sizes": phone, "passed": not failures})
+    manifest = _manifest(b, state, state.export, state.quantization, info)
     _log_evaluation(b, result)
-    if not result.passed:
+    log.info("%s: %s", b.entry.name, "\n".join(photo_size.report_lines(phone)))
+    if failures:
         (b.model_dir / MANIFEST_NAME).unlink(missing_ok=True)
         (b.model_dir / REJECTED_NAME).write_text(manifest.model_dump_json(indent=2) + "\n")
-        raise GateFailed(
-            f"{b.entry.name}: int8 failed the accuracy gate: " + "; ".join(result.failures())
-        )
+        raise GateFailed(f"{b.entry.name}: int8 failed the accuracy gate: " + "; ".join(failures))
     (b.model_dir / REJECTED_NAME).unlink(missing_ok=True)
     write_manifest(b.model_dir, manifest)
     log.info("%s: wrote %s", b.entry.name, b.model_dir / MANIFEST_NAME)
     return manifest
+
+
+def _phone_sizes(
+    b: Build, int8_path: Path, gate_applicable: bool
+) -> dict[str, PhoneSizeEvaluation]:
+    if b.options.phone_size_images == 0:
+        return {}
+    return photo_size.evaluate_phone_sizes(
+        b.model_dir / FP32_NAME,
+        int8_path,
+        b.split.evaluation,
+        b.entry.preprocess,
+        b.options.max_top1_drop,
+        gate_applicable,
+        images=b.options.phone_size_images,
+        cache=photo_size.default_cache(),
+    )
 
 
 def _evaluation_info(b: Build, result: evaluate.Evaluation) -> EvaluationInfo:

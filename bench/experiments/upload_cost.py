@@ -34,7 +34,7 @@ from PIL import Image
 
 import service.http.uploads as current
 from bench.config import RESULTS_ROOT
-from build.photo_size import PHONE_SIZES, phone_photo
+from build.phone_photos import PHONE_SIZES, phone_photo
 from service import paths
 from service.limits.body_budget import BodyBudget
 from service.settings import Settings

@@ -62,13 +62,20 @@ SUPPORTED_MEDIA_TYPES: frozenset[str] = frozenset(
 _WHITE = (255, 255, 255)
 
 
+# The JPEG draft: decode at 1/2, 1/4 or 1/8 scale while both sides stay at least this many times
+# resize_size. Chosen by measurement: docs/decisions/jpeg-draft.md.
+DRAFT_MARGIN: float | None = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class PreprocessSpec:
     """Resize the shorter side to ``resize_size`` (bilinear), then centre-crop ``crop_size``:
-    the torchvision ImageNet evaluation transform, without the normalisation."""
+    the torchvision ImageNet evaluation transform, without the normalisation. A JPEG is first
+    decoded at reduced scale as ``draft_margin`` allows (None: every pixel decoded)."""
 
     resize_size: int = 256
     crop_size: int = 224
+    draft_margin: float | None = DRAFT_MARGIN
 
 
 def check_media_type(content_type: str | None) -> None:
@@ -191,11 +198,12 @@ def _to_rgb(image: Image.Image, wide_scale: int) -> Image.Image:
 
 def draft(image: Image.Image, spec: PreprocessSpec) -> None:
     """For JPEG, let libjpeg downscale in the DCT domain by 1/2, 1/4 or 1/8 while both sides
-    stay >= resize_size: a 1920x1080 photo decodes about 2x faster, into a quarter of the
-    memory, and the bilinear resize that follows sees nearly the same pixels. Reads no pixels;
-    ``image.size`` is the size that will be decoded afterwards."""
-    if image.format == "JPEG":
-        image.draft("RGB", (spec.resize_size, spec.resize_size))
+    stay >= draft_margin x resize_size: a 12 MP photo decodes several times faster, into a
+    fraction of the memory, and the bilinear resize that follows sees nearly the same pixels.
+    Reads no pixels; ``image.size`` is the size that will be decoded afterwards."""
+    if image.format == "JPEG" and spec.draft_margin is not None:
+        side = math.ceil(spec.resize_size * spec.draft_margin)
+        image.draft("RGB", (side, side))
 
 
 def decode(image: Image.Image) -> Image.Image:

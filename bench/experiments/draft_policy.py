@@ -1,0 +1,188 @@
+"""The JPEG draft policy, chosen by measurement (issue 19, item 2): per policy, top-1 and
+agreement with a full decode on the evaluation images at both phone sizes, on both providers,
+and the CPU time per image.
+
+- Policies (PreprocessSpec.draft_margin): ``1x`` (the draft until now: both decoded sides stay
+  >= resize_size), ``2x``, ``3x`` (>= 2 or 3 times it), ``none`` (every pixel: the reference).
+- Images: build.data's seeded evaluation split (400), made phone-size by build.phone_photos (12 MP,
+  ~3 MP; cached in bench/results/.cache/phone).
+- Models: each model's served int8 file for this CPU, on the CPU provider and on OpenVINO.
+  efficientnet_lite0 is trained: top-1 and agreement; resnet18 here has random weights:
+  agreement only.
+- CPU: thread CPU ms of service.inference.preprocess.preprocess per image (decode + resize +
+  crop), median of interleaved rounds over --cost-images images.
+- Rule: the fastest policy whose agreement is >= 99.5 % and whose top-1 is within 0.3 points of
+  the full decode's, for the trained model at every size on every provider.
+
+    python -m bench.experiments.draft_policy [--images 400] [--cost-images 48] [--rounds 5]
+
+Writes bench/results/draft_policy.json and prints the table of docs/decisions/jpeg-draft.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from bench.config import CACHE_DIR, RESULTS_ROOT, model_file
+from build.data import imagenet_split
+from build.evaluate import accuracy, agreement, predict
+from build.phone_photos import PHONE_SIZES, phone_jpegs
+from build.sessions import available_providers, session
+from service import paths
+from service.inference.preprocess import PreprocessSpec, draft, open_image, preprocess
+
+POLICIES: dict[str, float | None] = {"1x": 1.0, "2x": 2.0, "3x": 3.0, "none": None}
+REFERENCE = "none"
+MIN_AGREEMENT = 99.5
+MAX_TOP1_LOSS = 0.3
+TRAINED = "efficientnet_lite0"
+MODELS = (TRAINED, "resnet18")
+Pixels = npt.NDArray[np.uint8]
+
+
+def spec(policy: str) -> PreprocessSpec:
+    return PreprocessSpec(draft_margin=POLICIES[policy])
+
+
+def decoded_size(data: bytes, policy: str) -> str:
+    """The size the policy decodes a JPEG at (after DCT scaling)."""
+    image = open_image(data, 10**9)
+    draft(image, spec(policy))
+    return f"{image.width}x{image.height}"
+
+
+def pixels_of(datas: list[bytes], policy: str) -> Pixels:
+    return np.stack([preprocess(d, spec(policy)) for d in datas])
+
+
+def cpu_ms(datas: list[bytes], policy: str) -> float:
+    """Median thread CPU ms per image."""
+    times = []
+    for data in datas:
+        start = time.thread_time()
+        preprocess(data, spec(policy))
+        times.append(time.thread_time() - start)
+    return 1e3 * statistics.median(times)
+
+
+def cost(datas: list[bytes], rounds: int) -> dict[str, float]:
+    samples: dict[str, list[float]] = {p: [] for p in POLICIES}
+    for _ in range(rounds):  # interleaved: a noisy neighbour slows every policy alike
+        for policy in POLICIES:
+            samples[policy].append(cpu_ms(datas, policy))
+    return {p: round(statistics.median(v), 2) for p, v in samples.items()}
+
+
+def scores(
+    pixels: dict[str, Pixels], accept: list[frozenset[int]], model_dir: Path, trained: bool
+) -> dict[str, Any]:
+    """Per provider and policy: top-1 (trained model only) and agreement with the reference."""
+    result: dict[str, Any] = {}
+    for provider in available_providers():
+        sess = session(model_file(model_dir, "int8"), provider)
+        logits = {p: predict(sess, pixels[p], f"{model_dir.name}/{provider}/{p}") for p in pixels}
+        result[provider] = {
+            p: {
+                "top1": accuracy(logits[p], accept).top1 if trained else None,
+                "agreement": agreement(logits[p], logits[REFERENCE]),
+            }
+            for p in pixels
+        }
+    return result
+
+
+def qualifies(row: dict[str, Any], reference: dict[str, Any]) -> bool:
+    return bool(
+        row["agreement"] >= MIN_AGREEMENT and row["top1"] >= reference["top1"] - MAX_TOP1_LOSS
+    )
+
+
+def choose(results: dict[str, Any]) -> str:
+    """The fastest policy that meets the bar for the trained model everywhere."""
+    good = [
+        policy
+        for policy in POLICIES
+        if all(
+            qualifies(rows[policy], rows[REFERENCE])
+            for size in results["sizes"].values()
+            for rows in size["models"][TRAINED].values()
+        )
+    ]
+    twelve = results["sizes"]["12mp"]["cpu_ms"]
+    return min(good, key=lambda policy: twelve[policy])
+
+
+def measure_size(
+    size_name: str, paths_: list[Path], accept: list[frozenset[int]], args: argparse.Namespace
+) -> dict[str, Any]:
+    datas = phone_jpegs(paths_, size_name, cache=CACHE_DIR / "phone")
+    first = Image.open(io.BytesIO(datas[0]))
+    entry: dict[str, Any] = {
+        "example": f"{first.width}x{first.height}",
+        "mean_file_mb": round(sum(map(len, datas)) / len(datas) / 1e6, 2),
+        "decoded": {p: decoded_size(datas[0], p) for p in POLICIES},
+        "cpu_ms": cost(datas[: args.cost_images], args.rounds),
+    }
+    print(size_name, json.dumps({k: entry[k] for k in ("decoded", "cpu_ms")}), flush=True)
+    pixels = {p: pixels_of(datas, p) for p in POLICIES}
+    entry["models"] = {
+        name: scores(pixels, accept, args.artifacts_dir / name, name == TRAINED) for name in MODELS
+    }
+    print(size_name, json.dumps(entry["models"]), flush=True)
+    return entry
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        "| size | policy | decoded | CPU ms/image | model | provider | top-1 % | agreement % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for size_name, size in results["sizes"].items():
+        for policy in POLICIES:
+            for model, providers in size["models"].items():
+                for provider, rows in providers.items():
+                    row = rows[policy]
+                    top1 = "-" if row["top1"] is None else f"{row['top1']:.2f}"
+                    lines.append(
+                        f"| {size_name} | {policy} | {size['decoded'][policy]} | "
+                        f"{size['cpu_ms'][policy]:.1f} | {model} | {provider} | {top1} | "
+                        f"{row['agreement']:.2f} |"
+                    )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=400, help="evaluation images (all: 400)")
+    p.add_argument("--cost-images", type=int, default=48)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--data-dir", type=Path, default=paths.data_dir())
+    p.add_argument("--artifacts-dir", type=Path, default=paths.artifacts_dir())
+    p.add_argument("--out", type=Path, default=RESULTS_ROOT / "draft_policy.json")
+    args = p.parse_args()
+    evaluation = imagenet_split(args.data_dir).evaluation[: args.images]
+    paths_ = [image.path for image in evaluation]
+    accept = [image.accept for image in evaluation]
+    results: dict[str, Any] = {"images": len(paths_), "load_average_start": os.getloadavg()}
+    results["sizes"] = {size: measure_size(size, paths_, accept, args) for size in PHONE_SIZES}
+    results["chosen"] = choose(results)
+    results["load_average_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+    print("chosen:", results["chosen"])
+
+
+if __name__ == "__main__":
+    main()
