@@ -5,10 +5,12 @@ and the CPU time per image.
 - Policies (PreprocessSpec.draft_margin): ``1x`` (the draft until now: both decoded sides stay
   >= resize_size), ``2x``, ``3x`` (>= 2 or 3 times it), ``none`` (every pixel: the reference).
 - Images: build.data's seeded evaluation split (400), made phone-size by build.phone_photos (12 MP,
-  ~3 MP; cached in bench/results/.cache/phone).
-- Models: each model's served int8 file for this CPU, on the CPU provider and on OpenVINO.
-  efficientnet_lite0 is trained: top-1 and agreement; resnet18 here has random weights:
-  agreement only.
+  ~3 MP; cached where the build keeps them, build.photo_size.default_cache()).
+- Models: each model's served int8 file for this CPU, and efficientnet_lite0's fp32, on the CPU
+  provider and on OpenVINO. efficientnet_lite0 is trained: top-1 and agreement; resnet18 here
+  has random weights: agreement only.
+- Floor: the full decode's model input with seeded +-1 level noise, the smallest change of the
+  input there is: how often a model's top-1 moves under any change of its input at all.
 - CPU: thread CPU ms of service.inference.preprocess.preprocess per image (decode + resize +
   crop), median of interleaved rounds over --cost-images images.
 - Rule: the fastest policy whose agreement is >= 99.5 % and whose top-1 is within 0.3 points of
@@ -34,20 +36,32 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from bench.config import CACHE_DIR, RESULTS_ROOT, model_file
+from bench.config import RESULTS_ROOT, model_file
 from build.data import imagenet_split
 from build.evaluate import accuracy, agreement, predict
 from build.phone_photos import PHONE_SIZES, phone_jpegs
+from build.photo_size import default_cache
 from build.sessions import available_providers, session
 from service import paths
-from service.inference.preprocess import PreprocessSpec, draft, open_image, preprocess
+from service.inference.preprocess import (
+    PreprocessSpec,
+    draft,
+    open_image,
+    preprocess,
+)
 
 POLICIES: dict[str, float | None] = {"1x": 1.0, "2x": 2.0, "3x": 3.0, "none": None}
 REFERENCE = "none"
 MIN_AGREEMENT = 99.5
 MAX_TOP1_LOSS = 0.3
-TRAINED = "efficientnet_lite0"
-MODELS = (TRAINED, "resnet18")
+FLOOR = "floor"
+TRAINED = "efficientnet_lite0 int8"
+# label -> (model folder, precision)
+MODELS: dict[str, tuple[str, str]] = {
+    TRAINED: ("efficientnet_lite0", "int8"),
+    "efficientnet_lite0 fp32": ("efficientnet_lite0", "fp32"),
+    "resnet18 int8": ("resnet18", "int8"),
+}
 Pixels = npt.NDArray[np.uint8]
 
 
@@ -64,6 +78,14 @@ def decoded_size(data: bytes, policy: str) -> str:
 
 def pixels_of(datas: list[bytes], policy: str) -> Pixels:
     return np.stack([preprocess(d, spec(policy)) for d in datas])
+
+
+def floor_pixels(reference: Pixels) -> Pixels:
+    """The full decode's model input with seeded +-1 level noise: the smallest change of the
+    input there is (a draft changes it by 0.2-3 levels on average)."""
+    noise = np.random.default_rng(0).integers(-1, 2, reference.shape, dtype=np.int16)
+    nudged: Pixels = np.clip(reference.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    return nudged
 
 
 def cpu_ms(datas: list[bytes], policy: str) -> float:
@@ -85,13 +107,14 @@ def cost(datas: list[bytes], rounds: int) -> dict[str, float]:
 
 
 def scores(
-    pixels: dict[str, Pixels], accept: list[frozenset[int]], model_dir: Path, trained: bool
+    pixels: dict[str, Pixels], accept: list[frozenset[int]], model: str, trained: bool, args: Any
 ) -> dict[str, Any]:
     """Per provider and policy: top-1 (trained model only) and agreement with the reference."""
+    folder, precision = MODELS[model]
     result: dict[str, Any] = {}
     for provider in available_providers():
-        sess = session(model_file(model_dir, "int8"), provider)
-        logits = {p: predict(sess, pixels[p], f"{model_dir.name}/{provider}/{p}") for p in pixels}
+        sess = session(model_file(args.artifacts_dir / folder, precision), provider)
+        logits = {p: predict(sess, pixels[p], f"{model}/{provider}/{p}") for p in pixels}
         result[provider] = {
             p: {
                 "top1": accuracy(logits[p], accept).top1 if trained else None,
@@ -126,7 +149,7 @@ def choose(results: dict[str, Any]) -> str:
 def measure_size(
     size_name: str, paths_: list[Path], accept: list[frozenset[int]], args: argparse.Namespace
 ) -> dict[str, Any]:
-    datas = phone_jpegs(paths_, size_name, cache=CACHE_DIR / "phone")
+    datas = phone_jpegs(paths_, size_name, cache=default_cache())
     first = Image.open(io.BytesIO(datas[0]))
     entry: dict[str, Any] = {
         "example": f"{first.width}x{first.height}",
@@ -136,8 +159,9 @@ def measure_size(
     }
     print(size_name, json.dumps({k: entry[k] for k in ("decoded", "cpu_ms")}), flush=True)
     pixels = {p: pixels_of(datas, p) for p in POLICIES}
+    pixels[FLOOR] = floor_pixels(pixels[REFERENCE])
     entry["models"] = {
-        name: scores(pixels, accept, args.artifacts_dir / name, name == TRAINED) for name in MODELS
+        name: scores(pixels, accept, name, not name.startswith("resnet18"), args) for name in MODELS
     }
     print(size_name, json.dumps(entry["models"]), flush=True)
     return entry
@@ -149,15 +173,16 @@ def table(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for size_name, size in results["sizes"].items():
-        for policy in POLICIES:
+        for policy in [*POLICIES, FLOOR]:
+            decoded = size["decoded"].get(policy, "every pixel; input +-1")
+            cpu = f"{size['cpu_ms'][policy]:.1f}" if policy in size["cpu_ms"] else "-"
             for model, providers in size["models"].items():
                 for provider, rows in providers.items():
                     row = rows[policy]
                     top1 = "-" if row["top1"] is None else f"{row['top1']:.2f}"
                     lines.append(
-                        f"| {size_name} | {policy} | {size['decoded'][policy]} | "
-                        f"{size['cpu_ms'][policy]:.1f} | {model} | {provider} | {top1} | "
-                        f"{row['agreement']:.2f} |"
+                        f"| {size_name} | {policy} | {decoded} | {cpu} | {model} | {provider} | "
+                        f"{top1} | {row['agreement']:.2f} |"
                     )
     return "\n".join(lines)
 
