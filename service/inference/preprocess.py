@@ -134,14 +134,31 @@ def _resample_mode(image: Image.Image) -> str:
     """The mode ``image`` is resampled in: its own, or the one it is converted to first."""
     if image.mode in _RESAMPLABLE:
         return image.mode
-    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("PA", "RGBa", "La"):
+    if image.mode in ("PA", "RGBa", "La"):
         return "RGBA"
-    return "RGB"
+    return "RGB"  # a palette's transparency is composited in the palette first
 
 
 def _resamplable(image: Image.Image) -> Image.Image:
+    if image.mode == "P" and "transparency" in image.info:
+        _palette_on_white(image)
     target = _resample_mode(image)
     return image if target == image.mode else image.convert(target)
+
+
+def _palette_on_white(image: Image.Image) -> None:
+    """Composite a palette image's transparency on white in its palette, in place: the same
+    pixels as compositing after the resize (both are linear), from one RGB copy instead of an
+    RGBA one, its premultiplied copy and Pillow's intermediate (5 bytes per pixel, not 9)."""
+    colours = np.array(image.getpalette("RGB") or [], dtype=np.float64).reshape(-1, 3)
+    alpha = np.full(len(colours), 255.0)
+    transparency = image.info.pop("transparency")
+    if isinstance(transparency, bytes):
+        alpha[: len(transparency)] = np.frombuffer(transparency, np.uint8)[: len(colours)]
+    elif isinstance(transparency, int) and transparency < len(colours):
+        alpha[transparency] = 0.0
+    blended = colours * (alpha[:, None] / 255.0) + 255.0 * (1.0 - alpha[:, None] / 255.0)
+    image.putpalette(np.rint(blended).astype(np.uint8).tobytes(), "RGB")
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -59,6 +59,7 @@ CASES = {
     "png_rgb": (("PNG", {}, "RGB"), 4.0),
     "png_l": (("PNG", {}, "L"), 1.0),
     "gif_palette": (("GIF", {}, "P"), 5.0),  # converted to RGB: both exist for a moment
+    "png_palette_transparent": (("PNG", {"transparency": 0}, "P"), 5.0),  # on white in palette
     "jpeg_rgb": (("JPEG", {}, "RGB"), 4.0),
     "jpeg_rgb_rotated": (("JPEG", {"exif": rotated()}, "RGB"), 8.0),  # transposed: a copy
     "jpeg_cmyk": (("JPEG", {}, "CMYK"), 8.0),

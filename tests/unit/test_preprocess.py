@@ -280,3 +280,22 @@ def test_a_lossless_heic_or_avif_decodes_to_the_pngs_pixels(
     )
     pixels = preprocess(encode(photo, fmt, **params), SPEC).astype(int)
     assert np.abs(pixels - reference).mean() < 1
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "GIF"])
+def test_a_palette_with_partial_transparency_is_composited_as_its_rgba_would_be(fmt: str) -> None:
+    """Composited in the palette (5 bytes per pixel to decode, not 9), the same pixels as the
+    RGBA image composited on white, to within rounding."""
+    rng = np.random.default_rng(3)
+    image = Image.fromarray(rng.integers(0, 256, (60, 80), dtype=np.uint8), "P")
+    image = image.resize((400, 300), Image.Resampling.NEAREST)
+    image.putpalette(rng.integers(0, 256, 768, dtype=np.uint8).tobytes())
+    alphas = rng.integers(0, 256, 256, dtype=np.uint8).tobytes() if fmt == "PNG" else None
+    params = {"transparency": alphas} if alphas else {"transparency": 7}
+    data = encode(image, fmt, **params)
+    with Image.open(io.BytesIO(data)) as reopened:
+        rgba = reopened.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    expected = resize_crop(Image.alpha_composite(white, rgba).convert("RGB"), SPEC)
+    pixels = preprocess(data, SPEC).astype(int)
+    assert np.abs(pixels - np.asarray(expected, dtype=int)).max() <= 2
