@@ -12,8 +12,10 @@ cached across builds (``cache``), since making a 12 MP one costs more than class
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from service.inference.preprocess import PreprocessSpec, preprocess
 from service.model.manifest import PhoneSizeEvaluation, PhoneSizeProvider
 
 DEFAULT_IMAGES = 100
+log = logging.getLogger("build")
 SUBSET_SEED = 0
 Pixels = npt.NDArray[np.uint8]
 
@@ -57,6 +60,7 @@ def evaluate_phone_sizes(
     cache: Path | None = None,
     providers: Sequence[Provider] | None = None,
 ) -> dict[str, PhoneSizeEvaluation]:
+    started = time.monotonic()
     chosen = subset(evaluation, images)
     accept = [image.accept for image in chosen]
     sessions = {"fp32": session(fp32_path, "cpu")} | {
@@ -73,6 +77,7 @@ def evaluate_phone_sizes(
         }
         gate = max_top1_drop if gate_applicable else float("inf")
         result[size_name] = _scored(pixels, spec, logits, accept, gate)
+    log.info("phone-size evaluation: %d images, %.0f s", len(chosen), time.monotonic() - started)
     return result
 
 
