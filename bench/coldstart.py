@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import httpx
 
 from bench.config import BenchConfig, load_jpegs, run_benchmark
-from bench.loadgen import CLASSIFY_PATH, HEADERS
+from bench.loadgen.http1 import CLASSIFY_PATH, HEADERS
 from bench.report import Section, bar, fmt, median_of, table
 from bench.servers import ServerSpec, peer_spec, prepare_flask, running, service_spec
 

@@ -10,21 +10,18 @@ admitted requests' latency against the request deadline. Targets (issue 7): good
 of capacity, 503 p99 < 10 ms, admitted p99 within the deadline.
 
 The load generator shares the server's cores, so its own CPU is taken from the server: the C
-generator (bench/nativegen.py) is used where a C compiler builds it, the Python one otherwise or
-with IMGCLS_BENCH_LOADGEN=python; the report names it and shows its CPU at each load.
+generator (bench/loadgen/native.py) is used where a C compiler builds it, the Python one
+otherwise or with IMGCLS_BENCH_LOADGEN=python; the report names it and shows its CPU at each load.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from dataclasses import dataclass, replace
-from typing import Protocol
 
 from bench.config import BenchConfig, load_jpegs, run_benchmark
-from bench.loadgen import Mode, Outcome, RawSender, Step, closed_loop, open_loop
-from bench.nativegen import NativeGenerator, build
+from bench.loadgen.loops import Generator, generator
+from bench.loadgen.outcomes import Outcome
 from bench.report import Section, Summary, fmt, summarize, table, verdict
 from bench.servers import running, service_spec
 
@@ -103,53 +100,6 @@ def _from_send(outcomes: list[Outcome], status: int) -> Summary:
     return summarize([o.latency_ms - o.sent_late_ms for o in outcomes if o.status == status])
 
 
-class Generator(Protocol):
-    about: str
-    cpu_s: float  # its CPU over every step so far
-
-    async def step(
-        self, mode: Mode, amount: float, duration_s: float, max_outstanding: int
-    ) -> Step: ...
-
-    async def aclose(self) -> None: ...
-
-
-class PythonGenerator:
-    """bench.loadgen's RawSender with its closed and open loops, in this process."""
-
-    about = RawSender.about
-
-    def __init__(self, url: str, bodies: list[bytes]) -> None:
-        self.sender = RawSender(url, 512)
-        self.bodies = bodies
-        self.cpu_s = 0.0
-
-    async def step(
-        self, mode: Mode, amount: float, duration_s: float, max_outstanding: int
-    ) -> Step:
-        started = time.process_time()
-        try:
-            if mode == "closed":
-                return await closed_loop(self.sender.post, self.bodies, int(amount), duration_s)
-            return await open_loop(
-                self.sender.post, self.bodies, amount, duration_s, max_outstanding
-            )
-        finally:
-            self.cpu_s += time.process_time() - started
-
-    async def aclose(self) -> None:
-        await self.sender.aclose()
-
-
-def generator(cfg: BenchConfig, url: str, bodies: list[bytes]) -> Generator:
-    """The C generator where it builds, unless IMGCLS_BENCH_LOADGEN=python."""
-    if os.environ.get("IMGCLS_BENCH_LOADGEN", "native") != "python":
-        exe = build(cfg.out_dir / "bin")
-        if exe is not None:
-            return NativeGenerator(exe, url, bodies)
-    return PythonGenerator(url, bodies)
-
-
 async def measure(
     load: Generator, seconds: float, multiples: tuple[float, ...]
 ) -> list[OverloadResult]:
@@ -213,7 +163,8 @@ def run(cfg: BenchConfig) -> Section:
     env = {"IMGCLS_QUEUE_CAPACITY": str(QUEUE_CAPACITY), "IMGCLS_LOG_LEVEL": "info"}
     spec = replace(spec, env=spec.env | env)
     with running(cfg, spec) as server:
-        load = generator(cfg, server.url + "/v1/classify", load_jpegs(cfg.data_dir, 64))
+        bodies = load_jpegs(cfg.data_dir, 64)
+        load = generator(cfg.out_dir / "bin", server.url + "/v1/classify", bodies)
         results = asyncio.run(measure(load, seconds, multiples))
     section.data["overload"] = results
     section.add(

@@ -1,12 +1,17 @@
-"""Every benchmark, one results folder, one report, with a progress bar each. The report opens
-with a summary: the write-up's table beside our measurements of the same rows (cells each
-benchmark puts in its Section.writeup; a dash where its benchmark did not run), how far past it
-we go, then what the benchmarks add for it (the issue targets).
+"""The suite: every section of `make bench`, one results folder, one report, with a progress
+bar each. The report opens with a summary: the write-up's table beside our measurements of the
+same rows (cells each section puts in its Section.writeup; a dash where its section did not
+run), how far past it we go, then what the sections add for it (the issue targets).
 
-    python -m bench.run_all [--quick] [--out DIR] [--only engines,http,...]
+    python -m bench.run_all [--quick] [--out DIR] [--only http,peers,...] [--all]
 
-Full run: about 10 minutes on the 2-core machine; --quick: under 2 minutes, checks only.
-Exit status 1 when any benchmark failed (its section says why; the others still run).
+A section is a function ``run(cfg) -> Section``, listed in SUITE (what `make bench` runs, in
+order) or in EXPERIMENTS (sections of bench/experiments/ a report can include: --only NAME, or
+--all). A new workload (a phone-size photo set, a cache benchmark) is a new module whose run()
+is added to SUITE here.
+
+Full suite: about 10 minutes on the 2-core machine; --quick: under 2 minutes, checks only.
+Exit status 1 when any section failed (it says why; the others still run).
 """
 
 from __future__ import annotations
@@ -16,21 +21,28 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from bench import accuracy, coldstart, engines, http, inprocess, overload, soak, v2
+from bench import coldstart, overload, soak
 from bench.config import BenchConfig, config_from_args, parser
+from bench.experiments import accuracy, engines, http, inprocess, v2
+from bench.peers import benchmark as peers
 from bench.report import TARGETS, Section, fmt, machine_info, save_section_data, table, write_report
 
-BENCHMARKS: dict[str, Callable[[BenchConfig], Section]] = {
+Run = Callable[[BenchConfig], Section]
+SUITE: dict[str, Run] = {
+    # The engines in-process give the write-up table its rows (eager, TorchScript, ORT, int8).
     "engines": engines.run,
-    "accuracy": accuracy.run,
-    "inprocess": inprocess.run,
-    "http": http.run,
-    "peers": http.run_peers,
+    "peers": peers.run,
     "coldstart": coldstart.run,
     "overload": overload.run,
     "soak": soak.run,
-    "v2": v2.run,
 }
+EXPERIMENTS: dict[str, Run] = {
+    "http": http.run,  # the service against its own pieces in-process, by batching and provider
+    "v2": v2.run,  # the Open Inference Protocol's transports at saturation
+    "accuracy": accuracy.run,  # the quantized variants' top-1
+    "inprocess": inprocess.run,  # the Classifier without HTTP, by settings
+}
+BENCHMARKS: dict[str, Run] = {**SUITE, **EXPERIMENTS}
 
 
 W = TARGETS["writeup"]
@@ -81,10 +93,11 @@ def run_one(cfg: BenchConfig, name: str) -> tuple[Section, bool]:
 
 
 def main() -> int:
-    args_parser = parser("All benchmarks, one report")
-    args_parser.add_argument("--only", default=",".join(BENCHMARKS), help="comma-separated subset")
+    args_parser = parser("The benchmark suite, one report")
+    args_parser.add_argument("--only", default=",".join(SUITE), help="comma-separated sections")
+    args_parser.add_argument("--all", action="store_true", help="the suite and the experiments")
     args = args_parser.parse_args()
-    names = [n for n in args.only.split(",") if n]
+    names = list(BENCHMARKS) if args.all else [n for n in args.only.split(",") if n]
     if unknown := set(names) - set(BENCHMARKS):
         args_parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     cfg = config_from_args(args)

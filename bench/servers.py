@@ -1,5 +1,5 @@
 """The servers the HTTP benchmarks compare, and how one is measured: start it in its own
-process and wait for readiness (a bounded poll), run the load generator in a SEPARATE process per
+process and wait for readiness (bench.launch), run the load generator in a SEPARATE process per
 step (the client must not share the server's interpreter), and sample the server's CPU and RSS
 meanwhile with psutil."""
 
@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import socket
 import subprocess
 import threading
 import time
@@ -18,37 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil  # type: ignore[import-untyped]
 from tqdm import tqdm
 
+from bench import launch
 from bench.config import BenchConfig, model_file
-from bench.loadgen import STEP_HEADERS, StepResult, step_row
-from bench.report import line_plot, table
+from bench.launch import Started
+from bench.loadgen.outcomes import STEP_HEADERS, StepResult, step_row
+from bench.report import fmt, line_plot, table
 from service.model.manifest import load_manifest
-
-
-class ChildFailed(RuntimeError):
-    """A child process died or did not become ready in time; the message carries its log tail."""
-
-    def __init__(self, log: Path, what: str) -> None:
-        try:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        except OSError:
-            tail = ""
-        super().__init__(f"{log.stem} {what}:\n{tail}")
-
-
-def stop(proc: subprocess.Popen[Any], terminate: bool = True, timeout_s: float = 15) -> None:
-    """SIGTERM (unless it was told to quit another way), then SIGKILL after ``timeout_s``."""
-    if proc.poll() is None:
-        if terminate:
-            proc.terminate()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass(frozen=True)
@@ -111,43 +87,14 @@ def prepare_flask(cfg: BenchConfig) -> None:
     subprocess.run([cfg.python, "-c", code], check=True, capture_output=True)
 
 
-@dataclass(frozen=True)
-class Server:
-    proc: subprocess.Popen[bytes]
-    url: str
-    ready_s: float  # from just before the process was spawned to its first 200 from /readyz
-
-
 @contextmanager
-def running(cfg: BenchConfig, spec: ServerSpec) -> Iterator[Server]:
-    with socket.socket() as sock:  # a free port
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+def running(cfg: BenchConfig, spec: ServerSpec) -> Iterator[Started]:
+    port = launch.free_port()
     cmd = [cfg.python, "-m", spec.module, *spec.args]
     cmd += [] if spec.module == "service" else [f"--port={port}"]
-    env = {**os.environ, **spec.env, "IMGCLS_PORT": str(port), "IMGCLS_HOST": "127.0.0.1"}
-    log = cfg.log(spec.name)
-    with log.open("wb") as log_file:
-        started = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        yield Server(proc, url, _wait_ready(proc, url, log, started))
-    finally:
-        stop(proc)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, started: float) -> float:
-    """Poll /readyz every 10 ms until it answers 200 (120 s at most); seconds since ``started``."""
-    with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < started + 120:
-            if proc.poll() is not None:
-                raise ChildFailed(log, f"exited with {proc.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if client.get(url + "/readyz").status_code == 200:
-                    return time.monotonic() - started
-            time.sleep(0.01)
-    raise ChildFailed(log, "was not ready within 120 s")
+    env = {**spec.env, "IMGCLS_PORT": str(port), "IMGCLS_HOST": "127.0.0.1"}
+    with launch.started(cmd, port, cfg.log(spec.name), env) as server:
+        yield server
 
 
 @dataclass(frozen=True)
@@ -162,7 +109,7 @@ class Load:
 
 
 def load_step(
-    cfg: BenchConfig, server: Server, duration_s: float, arg: str, warmup_s: float = 0.0
+    cfg: BenchConfig, server: Started, duration_s: float, arg: str, warmup_s: float = 0.0
 ) -> StepResult:
     """One load step (``arg``: --concurrency=N or --rate=R) from a fresh client process; the
     loadgen result plus the server's CPU use (cores) and peak RSS over the step."""
@@ -213,6 +160,25 @@ def measure_server(cfg: BenchConfig, spec: ServerSpec, load: Load, progress: tqd
             steps.append(load_step(cfg, server, load.duration_s, f"--rate={rate}"))
             progress.update(1)
     return ServerResult(spec.name, spec.description, server.ready_s, steps, capacity)
+
+
+def breakdown(name: str, step: StepResult) -> str:
+    """Where one step's time went, measured: the Server-Timing phases, the rest of the server's
+    own total, the HTTP + client share, and CPU per request on both sides."""
+    phases, mean = step.phases_ms, step.latency_ms["mean"]
+    text = f"{name} at {step.load}: {step.throughput_rps:.1f} req/s, mean {mean:.1f} ms"
+    if "total" in phases:
+        named = sum(phases.get(k, 0.0) for k in ("decode", "queue", "inference"))
+        text += (
+            f" = decode {fmt(phases.get('decode'))} + queue {fmt(phases.get('queue'))} + "
+            f"inference {fmt(phases.get('inference'))} + other in-server "
+            f"{fmt(phases['total'] - named)} + HTTP/transport/client {fmt(mean - phases['total'])}"
+        )
+    return (
+        text + f"; server CPU {step.server_cpu_cores:.2f} cores = "
+        f"{step.server_cpu_ms_per_request:.1f} ms/req, client CPU "
+        f"{step.client_cpu_ms_per_request:.2f} ms/req"
+    )
 
 
 def steps_table(results: list[ServerResult]) -> str:

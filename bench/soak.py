@@ -23,8 +23,10 @@ from pathlib import Path
 import httpx
 
 from bench.config import BenchConfig, load_jpegs, run_benchmark
+from bench.launch import Started
+from bench.loadgen.http1 import CLASSIFY_PATH, exchange_once
 from bench.report import Section, Summary, fmt, line_plot, summarize, table, verdict
-from bench.servers import Server, running, service_spec
+from bench.servers import running, service_spec
 
 MODEL = "efficientnet_lite0"
 VALID_USERS = 4
@@ -51,49 +53,10 @@ class Tally:
         self.statuses.setdefault(kind, Counter())[status] += 1
 
 
-class Caller:
-    """One HTTP/1.1 exchange per call on a fresh connection: the chaos kinds close theirs, and
-    a fresh connection keeps one kind's misbehaviour from touching another's."""
-
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("http://").split(":")
-        self.host, self.port = host, int(port)
-
-    def head(self, length: int, content_type: str = "image/jpeg") -> bytes:
-        return (
-            f"POST /v1/classify HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
-        ).encode()
-
-    async def exchange(
-        self, pieces: list[bytes], pause_s: float = 0.0, length: int = -1, hang_up: bool = False
-    ) -> str:
-        """Send ``pieces`` (pausing between them) under a Content-Length of ``length`` (default:
-        theirs), read the status; 'gone' if we ``hang_up`` instead, or the error's name."""
-        body_length = sum(map(len, pieces)) if length < 0 else length
-        try:
-            reader, writer = await asyncio.open_connection(self.host, self.port)
-        except OSError as exc:
-            return type(exc).__name__
-        try:
-            writer.write(self.head(body_length))
-            for piece in pieces:
-                writer.write(piece)
-                await writer.drain()
-                if pause_s:
-                    await asyncio.sleep(pause_s)
-            if hang_up:
-                return "gone"
-            status_line = await reader.readline()
-            return status_line.split(b" ")[1].decode() if status_line else "closed"
-        except (OSError, IndexError) as exc:
-            return type(exc).__name__
-        finally:
-            writer.close()
-
-
 async def chaos(url: str, photos: list[bytes], seconds: float, tally: Tally) -> None:
-    caller, rng, stop = Caller(url), random.Random(0), time.monotonic() + seconds
+    """Every kind of caller at once, each on a fresh connection per request (a fresh
+    connection keeps one kind's misbehaviour from touching another's)."""
+    rng, stop, url = random.Random(0), time.monotonic() + seconds, url + CLASSIFY_PATH
 
     async def loop(kind: str, call: Callable[[bytes], Awaitable[str]]) -> None:
         index = 0
@@ -110,30 +73,36 @@ async def chaos(url: str, photos: list[bytes], seconds: float, tally: Tally) -> 
 
     def noise(photo: bytes) -> Awaitable[str]:
         junk = rng.randbytes(2048) if rng.random() < 0.5 else photo[: len(photo) // 3]
-        return caller.exchange([junk])
+        return exchange_once(url, [junk])
 
     def slow(photo: bytes) -> Awaitable[str]:
         step = len(photo) // 20 + 1
-        return caller.exchange([photo[i : i + step] for i in range(0, len(photo), step)], 0.05)
+        return exchange_once(url, [photo[i : i + step] for i in range(0, len(photo), step)], 0.05)
+
+    def hang_up(photo: bytes) -> Awaitable[str]:
+        return exchange_once(url, [photo[:1000]], length=len(photo), hang_up=True)
 
     await asyncio.gather(
-        *(loop("valid", lambda p: caller.exchange([p])) for _ in range(VALID_USERS)),
+        *(loop("valid", lambda p: exchange_once(url, [p])) for _ in range(VALID_USERS)),
         loop("invalid", noise),
-        loop("oversized", lambda p: caller.exchange([], length=1 << 30)),
+        loop("oversized", lambda p: exchange_once(url, [], length=1 << 30)),
         loop("slow", slow),
-        loop("disconnecting", lambda p: caller.exchange([p[:1000]], length=len(p), hang_up=True)),
+        loop("disconnecting", hang_up),
     )
 
 
 async def valid_only(url: str, photos: list[bytes], seconds: float) -> Summary:
-    tally, caller, stop = Tally(), Caller(url), time.monotonic() + seconds
+    tally, stop, url = Tally(), time.monotonic() + seconds, url + CLASSIFY_PATH
 
     async def user(index: int) -> None:
         while time.monotonic() < stop:
             started = time.perf_counter()
-            tally.record("valid", await caller.exchange([photos[index % len(photos)]]))
+            tally.record("valid", await exchange_once(url, [photos[index % len(photos)]]))
             tally.latencies_ms.append((time.perf_counter() - started) * 1e3)
             index += 1
+
+    def hang_up(photo: bytes) -> Awaitable[str]:
+        return exchange_once(url, [photo[:1000]], length=len(photo), hang_up=True)
 
     await asyncio.gather(*(user(i) for i in range(VALID_USERS)))
     return summarize(tally.latencies_ms)
@@ -194,7 +163,7 @@ class SoakResult:
         )
 
 
-async def soak(server: Server, photos: list[bytes], seconds: float) -> SoakResult:
+async def soak(server: Started, photos: list[bytes], seconds: float) -> SoakResult:
     settle_s = 5.0 if seconds < 60 else 15.0
     before = await valid_only(server.url, photos, settle_s)
     tally, rss = Tally(), list[tuple[float, float]]()

@@ -1,8 +1,8 @@
 """Every setting of the service, read from IMGCLS_* environment variables into one frozen
 ``Settings``, built in ``python -m service`` (or by a test) and passed down; nothing reads the
 environment at import. Each name carries its unit. Each field's description is its
-documentation: docs/reference/settings.md is generated from this class
-(``python -m service.settings_reference``) and a test fails when the committed copy is stale."""
+documentation: docs/reference/settings.md is generated from this class (``make reference``) and
+a test fails when the committed copy is stale."""
 
 from __future__ import annotations
 
@@ -260,6 +260,26 @@ class Settings(BaseSettings):
         json_schema_extra=_in("Logs"),
     )
 
+    # -- Appended (issue 22): /v2 JSON bodies and gRPC message reads ---------------------------
+    max_json_request_bytes: PositiveInt = Field(
+        default=24 * 1024 * 1024,
+        description="Bytes of a /v2 inference body sent as JSON, or of the JSON header before "
+        "binary tensor data; over it 413. Numbers in JSON cost ~5 bytes each to send and far "
+        "more to parse: the default fits a full batch of 224x224 UINT8 pixels as tritonclient "
+        "writes them (~22 MB). Larger tensors: the binary tensor extension, up to "
+        "IMGCLS_MAX_REQUEST_BYTES (which also caps this one).",
+        json_schema_extra=_in("Input limits"),
+    )
+    grpc_receive_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="gRPC request messages are received and decoded a few at a time "
+        "(IMGCLS_BODY_BUDGET_BYTES / (3 x IMGCLS_MAX_REQUEST_BYTES), at least one; the others "
+        "wait their turn holding 64 KiB at most): seconds a call may wait for its turn (then "
+        "RESOURCE_EXHAUSTED) and seconds its message may then take to arrive (then "
+        "DEADLINE_EXCEEDED). docs/decisions/grpc-message-reads.md.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
+
     @property
     def max_single_body_bytes(self) -> int:
         """The largest body that can carry one image of max_upload_bytes: base64 grows it by
@@ -276,3 +296,14 @@ class Settings(BaseSettings):
                 "base64-encoded), or that body could never be admitted"
             )
         return self
+
+    @property
+    def max_json_body_bytes(self) -> int:
+        """The cap of a /v2 JSON body: max_json_request_bytes, never above max_request_bytes."""
+        return min(self.max_json_request_bytes, self.max_request_bytes)
+
+    @property
+    def grpc_receiving_at_once(self) -> int:
+        """gRPC messages received and decoded at once: what the body budget holds of the
+        largest, counted three times (grpcio's buffer, its bytes, the decoded copy)."""
+        return max(1, self.body_budget_bytes // (3 * self.max_request_bytes))

@@ -1,4 +1,4 @@
-from bench import http
 from bench.config import run_benchmark
+from bench.peers import benchmark
 
-run_benchmark(http.run_peers, "Peers on the same harness")
+run_benchmark(benchmark.run, benchmark.__doc__)

@@ -1,17 +1,20 @@
 """The bearer tokens of service.http.auth, for the gRPC service: a call must carry metadata
 ``authorization: Bearer <token>`` (what tritonclient.grpc sends with ``headers=``), compared
-in constant time with the same tokens, or it ends UNAUTHENTICATED before its handler runs.
+in constant time with the same tokens, or it ends UNAUTHENTICATED before its handler runs and
+before any of its message is read (the refusal takes its request as a stream and never reads
+it: a caller without a token costs one HTTP/2 flow-control window, whatever it sends).
 The health methods (ServerLive, ServerReady, ModelReady) follow IMGCLS_AUTH_PROBES, as the
-REST probes do."""
+REST probes do. The refusal is counted and logged by the call frame (service/grpc/calls.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from service.observability.metrics import Metrics
+from service.errors import Unauthorized
+from service.grpc.calls import method_label
 from service.security import Tokens, bearer_token
 
 _PROBES = frozenset({"ServerLive", "ServerReady", "ModelReady"})
@@ -19,23 +22,19 @@ _MISSING = "a valid bearer token is required (metadata authorization: Bearer <to
 
 
 class BearerAuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, tokens: Tokens, auth_probes: bool, metrics: Metrics) -> None:
+    def __init__(self, tokens: Tokens, auth_probes: bool) -> None:
         self._tokens = tokens
         self._auth_probes = auth_probes
-        self._metrics = metrics
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], details: Any
     ) -> Any:
-        method = str(details.method).rsplit("/", 1)[-1]
-        if method in _PROBES and not self._auth_probes:
+        if method_label(str(details.method)) in _PROBES and not self._auth_probes:
             return await continuation(details)
         presented = _bearer(details.invocation_metadata or ())
         if presented is not None and self._tokens.accepts(presented):
             return await continuation(details)
-        self._metrics.rejections.labels(reason="unauthorized").inc()
-        message = _MISSING if presented is None else "the bearer token is not valid"
-        return _refusal(message)
+        return _refusal(_MISSING if presented is None else "the bearer token is not valid")
 
 
 def _bearer(metadata: Any) -> bytes | None:
@@ -45,9 +44,8 @@ def _bearer(metadata: Any) -> bytes | None:
     return None
 
 
-def _refusal(message: str) -> Any:
-    async def refuse(request: Any, context: Any) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+def _refusal(message: str) -> grpc.RpcMethodHandler:
+    async def refuse(requests: AsyncIterator[bytes], context: Any) -> None:
+        raise Unauthorized(message)
 
-    # Raw bytes in and out (no (de)serializer): the refusal reads nothing of the request.
-    return grpc.unary_unary_rpc_method_handler(refuse)
+    return grpc.stream_unary_rpc_method_handler(refuse)

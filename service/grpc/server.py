@@ -6,23 +6,24 @@ stops. Draining needs nothing of its own: on SIGTERM the classifier refuses new 
 answers UNAVAILABLE, ServerReady turns false) and the drain waits for every admitted image,
 whichever transport brought it; ``stop`` then gives RPCs still open a grace period.
 
-Every call is counted by method and status code, and timed (``CallMetrics``), as the HTTP
-middleware does for REST: imgcls_grpc_requests_total and imgcls_grpc_request_duration_seconds.
+What a call may cost (docs/decisions/grpc-message-reads.md): a message is at most
+IMGCLS_MAX_REQUEST_BYTES, as a REST body; none is read before its call is authenticated; at
+most IMGCLS_BODY_BUDGET_BYTES / IMGCLS_MAX_REQUEST_BYTES are received at once (the public
+ModelReady probe through a gate of its own, so it cannot delay inference); ServerLive,
+ServerReady, ServerMetadata and Triton's unimplemented methods read nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import grpc
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
+from tritonclient.grpc import service_pb2 as pb
 
 from service.grpc.auth import BearerAuthInterceptor
-from service.grpc.servicer import InferenceService
+from service.grpc.calls import METHODS, SERVICE, CallFrame
+from service.grpc.receive import MessageGate, handler
+from service.grpc.servicer import TRITON_ONLY, InferenceService, unimplemented
 from service.limits.body_budget import BodyBudget
 from service.observability.metrics import Metrics
 from service.oip.plane import Plane
@@ -31,73 +32,27 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# The method label of a call to a method this server does not have (bounded, like REST's).
-UNMATCHED = "unmatched"
-Behavior = Callable[[Any, Any], Awaitable[Any]]
+# ModelReady's message names a model: a few bytes, sent in one packet by any real client.
+_PROBE_RECEIVE_S = 1.0
 
 
-class CallMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Counts each call by method and final status code, and times it. The code is the one the
-    handler aborted with, else OK; a call that raised something else is UNKNOWN (gRPC's
-    answer); one cancelled is DEADLINE_EXCEEDED when its deadline had passed, else CANCELLED.
-    Calls refused by grpcio itself before any handler ran (a message over the size limit, the
-    concurrent-RPC limit) are not seen here."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], details: Any
-    ) -> Any:
-        handler = await continuation(details)
-        if handler is None:  # grpcio answers UNIMPLEMENTED
-            self._metrics.grpc_requests.labels(method=UNMATCHED, code="UNIMPLEMENTED").inc()
-            return None
-        method = str(details.method).rsplit("/", 1)[-1]
-        if handler.unary_unary is not None:
-            wrap = grpc.unary_unary_rpc_method_handler
-            behavior = handler.unary_unary
-        elif handler.stream_stream is not None:  # ModelStreamInfer, answered UNIMPLEMENTED
-            wrap = grpc.stream_stream_rpc_method_handler
-            behavior = handler.stream_stream
-        else:
-            return handler
-        return wrap(
-            self._observed(method, behavior),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
-
-    def _observed(self, method: str, behavior: Behavior) -> Behavior:
-        async def observed(request: Any, context: Any) -> Any:
-            started, code = time.perf_counter(), "OK"
-            try:
-                return await behavior(request, context)
-            except grpc.aio.AbortError:
-                code = _code_name(context.code())
-                raise
-            except asyncio.CancelledError:
-                remaining = context.time_remaining()
-                past = remaining is not None and remaining <= 0
-                code = "DEADLINE_EXCEEDED" if past else "CANCELLED"
-                raise
-            except Exception:
-                code = "UNKNOWN"
-                raise
-            finally:
-                self._metrics.grpc_requests.labels(method=method, code=code).inc()
-                elapsed = time.perf_counter() - started
-                self._metrics.grpc_request_duration.labels(method=method).observe(elapsed)
-
-        return observed
-
-
-def _code_name(code: object) -> str:
-    """The status code's name; grpc.aio's context holds a StatusCode or its integer value."""
-    if isinstance(code, grpc.StatusCode):
-        return str(code.name)
-    found = (str(c.name) for c in grpc.StatusCode if c.value[0] == code)
-    return next(found, "UNKNOWN")
+def handlers(service: InferenceService) -> dict[str, grpc.RpcMethodHandler]:
+    """A handler for every method of the service (METHODS): none left to grpcio's defaults."""
+    found = {
+        "ServerLive": handler(service.server_live, pb.ServerLiveResponse.SerializeToString),
+        "ServerReady": handler(service.server_ready, pb.ServerReadyResponse.SerializeToString),
+        "ServerMetadata": handler(
+            service.server_metadata, pb.ServerMetadataResponse.SerializeToString
+        ),
+        "ModelReady": handler(service.model_ready, pb.ModelReadyResponse.SerializeToString),
+        "ModelMetadata": handler(
+            service.model_metadata, pb.ModelMetadataResponse.SerializeToString
+        ),
+        "ModelInfer": handler(service.model_infer, pb.ModelInferResponse.SerializeToString),
+    }
+    found |= {name: handler(unimplemented(name), None) for name in TRITON_ONLY}
+    assert set(found) == METHODS, "every method of the service needs a handler here"
+    return found
 
 
 class GrpcServer:
@@ -105,23 +60,33 @@ class GrpcServer:
         self, plane: Plane, settings: Settings, metrics: Metrics, bodies: BodyBudget
     ) -> None:
         self._settings = settings
-        interceptors: list[grpc.aio.ServerInterceptor] = [CallMetrics(metrics)]
-        if (tokens := Tokens.from_settings(settings)) is not None:  # after the metrics: counted
-            interceptors.append(BearerAuthInterceptor(tokens, settings.auth_probes, metrics))
+        interceptors: list[grpc.aio.ServerInterceptor] = [CallFrame(metrics)]
+        if (tokens := Tokens.from_settings(settings)) is not None:  # inside the frame: counted
+            interceptors.append(BearerAuthInterceptor(tokens, settings.auth_probes))
         self._server = grpc.aio.server(
             interceptors=interceptors,
             maximum_concurrent_rpcs=settings.http_limit_concurrency,
             options=[
-                # The same body limit as REST (gRPC's default is 4 MB: 27 images of pixels).
+                # The same limit as a REST body (gRPC's default is 4 MB: 27 images of pixels).
                 ("grpc.max_receive_message_length", settings.max_request_bytes),
                 ("grpc.max_send_message_length", settings.max_request_bytes),
+                # A stream whose message is not being read (waiting for its turn, refused) then
+                # holds one initial window, 64 KiB: with BDP probing the window grows to MBs
+                # (measured: 32 unread 60 MB calls held 180 MB). A message being read opens its
+                # own window to its size, so transfers are not slower (docs/decisions/).
+                ("grpc.http2.bdp_probe", 0),
                 # Without this, a second process could bind the same port and share its traffic.
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-            InferenceService(plane, settings, metrics, bodies), self._server
+        self.gate = MessageGate(settings.grpc_receiving_at_once, settings.grpc_receive_timeout_s)
+        probe_gate = MessageGate(1, min(_PROBE_RECEIVE_S, settings.grpc_receive_timeout_s))
+        service = InferenceService(plane, settings, bodies, self.gate, probe_gate)
+        found = handlers(service)
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE.full_name, found),)
         )
+        self._server.add_registered_method_handlers(SERVICE.full_name, found)
         self.port: int | None = None
 
     async def start(self, port: int) -> int:
@@ -133,7 +98,12 @@ class GrpcServer:
         if not self.port:  # older grpcio versions return 0 instead of raising
             raise RuntimeError(f"gRPC could not bind {address}")
         await self._server.start()
-        log.info("gRPC (inference.GRPCInferenceService) on %s:%d", host, self.port)
+        log.info(
+            "gRPC (inference.GRPCInferenceService) on %s:%d, receiving %d message(s) at once",
+            host,
+            self.port,
+            self.gate.slots,
+        )
         return self.port
 
     async def stop(self, grace_s: float) -> None:

@@ -1,57 +1,42 @@
 """inference.GRPCInferenceService, the protocol's gRPC service, on the same engine as REST.
 
-The messages and the servicer base are the generated ones tritonclient[grpc] ships (the
-published definitions, not a copy). Triton's service is a superset of the v2 one: its methods
-beyond v2 (model config, statistics, repository, shared memory, trace, log settings,
-streaming) answer UNIMPLEMENTED.
+The messages are the generated ones tritonclient[grpc] ships (the published definitions, not a
+copy). Triton's service is a superset of the v2 one: its methods beyond v2 (model config,
+statistics, repository, shared memory, trace, log settings, streaming) answer UNIMPLEMENTED.
 
-Errors: the ImgclsError tree maps onto gRPC status codes (``STATUS``), counted in the same
-rejection metric as REST's. The RPC's deadline bounds the request as ``parameters.timeout``
-does; when the caller cancels or its deadline passes, grpc.aio cancels the handler, which
-cancels the images still queued.
+Each method gets its request message as bytes, received through a gate (service/grpc/receive.py),
+or none when it needs none. Errors are raised as the ImgclsError tree and answered by the call
+frame (service/grpc/calls.py). ModelInfer's message counts in the REST routes' body budget from
+its arrival until its answer; its header is checked against the model before any tensor data
+is decoded; ``parameters.timeout`` must be a positive count of microseconds, as over REST, and
+bounds the request with the RPC's own deadline; when the caller cancels or its deadline passes,
+grpc.aio cancels the handler, which cancels the images still queued.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from tritonclient.grpc import service_pb2 as pb
-from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from service.errors import ImgclsError, InvalidParameter
+from service.errors import InvalidParameter
+from service.grpc.receive import MessageGate
 from service.limits.body_budget import BodyBudget
-from service.observability.logs import ACCESS_LOGGER, request_id_var
-from service.observability.metrics import Metrics
-from service.observability.request_id import request_id_from
 from service.observability.timing import server_timing
 from service.oip import engine, metadata, tensors
-from service.oip.engine import InferRequest, InferResult, OutputRequest
+from service.oip.engine import InferRequest, InferResult, InputHeader, OutputRequest
 from service.oip.plane import Plane
 from service.oip.tensors import Tensor
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
-access_log = logging.getLogger(ACCESS_LOGGER)
 
-T = TypeVar("T")
-
-STATUS: dict[int, grpc.StatusCode] = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    404: grpc.StatusCode.NOT_FOUND,
-    # gRPC's own answer to a message over its size limit
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    415: grpc.StatusCode.INVALID_ARGUMENT,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    500: grpc.StatusCode.INTERNAL,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
-# Overloaded is a 503 over REST, but gRPC has a code of its own for "retry later, I am full".
-_OVERLOADED = "overloaded"
 # Triton's methods beyond the v2 protocol.
 TRITON_ONLY = (
     "ModelStreamInfer",
@@ -84,131 +69,108 @@ _CONTENTS = {
     "FP32": "fp32_contents",
     "FP64": "fp64_contents",
 }
+# A message this small decodes in well under a millisecond: on the event loop, no thread hop.
+_DECODE_ON_LOOP_BYTES = 64 * 1024
 
 
-def status_of(exc: ImgclsError) -> grpc.StatusCode:
-    if exc.code == _OVERLOADED:
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    return STATUS.get(exc.status, grpc.StatusCode.INTERNAL)
-
-
-class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+class InferenceService:
     def __init__(
-        self, plane: Plane, settings: Settings, metrics: Metrics, bodies: BodyBudget
+        self,
+        plane: Plane,
+        settings: Settings,
+        bodies: BodyBudget,
+        gate: MessageGate,
+        probe_gate: MessageGate,
     ) -> None:
         self._plane = plane
         self._settings = settings
-        self._metrics = metrics
         self._bodies = bodies
+        self._gate = gate
+        self._probe_gate = probe_gate  # ModelReady's, so a public probe never delays inference
 
-    async def ServerLive(self, request: Any, context: Any) -> Any:
+    async def server_live(self, context: Any) -> Any:
         return pb.ServerLiveResponse(live=self._plane.liveness() is None)  # as /livez
 
-    async def ServerReady(self, request: Any, context: Any) -> Any:
+    async def server_ready(self, context: Any) -> Any:
         return pb.ServerReadyResponse(ready=self._plane.readiness().ready)
 
-    async def ModelReady(self, request: Any, context: Any) -> Any:
-        def ready() -> Any:
-            metadata.check_model(self._plane.meta, request.name, request.version)
-            return pb.ModelReadyResponse(ready=self._plane.readiness().ready)
-
-        return await self._guard("ModelReady", context, _now(ready))
-
-    async def ServerMetadata(self, request: Any, context: Any) -> Any:
+    async def server_metadata(self, context: Any) -> Any:
         return pb.ServerMetadataResponse(
             name=metadata.SERVER_NAME,
             version=metadata.server_version(),
             extensions=list(metadata.EXTENSIONS),
         )
 
-    async def ModelMetadata(self, request: Any, context: Any) -> Any:
-        def found() -> Any:
-            meta = self._plane.meta
-            metadata.check_model(meta, request.name, request.version)
-            return _metadata_response(metadata.model_metadata(meta))
+    async def model_ready(self, context: Any) -> Any:
+        async with self._probe_gate.turn():
+            request = _parsed(pb.ModelReadyRequest, await self._probe_gate.read(context))
+        metadata.check_model(self._plane.meta, request.name, request.version)
+        return pb.ModelReadyResponse(ready=self._plane.readiness().ready)
 
-        return await self._guard("ModelMetadata", context, _now(found))
+    async def model_metadata(self, context: Any) -> Any:
+        async with self._gate.turn():
+            request = _parsed(pb.ModelMetadataRequest, await self._gate.read(context))
+        meta = self._plane.meta
+        metadata.check_model(meta, request.name, request.version)
+        return _metadata_response(metadata.model_metadata(meta))
 
-    async def ModelInfer(self, request: Any, context: Any) -> Any:
+    async def model_infer(self, context: Any) -> Any:
         started = time.perf_counter()
-        token = request_id_var.set(_request_id(context))
-        try:
-            work = self._infer(request, context, started)
-            return await self._guard("ModelInfer", context, work)
-        finally:
-            request_id_var.reset(token)
-
-    async def _infer(self, request: Any, context: Any, started: float) -> Any:
-        # gRPC hands over the whole message, so its bytes are taken from the REST routes' body
-        # budget only now: they are counted while the request waits for its answer, the long
-        # part; a message that does not fit is refused (RESOURCE_EXHAUSTED, as any overload).
+        # Counted from its arrival until its answer, like a REST body; a message that does not
+        # fit is refused (RESOURCE_EXHAUSTED, as any overload). Its turn lasts until it is
+        # decoded: the message, grpcio's copy and the decoded one exist together until then.
         with self._bodies.hold() as hold:
-            hold.take(request.ByteSize())
-            infer_request = _infer_request(request, context.time_remaining())
-            result = await engine.infer(self._plane, infer_request, self._settings)
+            async with self._gate.turn():
+                message = await self._gate.read(context)
+                hold.take(len(message))
+                request, answer_id = await self._decode(message, context.time_remaining())
+                del message  # the request holds what is needed of it
+            result = await engine.infer(self._plane, request, self._settings)
         timing = server_timing(result.timing, time.perf_counter() - started)
-        context.set_trailing_metadata((("server-timing", timing), ("x-request-id", _id())))
-        return _infer_response(result, request.id)
+        context.set_trailing_metadata((*context.trailing_metadata(), ("server-timing", timing)))
+        return _infer_response(result, answer_id)
 
-    async def _guard(self, method: str, context: Any, work: Awaitable[T]) -> T:
-        """Answer an ImgclsError with its status code; log one access line either way."""
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            return await work
-        except ImgclsError as exc:
-            code = status_of(exc)
-            self._metrics.rejections.labels(reason=exc.code).inc()
-            if exc.status >= 500:
-                log.warning("%s: %s", exc.code, exc.message)
-            await context.abort(code, exc.caller_message(_id()))
-            raise  # abort() raises; this line only tells the type checker so
-        finally:
-            _access(method, code, time.perf_counter() - started)
+    async def _decode(self, message: bytes, remaining_s: float | None) -> tuple[InferRequest, str]:
+        if len(message) <= _DECODE_ON_LOOP_BYTES:
+            return self._decoded(message, remaining_s)
+        return await asyncio.to_thread(self._decoded, message, remaining_s)
+
+    def _decoded(self, message: bytes, remaining_s: float | None) -> tuple[InferRequest, str]:
+        request = _parsed(pb.ModelInferRequest, message)
+        headers = [
+            InputHeader(i.name, i.datatype, tensors.check_header(i.name, i.datatype, i.shape))
+            for i in request.inputs
+        ]
+        engine.check_header(
+            self._plane.meta,
+            self._settings,
+            request.model_name,
+            request.model_version or None,
+            headers,
+        )
+        infer_request = InferRequest(
+            model_name=request.model_name,
+            model_version=request.model_version or None,
+            inputs=_inputs(request, headers),
+            outputs=[OutputRequest(o.name, _classification(o.parameters)) for o in request.outputs],
+            timeout_s=_timeout_s(request.parameters, remaining_s),
+        )
+        return infer_request, request.id
 
 
-def _unimplemented(name: str) -> Callable[[Any, Any, Any], Awaitable[None]]:
-    async def method(self: Any, request: Any, context: Any) -> None:
+def unimplemented(name: str) -> Callable[[Any], Awaitable[None]]:
+    async def method(context: Any) -> None:
         message = f"{name} is a Triton extension this server does not implement"
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
 
-    method.__name__ = name
     return method
 
 
-# The base's versions are synchronous stubs that raise NotImplementedError; these answer
-# UNIMPLEMENTED from the event loop like every other method here.
-for _name in TRITON_ONLY:
-    setattr(InferenceService, _name, _unimplemented(_name))
-
-
-async def _now(make: Callable[[], T]) -> T:
-    return make()
-
-
-def _id() -> str:
-    return request_id_var.get() or "-"
-
-
-def _request_id(context: Any) -> str:
-    """A valid x-request-id metadata value, else a new id (the REST middleware's rule)."""
-    pairs = context.invocation_metadata() or ()
-    headers = [(k.encode(), v.encode()) for k, v in pairs if isinstance(v, str)]
-    return request_id_from(headers)
-
-
-def _access(method: str, code: grpc.StatusCode, duration_s: float) -> None:
-    access_log.info(
-        "grpc %s %s",
-        method,
-        code.name,
-        extra={
-            "method": "grpc",
-            "route": method,
-            "status": code.name,
-            "duration_ms": round(duration_s * 1e3, 3),
-        },
-    )
+def _parsed(kind: Any, message: bytes) -> Any:
+    try:
+        return kind.FromString(message)
+    except DecodeError:
+        raise InvalidParameter(f"the request is not a valid {kind.__name__}") from None
 
 
 def _metadata_response(found: metadata.ModelMetadata) -> Any:
@@ -226,58 +188,59 @@ def _metadata_response(found: metadata.ModelMetadata) -> Any:
     )
 
 
-def _infer_request(request: Any, remaining_s: float | None) -> InferRequest:
-    timeout_s = remaining_s
-    if "timeout" in request.parameters:
-        asked = request.parameters["timeout"].int64_param / 1e6
-        timeout_s = asked if timeout_s is None else min(asked, timeout_s)
-    return InferRequest(
-        model_name=request.model_name,
-        model_version=request.model_version or None,
-        inputs=_inputs(request),
-        outputs=[OutputRequest(o.name, _classification(o.parameters)) for o in request.outputs],
-        timeout_s=timeout_s,
-    )
+def _timeout_s(parameters: Any, remaining_s: float | None) -> float | None:
+    """The request's timeout: its ``timeout`` parameter (microseconds) within the RPC's
+    deadline."""
+    if "timeout" not in parameters:
+        return remaining_s
+    asked = _positive(parameters["timeout"], "timeout") / 1e6
+    return asked if remaining_s is None else min(asked, remaining_s)
 
 
 def _classification(parameters: Any) -> int:
     if "classification" not in parameters:
         return 0
-    k = int(parameters["classification"].int64_param)
-    if k < 1:
-        raise InvalidParameter(f"classification must be a positive count, got {k}")
-    return k
+    return _positive(parameters["classification"], "classification")
 
 
-def _inputs(request: Any) -> list[Tensor]:
-    raw = list(request.raw_input_contents)
+def _positive(parameter: Any, name: str) -> int:
+    """An integer parameter (int64_param, or uint64_param), refused unless positive."""
+    kind = parameter.WhichOneof("parameter_choice")
+    value = getattr(parameter, kind) if kind in ("int64_param", "uint64_param") else None
+    if value is None or value < 1:
+        got = "nothing" if kind is None else f"{kind} {getattr(parameter, kind)!r}"
+        raise InvalidParameter(f"parameters.{name} must be a positive int64_param, got {got}")
+    return int(value)
+
+
+def _inputs(request: Any, headers: Sequence[InputHeader]) -> list[Tensor]:
+    raw = request.raw_input_contents
     if raw and len(raw) != len(request.inputs):
         raise InvalidParameter(
             f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs: send one per input"
         )
-    return [_input(item, raw[i] if raw else None) for i, item in enumerate(request.inputs)]
+    return [
+        _input(item, header, raw[i] if raw else None)
+        for i, (item, header) in enumerate(zip(request.inputs, headers, strict=True))
+    ]
 
 
-def _input(item: Any, raw: bytes | None) -> Tensor:
-    shape = tensors.check_header(item.name, item.datatype, list(item.shape))
+def _input(item: Any, header: InputHeader, raw: bytes | None) -> Tensor:
+    name, datatype, shape = header.name, header.datatype, header.shape
     if raw is not None:
-        return Tensor(
-            item.name, item.datatype, shape, tensors.from_raw(item.name, item.datatype, shape, raw)
-        )
-    if item.datatype == tensors.BYTES:
-        elements = list(item.contents.bytes_contents)
+        return Tensor(name, datatype, shape, tensors.from_raw(name, datatype, shape, raw))
+    if datatype == tensors.BYTES:
+        elements = item.contents.bytes_contents
         if len(elements) != tensors.element_count(shape):
             raise InvalidParameter(
-                f"input {item.name!r}: {len(elements)} elements for shape {list(shape)}"
+                f"input {name!r}: {len(elements)} elements for shape {list(shape)}"
             )
-        return Tensor(item.name, item.datatype, shape, elements)
-    field = _CONTENTS.get(item.datatype)
+        return Tensor(name, datatype, shape, list(elements))
+    field = _CONTENTS.get(datatype)
     if field is None:
-        raise InvalidParameter(f"input {item.name!r}: {item.datatype} has no contents field")
-    values = list(getattr(item.contents, field))
-    return Tensor(
-        item.name, item.datatype, shape, tensors.from_json(item.name, item.datatype, shape, values)
-    )
+        raise InvalidParameter(f"input {name!r}: {datatype} has no contents field")
+    values = getattr(item.contents, field)
+    return Tensor(name, datatype, shape, tensors.from_values(name, datatype, shape, values))
 
 
 def _infer_response(result: InferResult, request_id: str) -> Any:

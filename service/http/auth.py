@@ -13,7 +13,9 @@ answers 401), and, unless IMGCLS_AUTH_PROBES / IMGCLS_AUTH_METRICS say otherwise
 (kubelets do not send tokens) and /metrics (a Prometheus scrape config can, when asked to).
 
 Plain ASGI, inside the request middleware, so a 401 has a request id, an access-log line and
-its count in imgcls_rejections_total{reason="unauthorized"}.
+its count in imgcls_rejections_total{reason="unauthorized"}. Scopes other than HTTP are not let
+through unchecked: a WebSocket needs a token whatever its path (closed with 1008 before it is
+accepted, which the server answers 403), the lifespan passes, anything else is refused.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ from service.settings import Settings
 
 log = logging.getLogger(__name__)
 
-_RELOAD_EVERY_S = 5.0
 _PROBES = ("/livez", "/readyz", "/v2/health/")
 _PUBLIC = ("/docs", "/redoc", "/openapi.json", "/static/")
 
@@ -59,7 +60,21 @@ class BearerAuth:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] == "OPTIONS" or not self.needs(scope["path"]):
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self.app(scope, receive, send)
+        elif kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket" and admits(self.tokens, scope):
+            await self.app(scope, receive, send)
+        elif kind == "websocket":
+            self.metrics.rejections.labels(reason=Unauthorized.code).inc()
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+        else:
+            log.warning("refused an ASGI scope of type %r: this app serves HTTP only", kind)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "OPTIONS" or not self.needs(scope["path"]):
             await self.app(scope, receive, send)  # (CORS preflights carry no credentials)
             return
         presented = _bearer(scope)

@@ -2,17 +2,24 @@
 Thin, as /v1: read the body, hand it to the protocol's engine, shape the answer.
 
 Errors here take the protocol's shape, ``{"error": "<message>"}`` (service/http/error_shapes.py
-chooses it by path, for the app-wide handlers)."""
+chooses it by path, for the app-wide handlers).
+
+An inference body is capped by what it carries: JSON (the whole body, or the header before
+binary tensor data) at IMGCLS_MAX_JSON_REQUEST_BYTES, since JSON numbers cost far more to parse
+than to send; binary data at IMGCLS_MAX_REQUEST_BYTES. A body over 64 KiB is parsed in a
+worker thread, one at a time, so the event loop keeps answering meanwhile."""
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from service.errors import UnsupportedMediaType
+from service.errors import ImageTooLarge, UnsupportedMediaType
 from service.http.context import set_timing
 from service.http.deps import BodyHoldDep, ClassifierDep, SettingsDep
 from service.http.disconnect import unless_disconnected
@@ -40,6 +47,11 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
+# A body this small parses in well under a millisecond: on the event loop, no thread hop.
+_PARSE_ON_LOOP_BYTES = 64 * 1024
+# Larger ones in a worker thread, one at a time: a JSON parse holds a few times its body.
+_JSON_PARSING = anyio.CapacityLimiter(1)
+
 Model = Annotated[str, Path(description="The model's name, as GET /v2/models/{name} lists.")]
 Version = Annotated[str, Path(description="The model's version, as its metadata lists.")]
 _ERRORS = openapi_errors(
@@ -47,7 +59,7 @@ _ERRORS = openapi_errors(
     {
         400: "malformed request: shape, datatype, data, binary sizes, base64, image count",
         404: "unknown model or version",
-        413: "body or image (bytes or pixels) over the limit",
+        413: "body, JSON header or image (bytes or pixels) over the limit",
         503: "overloaded: queue full or request bodies at their memory budget (Retry-After); "
         "not ready; or draining",
         504: "the request timed out (its parameters.timeout, or the server's)",
@@ -158,13 +170,37 @@ async def _infer(
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding != "identity":
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported; send identity")
-    body = await read_body(request, settings.max_request_bytes, hold)
-    parsed = rest.parse(body, request.headers.get(rest.HEADER_LENGTH), model, version)
+    header_length = request.headers.get(rest.HEADER_LENGTH)
+    _check_json_size(request, header_length, settings)
+    limit = settings.max_json_body_bytes if header_length is None else settings.max_request_bytes
+    body = await read_body(request, limit, hold)
+    expect = partial(engine.check_header, classifier.meta, settings, model, version)
+    parse = partial(rest.parse, body, header_length, model, version, expect)
+    if len(body) <= _PARSE_ON_LOOP_BYTES:
+        parsed = parse()
+    else:
+        parsed = await anyio.to_thread.run_sync(parse, limiter=_JSON_PARSING)
     work = engine.infer(classifier, parsed.request, settings)
     result = await unless_disconnected(request.receive, work)
     set_timing(request, result.timing)
     answer = rest.render(result, parsed)
     return Response(answer.body, media_type=answer.media_type, headers=answer.headers)
+
+
+def _check_json_size(request: Request, header_length: str | None, settings: Settings) -> None:
+    """Refuse (413) a JSON part over the JSON cap when its size is known before the body is
+    read (a chunked JSON body is stopped by read_body at the first chunk over)."""
+    cap = settings.max_json_body_bytes
+    size = rest.header_size(header_length)
+    if size is None:
+        declared = request.headers.get("content-length", "").strip()
+        size = int(declared) if declared.isascii() and declared.isdigit() else None
+    if size is not None and size > cap:
+        raise ImageTooLarge(
+            f"the JSON part of this inference request is {size} bytes; the limit is {cap} "
+            "(IMGCLS_MAX_JSON_REQUEST_BYTES): send large tensors as binary data (Triton's "
+            "binary tensor extension, header Inference-Header-Content-Length)"
+        )
 
 
 def _metadata(classifier: Classifier, model: str, version: str | None) -> ModelMetadataResponse:

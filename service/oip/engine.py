@@ -5,6 +5,10 @@ the outputs asked for.
 A request is answered whole or not at all (the protocol has no per-item status): the first
 image to fail fails the request, and the images still waiting are cancelled, so they leave the
 queue before they cost inference.
+
+``check_header`` is the same check made from the request's header alone (model, version, input
+name, datatype, shape, image count): a transport calls it before it decodes any tensor data, so
+data the engine would refuse is never built.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -34,6 +38,26 @@ from service.oip.tensors import BYTES, Tensor
 from service.settings import Settings
 
 CLASSIFICATION = "classification"
+
+
+class Header(Protocol):
+    """What a tensor's header says, before its data (a Tensor is one too)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def datatype(self) -> str: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class InputHeader:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +83,34 @@ class InferResult:
     timing: Timing  # each phase's slowest image (Server-Timing)
 
 
+def check_header(
+    meta: ModelMeta,
+    settings: Settings,
+    model: str,
+    version: str | None,
+    inputs: Sequence[Header],
+) -> None:
+    """Refuse, from the header alone, a request this engine would refuse for its model,
+    version or input."""
+    check_model(meta, model, version)
+    _the_input(meta, inputs, settings)
+
+
 async def infer(plane: Plane, request: InferRequest, settings: Settings) -> InferResult:
     meta = plane.meta
-    check_model(meta, request.model_name, request.model_version)
+    check_header(meta, settings, request.model_name, request.model_version, request.inputs)
     wanted = list(request.outputs) or [OutputRequest(n) for n in _output_names(meta)]
     for output in wanted:
         _check_output(meta, output)
-    calls = _calls(plane, _the_input(meta, request.inputs, settings), request.timeout_s)
+    tensor = request.inputs[0]
+    if tensor.datatype == BYTES:
+        _check_images(tensor, settings.max_upload_bytes)
+    calls = _calls(plane, tensor, request.timeout_s)
     scores = await _all(calls)
     logits = np.stack([s.logits for s in scores])
     outputs = [_output(meta, plane.labels, logits, output) for output in wanted]
     timing = slowest([s.timing for s in scores])
-    assert timing is not None  # _the_input refuses an empty tensor
+    assert timing is not None  # check_header refuses an empty tensor
     return InferResult(meta.name, meta.version, outputs, timing)
 
 
@@ -78,7 +118,7 @@ def _output_names(meta: ModelMeta) -> tuple[str, str]:
     return logits_name(meta), PROBABILITIES
 
 
-def _the_input(meta: ModelMeta, inputs: Sequence[Tensor], settings: Settings) -> Tensor:
+def _the_input(meta: ModelMeta, inputs: Sequence[Header], settings: Settings) -> None:
     expected = input_name(meta)
     if len(inputs) != 1 or inputs[0].name != expected:
         names = [tensor.name for tensor in inputs]
@@ -87,7 +127,7 @@ def _the_input(meta: ModelMeta, inputs: Sequence[Tensor], settings: Settings) ->
     if tensor.datatype == UINT8:
         _check_pixels(meta, tensor)
     elif tensor.datatype == BYTES:
-        _check_images(tensor, settings.max_upload_bytes)
+        _check_image_shape(tensor)
     else:
         raise InvalidParameter(
             f"input {expected!r}: datatype {tensor.datatype} is not accepted; send "
@@ -99,10 +139,9 @@ def _the_input(meta: ModelMeta, inputs: Sequence[Tensor], settings: Settings) ->
         raise InvalidParameter(
             f"input {expected!r} holds {count} images; send 1 to {settings.max_batch_images}"
         )
-    return tensor
 
 
-def _check_pixels(meta: ModelMeta, tensor: Tensor) -> None:
+def _check_pixels(meta: ModelMeta, tensor: Header) -> None:
     if len(tensor.shape) != 4 or tensor.shape[1:] != meta.input_shape:
         wanted = ", ".join(map(str, meta.input_shape))
         raise InvalidParameter(
@@ -110,11 +149,14 @@ def _check_pixels(meta: ModelMeta, tensor: Tensor) -> None:
         )
 
 
-def _check_images(tensor: Tensor, max_bytes: int) -> None:
+def _check_image_shape(tensor: Header) -> None:
     if len(tensor.shape) not in (1, 2) or tensor.shape[1:] not in ((), (1,)):
         raise InvalidParameter(
             f"input {tensor.name!r}: BYTES shape must be [N] (or [N, 1]), got {list(tensor.shape)}"
         )
+
+
+def _check_images(tensor: Tensor, max_bytes: int) -> None:
     for index, image in enumerate(tensor.values):
         if len(image) > max_bytes:
             raise ImageTooLarge(

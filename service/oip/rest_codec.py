@@ -6,18 +6,24 @@ followed by the data of each input whose ``parameters.binary_data_size`` is set,
 the inputs; the sizes must add up to exactly what follows the header. Binary response: asked
 per output (``parameters.binary_data``), or for every output without that parameter
 (request ``parameters.binary_data_output``); then the answer is laid out the same way.
+
+Parsing checks before it builds: the JSON header is decoded with each input's data left as
+text, the header is checked against the model (``Expect``, the engine's own check), and only
+then is each input's data counted against its shape and decoded. A JSON body of tens of MB
+takes hundreds of ms to parse: the caller runs ``parse`` in a worker thread for such bodies.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+import msgspec
 
 from service.errors import InvalidParameter
 from service.oip import tensors
-from service.oip.engine import InferRequest, InferResult, OutputRequest
+from service.oip.engine import Header, InferRequest, InferResult, InputHeader, OutputRequest
 from service.oip.schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -29,6 +35,11 @@ from service.oip.tensors import Tensor
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"
 BINARY_TYPE = "application/octet-stream"
+_DECODER = msgspec.json.Decoder(InferenceRequest)
+
+# Refuses a request whose inputs' headers the model would refuse (engine.check_header, bound
+# to the model, version and settings).
+Expect = Callable[[Sequence[Header]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,19 +57,23 @@ class Answer:
     headers: dict[str, str]
 
 
-def parse(body: bytes, header_length: str | None, model: str, version: str | None) -> Parsed:
-    header, blob = _split(body, header_length)
+def parse(body: bytes, header_length: str | None, model: str, version: str | None,
+          expect: Expect) -> Parsed:  # fmt: skip
+    header, blob = split(body, header_length)
     try:
-        parsed = InferenceRequest.model_validate_json(header)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        raise InvalidParameter(f"invalid inference request: {where}: {first['msg']}") from None
+        parsed = _DECODER.decode(header)
+    except msgspec.MsgspecError as exc:
+        raise InvalidParameter(f"invalid inference request: {exc}") from None
+    headers = [
+        InputHeader(i.name, i.datatype, tensors.check_header(i.name, i.datatype, i.shape))
+        for i in parsed.inputs
+    ]
+    expect(headers)
     timeout = parsed.parameters.timeout
     request = InferRequest(
         model_name=model,
         model_version=version,
-        inputs=_inputs(parsed.inputs, blob),
+        inputs=_inputs(parsed.inputs, headers, blob),
         outputs=[OutputRequest(o.name, o.parameters.classification or 0) for o in parsed.outputs],
         timeout_s=None if timeout is None else timeout / 1e6,
     )
@@ -68,6 +83,17 @@ def parse(body: bytes, header_length: str | None, model: str, version: str | Non
         for o in parsed.outputs
     }
     return Parsed(request, parsed.id, binary, default)
+
+
+def header_size(header_length: str | None) -> int | None:
+    """The Inference-Header-Content-Length as a byte count (None when absent)."""
+    if header_length is None:
+        return None
+    text = header_length.strip()
+    # ASCII digits only: str.isdigit() accepts "²", which int() then refuses.
+    if not (text.isascii() and text.isdigit()):
+        raise InvalidParameter(f"{HEADER_LENGTH} must be a byte count, got {header_length!r}")
+    return int(text)
 
 
 def render(result: InferResult, parsed: Parsed) -> Answer:
@@ -92,37 +118,41 @@ def render(result: InferResult, parsed: Parsed) -> Answer:
     return Answer(header + b"".join(blobs), BINARY_TYPE, {HEADER_LENGTH: str(len(header))})
 
 
-def _split(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
-    if header_length is None:
-        return body, b""
-    if not header_length.strip().isdigit() or int(header_length) > len(body):
+def split(body: bytes, header_length: str | None) -> tuple[memoryview, memoryview]:
+    """The JSON header and the binary data after it: views of the body, not copies."""
+    view = memoryview(body)
+    length = header_size(header_length)
+    if length is None:
+        return view, view[len(body) :]
+    if length > len(body):
         raise InvalidParameter(
             f"{HEADER_LENGTH} must be a byte count within the body's {len(body)} bytes, "
             f"got {header_length!r}"
         )
-    length = int(header_length)
-    return body[:length], body[length:]
+    return view[:length], view[length:]
 
 
-def _inputs(inputs: list[RequestInput], blob: bytes) -> list[Tensor]:
+def _inputs(
+    inputs: list[RequestInput], headers: list[InputHeader], blob: memoryview
+) -> list[Tensor]:
     offset = 0
     decoded = []
-    for item in inputs:
-        shape = tensors.check_header(item.name, item.datatype, item.shape)
+    for item, header in zip(inputs, headers, strict=True):
+        name, datatype, shape = header.name, header.datatype, header.shape
         size = item.parameters.binary_data_size
         if size is not None:
             if offset + size > len(blob):
                 raise InvalidParameter(
-                    f"input {item.name!r}: binary_data_size {size} runs past the "
+                    f"input {name!r}: binary_data_size {size} runs past the "
                     f"{len(blob)} bytes of binary data after the header"
                 )
-            values = tensors.from_raw(item.name, item.datatype, shape, blob[offset : offset + size])
+            values = tensors.from_raw(name, datatype, shape, blob[offset : offset + size])
             offset += size
-        elif item.data is not None:
-            values = tensors.from_json(item.name, item.datatype, shape, item.data)
+        elif (data := bytes(item.data)) not in (b"", b"null"):
+            values = tensors.from_json(name, datatype, shape, data)
         else:
-            raise InvalidParameter(f"input {item.name!r} has neither data nor binary_data_size")
-        decoded.append(Tensor(item.name, item.datatype, shape, values))
+            raise InvalidParameter(f"input {name!r} has neither data nor binary_data_size")
+        decoded.append(Tensor(name, datatype, shape, values))
     if offset != len(blob):
         raise InvalidParameter(
             f"the inputs' binary_data_size add up to {offset} bytes, but {len(blob)} bytes "

@@ -7,54 +7,57 @@ sequence parameters); the parameters read here are typed, so a wrong type is a 4
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", protected_namespaces=())
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class _Out(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
 
-# Requests
+# Requests: msgspec Structs, not pydantic models, so that an input's ``data`` stays the JSON
+# text it was sent as (msgspec.Raw: checked to be JSON, nothing built) until the header has
+# been checked and the values counted (service/oip/tensors.py).
+
+_NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+_Positive = Annotated[int, msgspec.Meta(ge=1)]
 
 
-class InputParameters(_In):
-    binary_data_size: NonNegativeInt | None = None  # bytes of this input after the JSON header
+class InputParameters(msgspec.Struct, frozen=True):
+    binary_data_size: _NonNegative | None = None  # bytes of this input after the JSON header
 
 
-class RequestInput(_In):
+class RequestInput(msgspec.Struct, frozen=True):
     name: str
-    shape: list[NonNegativeInt]
+    shape: list[_NonNegative]
     datatype: str
-    parameters: InputParameters = InputParameters()
-    data: list[Any] | None = None  # absent when the data is binary
+    parameters: InputParameters = msgspec.field(default_factory=InputParameters)
+    # The JSON text of the values; empty when absent (their data is binary).
+    data: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
-class OutputParameters(_In):
+class OutputParameters(msgspec.Struct, frozen=True):
     binary_data: bool | None = None  # None: the request's binary_data_output decides
-    classification: PositiveInt | None = None
+    classification: _Positive | None = None
 
 
-class RequestOutput(_In):
+class RequestOutput(msgspec.Struct, frozen=True):
     name: str
-    parameters: OutputParameters = OutputParameters()
+    parameters: OutputParameters = msgspec.field(default_factory=OutputParameters)
 
 
-class RequestParameters(_In):
+class RequestParameters(msgspec.Struct, frozen=True):
     binary_data_output: bool = False
-    timeout: PositiveInt | None = None  # microseconds
+    timeout: _Positive | None = None  # microseconds
 
 
-class InferenceRequest(_In):
+class InferenceRequest(msgspec.Struct, frozen=True):
+    inputs: Annotated[list[RequestInput], msgspec.Meta(min_length=1)]
     id: str | None = None
-    parameters: RequestParameters = RequestParameters()
-    inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] = []
+    parameters: RequestParameters = msgspec.field(default_factory=RequestParameters)
+    outputs: list[RequestOutput] = msgspec.field(default_factory=list)
 
 
 # Responses

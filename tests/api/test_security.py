@@ -8,8 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
-from service.http.auth import BearerAuth
+from service.http.auth import BearerAuth, needs_token
+from service.observability.metrics import Metrics
+from service.security import Tokens
 from service.settings import Settings
 from tests.api.conftest import Served, fake_factory, serve
 
@@ -153,3 +156,133 @@ async def test_the_page_forbids_inline_code_framing_and_sniffing() -> None:
     assert " style=" not in page.text
     assert script.status_code == 200
     assert "javascript" in script.headers["content-type"]
+
+
+async def test_the_page_html_is_reachable_only_with_the_page_headers() -> None:
+    async with serve(Settings(), fake_factory()) as served:
+        page = await served.client.get("/")
+        as_asset = await served.client.get("/static/index.html")
+        listing = await served.client.get("/static/")
+        style = await served.client.get("/static/page.css")
+    assert page.status_code == 200
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert (as_asset.status_code, listing.status_code) == (404, 404)
+    assert style.status_code == 200
+    assert style.headers["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert style.headers["X-Frame-Options"] == "DENY"
+
+
+async def recorded(app_calls: list[str], scope: dict[str, object]) -> list[dict[str, object]]:
+    """What BearerAuth sends for ``scope``; ``app_calls`` records whether it let it through."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        app_calls.append(str(scope["type"]))
+
+    async def receive() -> Message:
+        return {"type": "websocket.connect"}
+
+    sent: list[dict[str, object]] = []
+
+    async def send(message: Message) -> None:
+        sent.append(dict(message))
+
+    auth = BearerAuth(app, Tokens(["t"], None), needs_token(Settings()), Metrics())
+    await auth(scope, receive, send)
+    return sent
+
+
+async def test_a_websocket_needs_a_token_whatever_its_path() -> None:
+    def websocket(path: str, *headers: tuple[bytes, bytes]) -> dict[str, object]:
+        return {"type": "websocket", "path": path, "headers": list(headers)}
+
+    calls: list[str] = []
+    refused = await recorded(calls, websocket("/v1/stream"))
+    public_path = await recorded(calls, websocket("/"))
+    wrong = await recorded(calls, websocket("/v1/stream", (b"authorization", b"Bearer x")))
+    assert calls == []
+    assert refused == public_path == wrong == [{"type": "websocket.close", "code": 1008}]
+    assert await recorded(calls, websocket("/ws", (b"authorization", b"Bearer t"))) == []
+    assert calls == ["websocket"]
+    assert await recorded(calls, {"type": "lifespan"}) == []
+    assert await recorded(calls, {"type": "something-else"}) == []
+    assert calls == ["websocket", "lifespan"]
+
+
+def file_tokens(path: Path) -> Tokens:
+    return Tokens([], path)
+
+
+def accepts(tokens: Tokens, token: str) -> bool:
+    return tokens.accepts(token.encode())
+
+
+def test_tokens_file_comments_and_lines_that_are_not_tokens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(
+        "# rotation of 2024-05\n"
+        "   # an indented comment\n"
+        "new-token  # the one callers move to\n"
+        "\told-token\n"
+        "two words\n"
+        "\n"
+    )
+    tokens = file_tokens(path)
+    assert accepts(tokens, "new-token")
+    assert accepts(tokens, "old-token")
+    rejected = ["# an indented comment", "new-token  # the one callers move to", "two words"]
+    assert not any(accepts(tokens, text) for text in rejected)
+    assert "line 5 is not a bearer token" in caplog.text
+    assert "two words" not in caplog.text  # a line is named by its number, never its text
+
+
+def test_a_tokens_file_that_cannot_be_used_keeps_the_last_good_tokens(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("good\n")
+    tokens = file_tokens(path)
+    path.write_bytes(b"good\nnew-\xff-token\n")  # not UTF-8
+    tokens.reload()
+    assert accepts(tokens, "good")
+    assert "is not UTF-8 (byte 9); keeping the 1 tokens read before" in caplog.text
+    path.write_text("# all commented out mid-rotation\n")
+    tokens.reload()
+    assert accepts(tokens, "good")
+    assert "holds no token; keeping the 1 tokens read before" in caplog.text
+    path.unlink()
+    tokens.reload()
+    assert accepts(tokens, "good")
+    assert "cannot be read" in caplog.text
+    path.write_text("fixed\n")
+    tokens.reload()
+    assert accepts(tokens, "fixed")
+    assert not accepts(tokens, "good")
+
+
+async def test_an_undecodable_tokens_file_keeps_authenticated_calls_answered(
+    tmp_path: Path,
+) -> None:
+    """The report's case: the file rewritten with a byte that is not UTF-8 made every
+    authenticated call a 500."""
+    path = tmp_path / "tokens"
+    path.write_text("good\n")
+    async with serve(Settings(api_tokens_file=path), fake_factory()) as served:
+        before, _ = await classify(served, bearer("good"))
+        path.write_bytes(b"\xff\n")
+        _auth_of(served).tokens.reload()  # what the first request after the interval does
+        after, _ = await classify(served, bearer("good"))
+    assert (before, after) == (200, 200)
+
+
+def test_a_tokens_file_change_is_seen_by_its_content_not_its_mtime(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text("first\n")
+    tokens = file_tokens(path)
+    stat = path.stat()
+    path.write_text("second\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as cp -p leaves it
+    tokens.reload()
+    assert accepts(tokens, "second")
+    assert not accepts(tokens, "first")

@@ -16,7 +16,7 @@ import pytest
 
 from bench import servers
 from bench.config import BenchConfig, load_jpegs
-from bench.loadgen import CLASSIFY_PATH, HEADERS
+from bench.loadgen.http1 import CLASSIFY_PATH, HEADERS
 from service import paths
 from tests.conftest import REPO
 

@@ -1,5 +1,5 @@
-"""The C load generator (bench/native/loadgen.c through bench/nativegen.py) against a small
-real HTTP/1.1 server on a loopback port, one behaviour per path: what bench.overload's figures
+"""The C load generator (bench/loadgen/loadgen.c, driven by bench/loadgen/native.py) against a
+small real HTTP/1.1 server on a loopback port, one behaviour per path: what bench.overload's figures
 rest on is that it sends what it is asked, reuses keep-alive connections, times and names every
 outcome, and survives whatever a server does to a connection."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.loadgen import Mode, Step
-from bench.nativegen import NativeGenerator, build, parse
+from bench.loadgen.native import NativeGenerator, build, parse
+from bench.loadgen.outcomes import Mode, Step
 from tests.bench.http_server import Server, serving
 from tests.e2e.conftest import require_binary
 

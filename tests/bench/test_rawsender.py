@@ -1,4 +1,4 @@
-"""The Python load generator's HTTP client (bench.loadgen.RawSender) against the same small
+"""The Python load generator's HTTP client (bench.loadgen.http1.RawSender) against the same small
 real server as the C one: an answer that never comes is recorded after a bound, not waited for,
 and its connection is not reused."""
 
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from bench import loadgen
-from bench.loadgen import RawSender
+from bench.loadgen import http1
+from bench.loadgen.http1 import RawSender
 from tests.bench.http_server import serving
 
 pytestmark = pytest.mark.anyio
@@ -23,7 +23,7 @@ def anyio_backend() -> str:
 async def test_an_answer_that_never_comes_is_recorded_after_the_bound(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(loadgen, "ANSWER_TIMEOUT_S", 0.3)  # 60 s by default
+    monkeypatch.setattr(http1, "ANSWER_TIMEOUT_S", 0.3)  # 60 s by default
     async with serving() as server:
         sender = RawSender(f"http://127.0.0.1:{server.port}/never", 1)
         outcome = await sender.post(b"x" * 100, time.perf_counter())

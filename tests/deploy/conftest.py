@@ -1,5 +1,5 @@
-"""The container image as a user gets it: built ONCE per test session by deploy/build-image.sh
-(the air-gapped podman path), then run with podman the way the README says.
+"""The container image as a user gets it: built ONCE per test session by `make image` (the
+air-gapped podman path, deploy/build-image.sh), then run with podman the way the docs say.
 
 Set IMGCLS_TEST_IMAGE=<image> to test an image that is already built instead (no build).
 Podman missing: a skip, or a failure when IMGCLS_REQUIRE_REAL_SERVERS=1 (CI)."""
@@ -16,15 +16,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
+from bench import launch
 from tests.conftest import REPO
 
 # trained_server: the service run from the checkout, to compare the image's answers with.
-from tests.e2e.conftest import free_port, require_binary, trained_server, wait_until
+from tests.e2e.conftest import free_port, require_binary, trained_server
 
-TEST_IMAGE = os.environ.get("IMGCLS_TEST_IMAGE", "localhost/imgcls:test")
+# `make image`'s own default, so that in CI every deployment command of the docs runs as written.
+TEST_IMAGE = os.environ.get("IMGCLS_TEST_IMAGE", "localhost/imgcls:latest")
 # A clean machine: podman install, base image, torch install, model build, runtime stage.
 IMAGE_BUILD_TIMEOUT_S = 2400
 READY_TIMEOUT_S = 120.0
@@ -53,15 +54,15 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     started = time.monotonic()
     with log.open("wb") as out:
         result = subprocess.run(
-            [str(REPO / "deploy" / "build-image.sh")],
-            env=os.environ | {"IMGCLS_IMAGE": TEST_IMAGE},
+            ["make", "image", f"IMGCLS_IMAGE={TEST_IMAGE}"],  # as docs/guide/deployment.md says
+            cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,
             timeout=IMAGE_BUILD_TIMEOUT_S,
             check=False,
         )
     if result.returncode != 0:
-        pytest.fail(f"deploy/build-image.sh exited {result.returncode}\n{log.read_text()[-6000:]}")
+        pytest.fail(f"make image exited {result.returncode}\n{log.read_text()[-6000:]}")
     print(f"image {TEST_IMAGE} built in {time.monotonic() - started:.0f} s")
     return TEST_IMAGE
 
@@ -101,10 +102,11 @@ class Container:
 
 
 def wait_ready(url: str, what: str, logs: Callable[[], str]) -> None:
-    def ready() -> bool:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-
-    wait_until(ready, READY_TIMEOUT_S, f"{what}: {url}/readyz 200", logs)
+    """bench.launch's readiness wait (the one bench/ and tests/e2e use) on a container's URL."""
+    try:
+        launch.wait_ready(url, READY_TIMEOUT_S, log=logs, interval_s=0.1)
+    except launch.NotReady as exc:
+        pytest.fail(f"{what}: {exc}")
 
 
 @contextlib.contextmanager
@@ -131,4 +133,4 @@ def container(image: str, resource_limits: list[str]) -> Iterator[Container]:
         yield running
 
 
-__all__ = ["Container", "podman", "run_container", "trained_server", "wait_until"]
+__all__ = ["Container", "podman", "run_container", "trained_server", "wait_ready"]

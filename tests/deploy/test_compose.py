@@ -1,8 +1,10 @@
-"""docker-compose.yml run with podman-compose: the service and a real Prometheus (built from
-Debian's package on the local base: no registry here) loading deploy/prometheus's config and
-alert rules. Every PromQL expression of the Grafana dashboard and of the alert rules is queried
-against it after real traffic. Grafana itself is not started: it has no Debian package and no
-registry is reachable here (its provisioning files are checked for shape only)."""
+"""docker-compose.yml run by `make stack` / `make stack-down` (podman-compose), the commands
+docs/guide/deployment.md gives, with their variables: the service and a real Prometheus (built by
+the compose file itself from Debian's package on the local base when its image is missing: no
+registry here) loading deploy/prometheus's config and alert rules. Every PromQL expression of the
+Grafana dashboard and of the alert rules is queried against it after real traffic. Grafana is
+in an optional profile that `make stack` leaves out: it has no Debian package and no registry is
+reachable here (its provisioning files are checked for shape only)."""
 
 from __future__ import annotations
 
@@ -28,8 +30,6 @@ from tests.e2e.conftest import free_port, require_binary, wait_until
 DEPLOY = REPO / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "imgcls.json"
-PROMETHEUS_IMAGE = "localhost/imgcls-prometheus:test"
-BASE_IMAGE = os.environ.get("IMGCLS_BASE_IMAGE", "localhost/imgcls-base:bookworm")
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -86,39 +86,36 @@ class Stack:
         return result
 
 
-def compose(project: str, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def make(target: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`make stack` / `make stack-down` as the docs give them, the variables in the environment
+    (COMPOSE_PROJECT_NAME keeps this run's containers apart from any other stack)."""
     return subprocess.run(
-        [sys.executable, "-m", "podman_compose", "-p", project, *args],
-        cwd=REPO, env=os.environ | env, capture_output=True, text=True, timeout=300, check=False,
+        ["make", target], cwd=REPO, env=os.environ | env, capture_output=True, text=True,
+        timeout=1200, check=False,
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def prometheus_image(image: str) -> str:
-    """Prometheus from Debian's package on the same local base as the service image."""
-    podman(
-        "build", "--build-arg", f"BASE={BASE_IMAGE}", "-t", PROMETHEUS_IMAGE,
-        "-f", str(DEPLOY / "prometheus" / "Dockerfile"), str(DEPLOY / "prometheus"),
-        timeout=900,
-    )  # fmt: skip
-    return PROMETHEUS_IMAGE
+def compose_logs(env: dict[str, str]) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "podman_compose", "logs"], cwd=REPO, env=os.environ | env,
+        capture_output=True, text=True, timeout=120, check=False,
+    ).stdout  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def stack(image: str, prometheus_image: str) -> Iterator[Stack]:
+def stack(image: str) -> Iterator[Stack]:
     project = f"imgcls-test-{uuid.uuid4().hex[:8]}"
     service_port, prometheus_port = free_port(), free_port()
     env = {
+        "COMPOSE_PROJECT_NAME": project,
         "IMGCLS_IMAGE": image,
-        "PROMETHEUS_IMAGE": prometheus_image,
         "IMGCLS_HOST_PORT": str(service_port),
         "PROMETHEUS_HOST_PORT": str(prometheus_port),
     }
-    # Grafana is left out by naming the services to start (it cannot run here).
-    up = compose(project, env, "up", "-d", "imgcls", "prometheus")
+    up = make("stack", env)
 
     def logs() -> str:
-        return up.stdout + up.stderr + compose(project, env, "logs").stdout
+        return up.stdout + up.stderr + compose_logs(env)
 
     try:
         assert up.returncode == 0, logs()
@@ -128,7 +125,15 @@ def stack(image: str, prometheus_image: str) -> Iterator[Stack]:
             wait_until(lambda: client.get("/-/ready").status_code == 200, 60, "Prometheus", None)
             yield Stack(project, service_url, client)
     finally:
-        compose(project, env, "down", "-t", "30")
+        make("stack-down", env)
+
+
+def test_grafana_is_optional_and_prometheus_is_built_here() -> None:
+    services = yaml.safe_load((REPO / "docker-compose.yml").read_text())["services"]
+    assert services["grafana"]["profiles"] == ["grafana"]  # `make stack` leaves it out
+    assert "profiles" not in services["imgcls"]
+    assert "profiles" not in services["prometheus"]
+    assert services["prometheus"]["build"]["context"] == "./deploy/prometheus"
 
 
 def containers(project: str, service: str) -> list[str]:
@@ -200,6 +205,7 @@ def test_stack_scrapes_alerts_and_answers_every_dashboard_query(
 @pytest.mark.slow
 @pytest.mark.container
 def test_stack_service_healthcheck_reports_healthy(stack: Stack) -> None:
+    assert containers(stack.project, "grafana") == []
     (name,) = containers(stack.project, "imgcls")
     health = podman("healthcheck", "run", name, check=False)
     # podman 4.3 prints nothing on success, later versions "healthy": the exit code decides.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.deploy.conftest import Container, podman, run_container
-from tests.e2e.conftest import ServiceProcess, run_service
+from tests.deploy.conftest import Container, podman, run_container, wait_ready
+from tests.e2e.conftest import ServiceProcess, free_port, run_service
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(3000)]
 
@@ -171,6 +172,37 @@ def test_podman_stop_drains_and_exits_0(container: Container) -> None:
     ]
     assert any(m.startswith("signal SIGTERM: draining") for m in messages), messages[-10:]
     assert "drained" in messages
+
+
+def test_make_run_image_serves_and_drains(
+    image: str, photos: dict[str, Any], photo_bytes: Callable[[str], bytes], tmp_path: Path
+) -> None:
+    """`make run-image`, the command docs/guide/deployment.md gives, with its variables: the image
+    read-only, 2 CPUs, 1 GiB, on a loopback port; it classifies, and `podman stop` drains it and
+    the command exits 0 (the container is removed: --rm)."""
+    port, name = free_port(), f"imgcls-run-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "run-image.log"
+    command = ["make", "run-image", f"IMGCLS_IMAGE={image}", f"IMGCLS_HOST_PORT={port}"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, f"IMGCLS_CONTAINER={name}"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, "make run-image", log.read_text)
+        inspected = json.loads(podman("container", "inspect", name).stdout)[0]["HostConfig"]
+        assert inspected["ReadonlyRootfs"] is True
+        assert (inspected["Memory"], inspected["NanoCpus"]) == (1024**3, 2 * 10**9)
+        name_, expected = next((n, e) for n, e in photos.items() if e["assert"])
+        assert top1(url, photo_bytes(name_))[0] in expected["accept"]
+        podman("stop", "-t", "30", name, timeout=60)
+        assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        assert podman("container", "exists", name, check=False).returncode != 0
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_a_failing_accuracy_gate_fails_the_image_build(image: str, tmp_path: Path) -> None:

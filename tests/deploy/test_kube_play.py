@@ -1,8 +1,10 @@
-"""deploy/k8s/deployment.yaml run by `podman kube play`: the pod spec as written (security
-context, read-only root, resources, probes), with two test-only changes made on a rendered
-copy: the image is the one this session built, and the container port gets a free hostPort
-(podman publishes containerPorts on the host; a fixed 8000 may be taken). The Deployment has no
-`replicas` (the HPA owns it), so podman starts one pod: two would both bind the same host port.
+"""deploy/k8s/deployment.yaml run by `podman kube play` as shipped, the command
+docs/guide/deployment.md gives: its pull policy, ports, security context, resources and probes
+as written. The one thing a test changes, on a rendered copy, is the image, when this session's
+is not `imgcls:latest` (IMGCLS_TEST_IMAGE names another tag so that two checkouts on one
+machine do not replace each other's image). podman 4.3 publishes the container port on the
+host's port 8000, as a user gets it. The Deployment has no `replicas` (the HPA owns it), so
+podman starts one pod.
 
 What podman does NOT do with it, so nothing here can test it: the Service, the PDB and the HPA
 (no Kubernetes control plane), the preStop hook (ignored by kube play), the readiness and
@@ -13,7 +15,9 @@ systemd timers here)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,28 +26,36 @@ import yaml
 
 from tests.conftest import REPO
 from tests.deploy.conftest import podman, wait_ready
-from tests.e2e.conftest import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.container, pytest.mark.timeout(3000)]
 
+SHIPPED = REPO / "deploy" / "k8s" / "deployment.yaml"
+HOST_PORT = 8000  # the container port, which podman 4.3 publishes on the host as it is
 
-def rendered(image: str, host_port: int) -> str:
-    deployment = yaml.safe_load((REPO / "deploy" / "k8s" / "deployment.yaml").read_text())
+
+def manifest_for(image: str, folder: Path) -> Path:
+    """The shipped file itself when it names this image, else a copy naming this one."""
+    deployment = yaml.safe_load(SHIPPED.read_text())
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    if image.removeprefix("localhost/") == container["image"]:
+        return SHIPPED
     container["image"] = image
-    container["imagePullPolicy"] = "Never"
-    (port,) = container["ports"]
-    port["hostPort"] = host_port
-    port["hostIP"] = "127.0.0.1"
-    return yaml.safe_dump(deployment)
+    rendered = folder / "deployment.yaml"
+    rendered.write_text(yaml.safe_dump(deployment))
+    return rendered
+
+
+def require_free(port: int) -> None:
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.fail(f"port {port} is taken: `podman kube play` publishes the Deployment's port")
 
 
 @pytest.fixture(scope="module")
 def kube_pod(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    port = free_port()
-    manifest = tmp_path_factory.mktemp("kube") / "deployment.yaml"
-    manifest.write_text(rendered(image, port))
+    manifest = manifest_for(image, tmp_path_factory.mktemp("kube"))
     podman("kube", "down", str(manifest), check=False)
+    require_free(HOST_PORT)
     played = podman("kube", "play", str(manifest), timeout=300)
     try:
         names = podman("ps", "--format", "{{.Names}}", "--filter", "pod=imgcls-pod-0").stdout
@@ -52,12 +64,23 @@ def kube_pod(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         def logs() -> str:
             return played.stdout + played.stderr + podman("logs", name, check=False).stderr
 
-        url = f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{HOST_PORT}"
         wait_ready(url, "kube play pod", logs)
         (inspected,) = json.loads(podman("container", "inspect", name).stdout)
         yield {"name": name, "url": url, "inspect": inspected}
     finally:
         podman("kube", "down", str(manifest), check=False, timeout=120)
+
+
+def test_the_shipped_manifest_is_played_unchanged_but_for_the_image(
+    image: str, tmp_path: Path
+) -> None:
+    played = yaml.safe_load(manifest_for(image, tmp_path).read_text())
+    shipped = yaml.safe_load(SHIPPED.read_text())
+    (container,) = played["spec"]["template"]["spec"]["containers"]
+    container["image"] = shipped["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert played == shipped
+    assert container["imagePullPolicy"] == "IfNotPresent"
 
 
 def test_kube_pod_runs_the_security_context_as_written(kube_pod: dict[str, Any]) -> None:

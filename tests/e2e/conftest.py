@@ -1,5 +1,6 @@
-"""Real servers: ``python -m service`` as its own process on a free loopback port, and helpers
-for the outside programs the tests drive (chromium, chromedriver, prometheus).
+"""Real servers: ``python -m service`` as its own process on a free loopback port (started and
+waited for by bench.launch, the one helper bench/, these tests and tests/deploy share), and
+helpers for the outside programs the tests drive (chromium, chromedriver, prometheus).
 
 Waiting for another process to come up is the one place these tests poll: always with a
 bounded deadline, and failing with that process's log when it never comes."""
@@ -10,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench import launch
+from bench.launch import free_port
 from tests.conftest import REPO
 
 STARTUP_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def require_binary(name: str) -> str:
@@ -82,36 +77,26 @@ class ServiceProcess:
 def run_service(
     tmp_path: Path, model_dir: Path, *, wait_ready: bool = True, **env: str
 ) -> Iterator[ServiceProcess]:
+    """The service on a free port, ready unless ``wait_ready`` is False; killed afterwards if
+    the test has not stopped it."""
     port = free_port()
     log = tmp_path / f"service-{port}.log"
-    environment = os.environ | {
+    environment = {
         "IMGCLS_HOST": "127.0.0.1",
         "IMGCLS_PORT": str(port),
         "IMGCLS_MODEL_DIR": str(model_dir),
         "IMGCLS_LOG_FORMAT": "json",
         **env,
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=environment, stdout=out, stderr=out
-        )
-    server = ServiceProcess(process, f"http://127.0.0.1:{port}", log)
+    command = [sys.executable, "-m", "service"]
     try:
-        if wait_ready:
-            wait_until(
-                lambda: _ready(server), STARTUP_TIMEOUT_S, f"{server.url}/readyz 200", server.log
-            )
-        yield server
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
-
-
-def _ready(server: ServiceProcess) -> bool:
-    if server.process.poll() is not None:
-        pytest.fail(f"the service exited with {server.process.returncode}\n{server.log_text()}")
-    return httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200
+        with launch.started(
+            command, port, log, environment, timeout_s=STARTUP_TIMEOUT_S, wait=wait_ready,
+            graceful_s=None, cwd=REPO,
+        ) as started:  # fmt: skip
+            yield ServiceProcess(started.proc, started.url, log)
+    except launch.NotReady as exc:
+        pytest.fail(f"the service did not start: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +105,6 @@ def trained_server(
 ) -> Iterator[ServiceProcess]:
     with run_service(tmp_path_factory.mktemp("service"), trained_model_dir) as server:
         yield server
+
+
+__all__ = ["ServiceProcess", "free_port", "require_binary", "run_service", "wait_until"]

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "paths": set(),
     "process": set(),
     "settings": {"paths", "process"},
-    "settings_reference": {"settings"},
+    "reference_docs": _BASE | {"limits", "model", "inference", "oip", "http", "grpc"},
     "security": {"settings"},
     "observability": {"errors", "settings"},
     "limits": {"errors", "settings", "observability"},

@@ -5,7 +5,7 @@ health, and every malformed request answered with the protocol's 4xx {"error": "
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -292,7 +292,7 @@ BAD: dict[str, tuple[tuple[str, bytes, dict[str, str]], int, str, str]] = {
         "not a decodable image",
     ),
     "pixel out of range": (
-        json_case({"inputs": [{**uint8([1, 1, 1, 3]), "data": [0, 1, 256]}]}),
+        json_case({"inputs": [{**uint8([1, 224, 224, 3]), "data": [0] * (ONE - 1) + [256]}]}),
         400,
         "invalid_parameter",
         "UINT8 integer",
@@ -353,3 +353,32 @@ async def test_a_timeout_parameter_in_microseconds_bounds_the_request(
 async def test_v1_errors_keep_their_own_shape(real: Served) -> None:
     response = await real.client.post("/v1/classify", content=b"x", headers={"Content-Type": "a/b"})
     assert set(response.json()["error"]) == {"code", "message"}
+
+
+async def test_a_json_body_has_its_own_cap_checked_before_it_is_read(real: Served) -> None:
+    """IMGCLS_MAX_JSON_REQUEST_BYTES (24 MiB): from Content-Length, from the binary extension's
+    header length, or at the first chunk over it; binary data may still be larger."""
+    cap = 24 * 1024 * 1024
+    over = await real.client.post(INFER, content=b" " * (cap + 1))
+    header_over = await real.client.post(
+        INFER, content=b"{}", headers={"Inference-Header-Content-Length": str(cap + 1)}
+    )
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(25):
+            yield b" " * (1024 * 1024)
+
+    chunked = await real.client.post(INFER, content=chunks())
+    for response in (over, header_over):
+        assert response.status_code == 413, response.text
+        assert "send large tensors as binary data" in response.json()["error"]
+    assert chunked.status_code == 413, chunked.text
+    assert f"exceeds the limit of {cap} bytes" in chunked.json()["error"]
+
+
+async def test_a_header_length_in_digits_that_are_not_ascii_is_a_400(real: Served) -> None:
+    """str.isdigit() accepts "\u00b2", which int() then refuses: it was a 500."""
+    headers = {"Inference-Header-Content-Length": "\u00b2".encode("latin-1")}
+    response = await real.client.post(INFER, content=b"{}", headers=headers)
+    assert response.status_code == 400, response.text
+    assert "Inference-Header-Content-Length must be a byte count" in response.json()["error"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import numpy as np
 import pytest
@@ -29,8 +30,8 @@ def test_bytes_raw_round_trip_uses_length_prefixes() -> None:
 
 
 def test_json_numbers_flat_or_nested() -> None:
-    flat = tensors.from_json("x", "UINT8", (2, 2), [1, 2, 3, 4])
-    nested = tensors.from_json("x", "UINT8", (2, 2), [[1, 2], [3, 4]])
+    flat = tensors.from_json("x", "UINT8", (2, 2), b"[1, 2, 3, 4]")
+    nested = tensors.from_json("x", "UINT8", (2, 2), b"[[1, 2],\n [3, 4]]")
     assert isinstance(flat, np.ndarray)
     assert isinstance(nested, np.ndarray)
     np.testing.assert_array_equal(flat, nested)
@@ -38,7 +39,7 @@ def test_json_numbers_flat_or_nested() -> None:
 
 
 def test_json_bytes_are_base64() -> None:
-    data = [base64.b64encode(b"\xff\xd8 not utf-8").decode()]
+    data = json.dumps([base64.b64encode(b"\xff\xd8 not utf-8").decode()]).encode()
     assert tensors.from_json("x", "BYTES", (1,), data) == [b"\xff\xd8 not utf-8"]
 
 
@@ -65,7 +66,7 @@ def test_bad_json_data_is_invalid(
     datatype: str, shape: tuple[int, ...], data: list[object], message: str
 ) -> None:
     with pytest.raises(InvalidParameter, match=message):
-        tensors.from_json("x", datatype, shape, list(data))
+        tensors.from_json("x", datatype, shape, json.dumps(data).encode())
 
 
 @pytest.mark.parametrize(
@@ -90,3 +91,51 @@ def test_unknown_datatype_and_negative_dimensions() -> None:
         tensors.check_header("x", "UINT9", [1])
     with pytest.raises(InvalidParameter, match="negative"):
         tensors.check_header("x", "UINT8", [-1, 3])
+
+
+def test_json_values_are_counted_from_the_text_before_any_is_built(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A count that does not match the shape is refused before the numbers are decoded."""
+    monkeypatch.setattr(tensors.msgspec.json, "decode", lambda *a, **k: pytest.fail("decoded"))
+    with pytest.raises(InvalidParameter, match="5000000 values for shape \\[2, 2\\]"):
+        tensors.from_json("x", "UINT8", (2, 2), b"[" + b",".join([b"0"] * 5_000_000) + b"]")
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "message"),
+    [
+        ("UINT8", (2,), b'"12"', "must be a JSON list"),
+        ("UINT8", (2,), b"[1, null]", "must be UINT8 numbers"),
+        ("UINT8", (2,), b'[1, "2"]', "must be UINT8 numbers"),
+        ("UINT8", (3,), b"[1, [], 2]", "must be UINT8 numbers"),
+        ("BYTES", (2,), b'[[""], [""], [""]]', "more elements than shape \\[2\\] holds"),
+        ("BYTES", (1,), b'["", "", ""]', "more elements than shape \\[1\\] holds"),
+    ],
+)
+def test_json_data_that_is_not_what_the_shape_says(
+    datatype: str, shape: tuple[int, ...], data: bytes, message: str
+) -> None:
+    with pytest.raises(InvalidParameter, match=message):
+        tensors.from_json("x", datatype, shape, data)
+
+
+def test_json_numbers_across_decode_slices() -> None:
+    """More values than one slice decodes at once (256 KiB of text) keep their order."""
+    values = [i % 256 for i in range(200_000)]
+    decoded = tensors.from_json("x", "UINT8", (200_000,), json.dumps(values).encode())
+    assert isinstance(decoded, np.ndarray)
+    np.testing.assert_array_equal(decoded, np.array(values, dtype=np.uint8))
+
+
+def test_raw_bytes_elements_stop_at_the_first_beyond_the_shape() -> None:
+    with pytest.raises(InvalidParameter, match="more than 2 BYTES elements"):
+        tensors.from_raw("x", "BYTES", (2,), bytes(4 * 1_000_000))
+
+
+def test_typed_values_are_counted_before_they_are_copied() -> None:
+    assert tensors.from_values("x", "UINT8", (2,), [3, 4]).tolist() == [3, 4]  # type: ignore[union-attr]
+    with pytest.raises(InvalidParameter, match="3 values for shape \\[2\\]"):
+        tensors.from_values("x", "UINT8", (2,), [1, 2, 3])
+    with pytest.raises(InvalidParameter, match="UINT8 integer"):
+        tensors.from_values("x", "UINT8", (1,), [300])
