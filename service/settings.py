@@ -169,6 +169,15 @@ class Settings(BaseSettings):
         "memory to 8 bytes per budget pixel: 320 MB by default.",
         json_schema_extra=_in("Input limits", advanced=True),
     )
+    jpeg_draft_margin: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="A large JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) "
+        "while both sides stay at least this many times the model's resize size; 0 decodes "
+        "every pixel (a 12 MP photo: ~4x the CPU). The default was chosen by measurement "
+        "(docs/decisions/jpeg-draft.md) and is what the build evaluated at phone size.",
+        json_schema_extra=_in("Input limits", advanced=True),
+    )
 
     # -- HTTP server -------------------------------------------------------------------------
     host: str = Field(
