@@ -7,6 +7,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARTIFACTS ?= model_artifacts
 MODEL ?= auto
+# Your own model instead of a shipped one: MODEL_CONFIG=path/to/model.toml
+# (docs/guide/your-own-model.md); `make image` passes IMGCLS_MODEL_CONFIG the same way.
+MODEL_CONFIG ?=
 SAMPLES ?= samples
 IMGCLS_DATA_DIR ?= $(abspath ../shared/data)
 export IMGCLS_DATA_DIR
@@ -39,12 +42,14 @@ $(VENV)/.installed: $(VENV)/.installed-serve
 install-serve: $(VENV)/.installed-serve
 install: $(VENV)/.installed
 
-# The model for serving: resnet18 when its official weights can be had, else efficientnet_lite0.
+# The model for serving: MODEL_CONFIG when given, else resnet18 when its official weights can
+# be had, else efficientnet_lite0.
 model: install-serve
 	@if ls $(ARTIFACTS)/*/manifest.json >/dev/null 2>&1; then \
 		echo "model artifacts present: $$(ls -d $(ARTIFACTS)/*/ | tr '\n' ' ')"; \
 	else \
-		$(PY) -m build --model $(MODEL) --out $(ARTIFACTS); \
+		$(PY) -m build $(if $(MODEL_CONFIG),--config $(MODEL_CONFIG),--model $(MODEL)) \
+			--out $(ARTIFACTS); \
 	fi
 
 # What the tests need: a trained model for accuracy (efficientnet_lite0, real ImageNet weights

@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from bench import coldstart, overload, phone, soak
+from bench import cache, coldstart, overload, phone, soak
 from bench.config import BenchConfig, config_from_args, parser
 from bench.experiments import accuracy, engines, http, inprocess, v2
 from bench.peers import benchmark as peers
@@ -36,6 +36,7 @@ SUITE: dict[str, Run] = {
     "coldstart": coldstart.run,
     "overload": overload.run,
     "soak": soak.run,
+    "cache": cache.run,  # the response cache at 0/50/90 % repeated images (issue 21)
 }
 EXPERIMENTS: dict[str, Run] = {
     "http": http.run,  # the service against its own pieces in-process, by batching and provider

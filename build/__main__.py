@@ -1,7 +1,12 @@
-"""python -m build: export, quantize and evaluate one model into model_artifacts/<model>/.
+"""python -m build: build one model (model.toml) into <out>/<name>/: export, quantize,
+evaluate on the config's images, gate, manifest.
 
-User errors (unknown model, bad weights file, offline, no data) end with one line on stderr and
-exit code 2; a model that fails the accuracy gate ends with exit code 1; never a traceback.
+    python -m build --config model.toml [--out DIR]
+    python -m build --model resnet18|efficientnet_lite0|auto     (the shipped configs)
+
+User errors (a bad config, missing or unfit files, bad data, offline) end with one line on
+stderr and exit code 2; a model that fails the accuracy gate ends with exit code 1; never a
+traceback, and --out is left as it was.
 """
 
 from __future__ import annotations
@@ -12,41 +17,53 @@ import sys
 import warnings
 from pathlib import Path
 
-from build.catalog import MODEL_NAMES
-from build.errors import BuildError
-from build.evaluate import DEFAULT_MAX_TOP1_DROP
+from build import config, progress
+from build.errors import BuildError, WeightsUnavailable
 from build.photo_size import DEFAULT_IMAGES as DEFAULT_PHONE_SIZE_IMAGES
 from build.pipeline import BuildOptions, run_build
+from build.weights import official, resolve_official
 from service import paths
+
+log = logging.getLogger("build")
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m build", description=__doc__.splitlines()[0])
-    p.add_argument(
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--config", type=Path, help="the model.toml to build")
+    which.add_argument(
         "--model",
-        default="auto",
-        help=f"auto (default: resnet18 if its official weights can be had, else "
-        f"efficientnet_lite0) or one of: {', '.join(MODEL_NAMES)}",
+        default=None,
+        help=f"a shipped config (build/models/): {', '.join(config.shipped_names())}, or auto "
+        "(resnet18 if its official weights can be had, else efficientnet_lite0)",
     )
     p.add_argument(
         "--weights",
         default=None,
-        help="a weights FILE, or 'random' (untrained, speed work only); default: the official ones",
+        help="a state-dict FILE, or 'random' (untrained, speed work only), instead of the "
+        "config's weights",
     )
-    p.add_argument("--out", type=Path, default=paths.DEFAULT_ARTIFACTS_DIR, help="artifacts root")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=paths.DEFAULT_ARTIFACTS_DIR,
+        help="artifacts root (<out>/<name>/)",
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help=f"labeled images (env {paths.DATA_DIR_ENV}, default {paths.DEFAULT_DATA_DIR}); "
-        "when absent, package photos are used and the evaluation is marked small",
+        help="replaces the config's [data] dir; for a named dataset, where it lives (env "
+        f"{paths.DATA_DIR_ENV}, default {paths.DEFAULT_DATA_DIR}; when absent, package photos "
+        "are used and the evaluation is marked small)",
     )
     p.add_argument("--stage", choices=("all", "export", "quantize", "evaluate"), default="all")
     p.add_argument(
         "--max-top1-drop",
         type=float,
-        default=DEFAULT_MAX_TOP1_DROP,
-        help="fail when int8 top-1 is more than this many points below fp32 (default %(default)s)",
+        default=None,
+        help="replaces [gate] max_top1_drop: fail when int8 top-1 is more than this many points "
+        "below fp32",
     )
     p.add_argument(
         "--phone-size-images",
@@ -59,14 +76,33 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_path(args: argparse.Namespace) -> Path:
+    """--config, or the shipped config --model names (default auto)."""
+    if args.config is not None:
+        return Path(args.config)
+    name = args.model or "auto"
+    if name != "auto":
+        return config.shipped(name)
+    resnet = config.shipped("resnet18")
+    if args.weights is not None:
+        return resnet
+    try:
+        resolve_official(official("torchvision:IMAGENET1K_V1", "resnet18"))
+    except WeightsUnavailable as exc:
+        log.warning("=" * 78)
+        log.warning("--model auto: resnet18's official weights are unavailable: %s", exc)
+        log.warning("--model auto: BUILDING efficientnet_lite0 INSTEAD (real ImageNet weights)")
+        log.warning("=" * 78)
+        return config.shipped("efficientnet_lite0")
+    return resnet
+
+
 def options_from(args: argparse.Namespace) -> BuildOptions:
-    data_dir = args.data_dir or paths.data_dir()
     return BuildOptions(
-        model=args.model,
+        config=config_path(args),
         weights=args.weights,
         out=args.out,
-        data_dir=data_dir,
-        data_dir_required=args.data_dir is not None,
+        data_dir=args.data_dir,
         stage=args.stage,
         max_top1_drop=args.max_top1_drop,
         phone_size_images=args.phone_size_images,
@@ -86,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(format="%(asctime)s build %(levelname)s %(message)s", stream=sys.stderr)
     _quiet_libraries()
-    logging.getLogger("build").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    if args.quiet:
+        progress.quiet()
     try:
         model_dir = run_build(options_from(args))
     except BuildError as exc:

@@ -1,33 +1,37 @@
 """The images that calibrate and evaluate the int8 model, always disjoint.
 
-With ../shared/data (found through --data-dir / IMGCLS_DATA_DIR): its 500 labeled ImageNet
-sample images, a seeded 100 for calibration and the other 400 for evaluation. Without it: photos
-that ship inside installed packages (scikit-image, matplotlib), labeled with the ImageNet classes a
-good classifier may answer; unlabeled package images calibrate. That evaluation is small and the
-report says so.
+A user's model (``[data] dir``): one sub-folder per label; a seeded split stratified by class,
+every chosen image decoded once first (unreadable ones skipped and named), sizes and a digest of
+the folder in the manifest (folder_split). The catalog's named dataset: the 500 labeled
+ImageNet sample images of ../shared/data (--data-dir / IMGCLS_DATA_DIR), a seeded 100 for
+calibration and the other 400 for evaluation; without it, photos that ship inside installed
+packages (scikit-image, matplotlib), labeled with the ImageNet classes a good classifier may
+answer, and the report says the evaluation is small.
 
-Every image goes through service.inference.preprocess.preprocess, the function the server runs, so
-the int8
-model is calibrated and judged on exactly the pixels it will be served.
+Every image goes through service.inference.preprocess.preprocess, the function the server runs,
+so the int8 model is calibrated and judged on exactly the pixels it will be served.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
+from build import progress
 from build.errors import DataError
 from service.errors import ImgclsError
 from service.inference.preprocess import PreprocessSpec, preprocess
 from service.model.manifest import sha256_file
 
+log = logging.getLogger("build")
 IMAGENET_SUBDIR = "imagenet-sample-images"
 CALIBRATION_SIZE = 100
 SPLIT_SEED = 0
@@ -164,9 +168,191 @@ Pixels = npt.NDArray[np.uint8]
 def load_pixels(paths: tuple[Path, ...], spec: PreprocessSpec, what: str) -> Pixels:
     """Stack the preprocessed images into one NHWC uint8 array."""
     images = []
-    for path in tqdm(paths, desc=f"preprocess {what}", unit="img", leave=False):
+    for path in progress.bar(paths, f"preprocess {what}", "img"):
         try:
             images.append(preprocess(path.read_bytes(), spec))
         except (OSError, ImgclsError) as exc:
             raise DataError(f"cannot use {path}: {exc}") from exc
     return np.stack(images)
+
+
+# --- class folders: the user's images, one sub-folder per label ------------------------------
+MIN_CALIBRATION_PER_CLASS = 2
+MIN_EVALUATION_PER_CLASS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class ClassCount:
+    files: int  # in the folder
+    calibration: int
+    evaluation: int
+    unreadable: int
+
+
+@dataclass(frozen=True, slots=True)
+class FolderSplit:
+    """A seeded split of class folders, stratified by class, after every chosen image was
+    decoded once (an unreadable one is skipped, named, and replaced by another of its class)."""
+
+    split: DataSplit
+    counts: dict[str, ClassCount]  # by label, in label order
+    unreadable: tuple[tuple[Path, str], ...]
+    digest: str  # over every image file of every class folder (relative path + sha256)
+
+
+def _class_files(folder: Path) -> list[Path]:
+    """Every non-hidden file under ``folder`` (sub-folders too), sorted: the order the seeded
+    shuffle starts from, so the split depends on the files, not on the file system."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _check_folders(root: Path, labels: list[str]) -> None:
+    seen: dict[str, int] = {}
+    for number, label in enumerate(labels, 1):
+        if label in seen:
+            raise DataError(
+                f"the labels name {label!r} twice (lines {seen[label]} and {number}): class "
+                "folders cannot tell the two apart"
+            )
+        seen[label] = number
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for name in folders:
+        if name not in seen:
+            close = difflib.get_close_matches(name, labels, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise DataError(f"folder {root / name} is not a class in the labels{hint}")
+    for label in labels:
+        if not (root / label).is_dir():
+            raise DataError(
+                f"class {label!r} has no folder {root / label} (one sub-folder per label, "
+                "named exactly as in the labels file)"
+            )
+
+
+def _targets(
+    files: dict[str, int], fraction: float, max_cal: int, max_eval: int
+) -> dict[str, tuple[int, int]]:
+    """Per class: (calibration, evaluation) sizes, proportional to its files, within the caps,
+    never below the minimums."""
+    cal = {k: max(MIN_CALIBRATION_PER_CLASS, round(fraction * n)) for k, n in files.items()}
+    ev = {k: n - cal[k] for k, n in files.items()}
+    total_cal, total_ev = sum(cal.values()), sum(ev.values())
+    if total_cal > max_cal:
+        cal = {k: max(MIN_CALIBRATION_PER_CLASS, c * max_cal // total_cal) for k, c in cal.items()}
+    if total_ev > max_eval:
+        ev = {k: max(MIN_EVALUATION_PER_CLASS, e * max_eval // total_ev) for k, e in ev.items()}
+    return {k: (cal[k], ev[k]) for k in files}
+
+
+def _readable(path: Path, spec: PreprocessSpec) -> str | None:
+    """None when the service could decode and preprocess ``path``, else the reason."""
+    try:
+        preprocess(path.read_bytes(), spec)
+    except (OSError, ImgclsError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def folder_split(
+    root: Path,
+    labels: list[str],
+    spec: PreprocessSpec,
+    *,
+    seed: int = SPLIT_SEED,
+    fraction: float = 0.2,
+    max_calibration: int = 200,
+    max_evaluation: int = 2000,
+    max_unreadable_fraction: float = 0.05,
+) -> FolderSplit:
+    """The seeded, class-stratified split of ``root``/<label>/ images."""
+    _check_folders(root, labels)
+    files = {label: _class_files(root / label) for label in labels}
+    for label, paths in files.items():
+        if not paths:
+            raise DataError(f"class folder {root / label} is empty")
+    needed = MIN_CALIBRATION_PER_CLASS + MIN_EVALUATION_PER_CLASS
+    for label, paths in files.items():
+        if len(paths) < needed:
+            raise DataError(_too_few(root / label, len(paths), 0, needed))
+    targets = _targets(
+        {k: len(v) for k, v in files.items()}, fraction, max_calibration, max_evaluation
+    )
+    calibration: list[Path] = []
+    evaluation: list[LabeledImage] = []
+    unreadable: list[tuple[Path, str]] = []
+    counts: dict[str, ClassCount] = {}
+    tried = 0
+    for index, label in enumerate(labels):
+        order = list(files[label])
+        # Seeded by class: adding a class or an image to another class leaves this split alone.
+        random.Random(f"{seed}:{label}").shuffle(order)
+        want_cal, want_ev = targets[label]
+        good: list[Path] = []
+        bad = 0
+        for path in progress.bar(order, f"check {label}", "img"):
+            if len(good) == want_cal + want_ev:
+                break
+            tried += 1
+            reason = _readable(path, spec)
+            if reason is None:
+                good.append(path)
+            else:
+                bad += 1
+                unreadable.append((path, reason))
+        n_cal = min(want_cal, max(MIN_CALIBRATION_PER_CLASS, len(good) - MIN_EVALUATION_PER_CLASS))
+        if len(good) < needed:
+            raise DataError(_too_few(root / label, len(good), bad, needed))
+        calibration += good[:n_cal]
+        evaluation += [LabeledImage(p, frozenset({index})) for p in good[n_cal:]]
+        counts[label] = ClassCount(len(files[label]), n_cal, len(good) - n_cal, bad)
+    _check_unreadable(unreadable, tried, max_unreadable_fraction)
+    every = tuple(p for paths in files.values() for p in paths)
+    total = len(every)
+    return FolderSplit(
+        split=DataSplit(
+            dataset=f"{root} ({len(labels)} classes, {total} images; seed {seed})",
+            small=False,
+            calibration=tuple(calibration),
+            evaluation=tuple(evaluation),
+            calibration_source=f"{root} (seed {seed}, stratified by class)",
+        ),
+        counts=counts,
+        unreadable=tuple(unreadable),
+        digest=tree_sha256(root, every),
+    )
+
+
+def _too_few(folder: Path, usable: int, unreadable: int, needed: int) -> str:
+    bad = f" ({unreadable} unreadable)" if unreadable else ""
+    return (
+        f"class folder {folder} has {usable} usable images{bad}; at least {needed} are needed "
+        f"({MIN_CALIBRATION_PER_CLASS} for calibration, {MIN_EVALUATION_PER_CLASS} for "
+        "evaluation)"
+    )
+
+
+def _check_unreadable(unreadable: list[tuple[Path, str]], tried: int, allowed: float) -> None:
+    if not unreadable:
+        return
+    named = "; ".join(f"{p} ({reason})" for p, reason in unreadable[:5])
+    more = f"; and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+    share = len(unreadable) / tried
+    if share > allowed:
+        raise DataError(
+            f"{len(unreadable)} of {tried} images could not be read ({100 * share:.1f}%, more "
+            f"than the {100 * allowed:g}% [data] max_unreadable_fraction allows): {named}{more}"
+        )
+    for path, reason in unreadable:
+        log.warning("skipped unreadable image %s: %s", path, reason)
+    log.warning("%d of %d images were unreadable and skipped", len(unreadable), tried)
+
+
+def tree_sha256(root: Path, paths: tuple[Path, ...]) -> str:
+    """One digest for a labeled folder: over each file's path relative to ``root`` (its class)
+    and its sha256, sorted. Renaming a class or moving an image changes it."""
+    rows = sorted(f"{p.relative_to(root).as_posix()}\t{sha256_file(p)}" for p in paths)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()

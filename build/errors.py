@@ -1,9 +1,12 @@
 """Errors the build reports to its user as one line (exit code 2), never as a traceback.
 
 BuildError              a user-facing problem: bad option, missing file, no data
+├── ConfigError         model.toml unreadable, a key wrong or missing, a file it names missing
 ├── WeightsError        weights file missing, corrupt, or not loadable into the model
 │   └── WeightsUnavailable  official weights neither cached nor downloadable (offline)
-├── DataError           evaluation/calibration images missing or unreadable
+├── SourceError         the model is not an image classifier the build can serve: an ONNX
+│                       graph of the wrong shape, outputs that do not match the labels
+├── DataError           calibration/evaluation images missing, too few, or too many unreadable
 └── GateFailed          int8 lost more top-1 than allowed (exit code 1: the build ran, the
                         model is not good enough)
 """
@@ -15,11 +18,19 @@ class BuildError(Exception):
     exit_code = 2
 
 
+class ConfigError(BuildError):
+    pass
+
+
 class WeightsError(BuildError):
     pass
 
 
 class WeightsUnavailable(WeightsError):
+    pass
+
+
+class SourceError(BuildError):
     pass
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from tqdm import tqdm
 
+from build import progress
 from build.sessions import Provider, available_providers, reference_session, run, session
 from service.inference.postprocess import top1_agreement
-from service.model.manifest import Accuracy, ProviderEvaluation
+from service.model.manifest import Accuracy, ClassAccuracy, ProviderEvaluation
 
 Logits = npt.NDArray[np.float32]
 EVAL_BATCH = 16
@@ -27,7 +27,7 @@ DEFAULT_MAX_TOP1_DROP = 1.5
 def predict(sess: Any, pixels: npt.NDArray[np.uint8], desc: str) -> Logits:
     chunks = [
         run(sess, pixels[i : i + EVAL_BATCH])
-        for i in tqdm(range(0, len(pixels), EVAL_BATCH), desc=desc, unit="batch", leave=False)
+        for i in progress.bar(range(0, len(pixels), EVAL_BATCH), desc, "batch")
     ]
     return np.concatenate(chunks)
 
@@ -71,6 +71,9 @@ class Evaluation:
     max_top1_drop: float
     # Other int8 files (by manifest key), computed by exact reference execution.
     reference: dict[str, ProviderEvaluation] = field(default_factory=dict)
+    # The logits behind the figures: fp32, and int8 on the first provider (the CPU's).
+    fp32_logits: Logits | None = None
+    int8_logits: Logits | None = None
 
     @property
     def passed(self) -> bool:
@@ -112,12 +115,36 @@ def evaluate(
         )
 
     results: dict[str, ProviderEvaluation] = {}
+    first: Logits | None = None
     for provider in providers or available_providers():
         sess = session(int8_path, provider)
-        results[provider] = scored(predict(sess, pixels, f"evaluate int8 ({provider})"))
+        logits = predict(sess, pixels, f"evaluate int8 ({provider})")
+        first = logits if first is None else first
+        results[provider] = scored(logits)
         latency[f"{provider}/int8"] = latency_ms(sess, pixels[0])
     exact = {
         key: scored(predict(reference_session(path), pixels, f"evaluate {key} (reference)"))
         for key, path in (reference or {}).items()
     }
-    return Evaluation(fp32, results, latency, gate_applicable, max_top1_drop, exact)
+    return Evaluation(
+        fp32, results, latency, gate_applicable, max_top1_drop, exact, fp32_logits, first
+    )
+
+
+def per_class(
+    fp32: Logits, int8: Logits, truth: Sequence[int], labels: Sequence[str]
+) -> dict[str, ClassAccuracy]:
+    """Top-1 of fp32 and int8 for each class present in ``truth`` (one class per image)."""
+    truth_arr = np.asarray(truth)
+    fp32_hit = np.argmax(fp32, axis=1) == truth_arr
+    int8_hit = np.argmax(int8, axis=1) == truth_arr
+    out: dict[str, ClassAccuracy] = {}
+    for index, label in enumerate(labels):
+        mask = truth_arr == index
+        if mask.any():
+            out[label] = ClassAccuracy(
+                images=int(mask.sum()),
+                fp32_top1=_percent(list(fp32_hit[mask])),
+                int8_top1=_percent(list(int8_hit[mask])),
+            )
+    return out

@@ -64,3 +64,10 @@ def compare_with_torch(
             expected = model(torch.from_numpy(chunk)).numpy()
         worst = max(worst, float(np.max(np.abs(expected - run(sess, chunk)))))
     return ExportCheck(max_abs_logit_diff=worst, images=len(pixels))
+
+
+def save_onnx(model: onnx.ModelProto, path: Path) -> None:
+    """Write a graph made here (an ONNX source wrapped), checked as export_onnx checks."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    onnx.checker.check_model(str(path), full_check=True)

@@ -55,7 +55,6 @@ def evaluate_phone_sizes(
     evaluation: Sequence[LabeledImage],
     spec: PreprocessSpec,
     max_top1_drop: float,
-    gate_applicable: bool,
     images: int | None = DEFAULT_IMAGES,
     cache: Path | None = None,
     providers: Sequence[Provider] | None = None,
@@ -75,8 +74,7 @@ def evaluate_phone_sizes(
             name: (predict(s, served, f"{size_name} {name}"), predict(s, full, f"{size_name} full"))
             for name, s in sessions.items()
         }
-        gate = max_top1_drop if gate_applicable else float("inf")
-        result[size_name] = _scored(pixels, spec, logits, accept, gate)
+        result[size_name] = _scored(pixels, spec, logits, accept, max_top1_drop)
     log.info("phone-size evaluation: %d images, %.0f s", len(chosen), time.monotonic() - started)
     return result
 
@@ -90,7 +88,7 @@ def _scored(
     spec: PreprocessSpec,
     logits: dict[str, tuple[Logits, Logits]],
     accept: list[frozenset[int]],
-    max_top1_drop: float,  # inf: untrained weights, where accuracy is chance either way
+    max_top1_drop: float,
 ) -> PhoneSizeEvaluation:
     fp32_served, fp32_full = logits.pop("fp32")
     reference = accuracy(fp32_full, accept)
@@ -129,29 +127,3 @@ def failures(phone_sizes: dict[str, PhoneSizeEvaluation], max_top1_drop: float) 
         for name, p in ev.int8_providers.items()
         if not p.passed
     ]
-
-
-def report_lines(phone_sizes: dict[str, PhoneSizeEvaluation]) -> list[str]:
-    """The build report's phone-size table (markdown)."""
-    if not phone_sizes:
-        return []
-    first = next(iter(phone_sizes.values()))
-    lines = [
-        f"## Phone-size photos ({first.images} evaluation images, JPEG q90, draft margin "
-        f"{first.draft_margin})",
-        "",
-        "| size | model | provider | top-1 served | top-1 full decode | agreement | drop |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for ev in phone_sizes.values():
-        lines.append(
-            f"| {ev.example_size} | fp32 | cpu | {ev.fp32.top1:.2f} | "
-            f"{ev.fp32_full_decode.top1:.2f} | {ev.fp32_draft_agreement:.2f} | - |"
-        )
-        lines += [
-            f"| {ev.example_size} | int8 | {name} | {p.int8.top1:.2f} | "
-            f"{p.int8_full_decode.top1:.2f} | {p.draft_agreement:.2f} | "
-            f"{p.top1_drop_points:.2f}{'' if p.passed else ' FAIL'} |"
-            for name, p in ev.int8_providers.items()
-        ]
-    return lines

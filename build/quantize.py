@@ -24,10 +24,10 @@ from onnxruntime.quantization.calibrate import TensorsData, create_calibrator
 from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 from onnxruntime.quantization.quant_utils import load_model_with_shape_infer
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-from tqdm import tqdm
 
-from build.catalog import QuantRecipe
+from build import progress
 from build.export import INPUT_NAME
+from build.recipe import QuantRecipe
 from service.model.int8_weights import WeightBits
 
 CALIBRATION_BATCH = 10
@@ -41,12 +41,15 @@ WEIGHT_TYPE = QuantType.QInt8
 
 
 class PixelReader(CalibrationDataReader):  # type: ignore[misc]
-    """Feeds the calibration images in batches, with a progress bar."""
+    """Feeds the calibration images in batches of one size, with a progress bar. One size:
+    ORT's histogram collector (percentile, entropy) stacks the batches' outputs and fails on a
+    shorter last batch, so the size is the largest divisor of the count up to ``batch_size``."""
 
     def __init__(self, pixels: npt.NDArray[np.uint8], batch_size: int = CALIBRATION_BATCH) -> None:
-        self._batches = [pixels[i : i + batch_size] for i in range(0, len(pixels), batch_size)]
+        size = even_batch(len(pixels), batch_size)
+        self._batches = [pixels[i : i + size] for i in range(0, len(pixels), size)]
         self._iter: Iterator[npt.NDArray[np.uint8]] = iter(
-            tqdm(self._batches, desc="calibrate", unit="batch", leave=False)
+            progress.bar(self._batches, "calibrate", "batch")
         )
 
     def get_next(self) -> dict[str, npt.NDArray[np.uint8]] | None:
@@ -55,6 +58,11 @@ class PixelReader(CalibrationDataReader):  # type: ignore[misc]
 
     def __len__(self) -> int:
         return len(self._batches)
+
+
+def even_batch(count: int, largest: int) -> int:
+    """The largest batch size up to ``largest`` that divides ``count`` (1 for a prime)."""
+    return next(size for size in range(min(largest, max(count, 1)), 0, -1) if count % size == 0)
 
 
 def _op_types() -> list[str]:

@@ -9,7 +9,9 @@
    how much closer its logits get to fp32 (mean squared logit error).
 3. The most sensitive nodes kept in float, cumulatively: top-1 and latency for each step.
 
-The winning recipe goes into build/catalog.py by hand: it is data, reviewed and reproducible.
+The winning recipe goes into the model's config (build/models/<name>.toml, [quantization]) by
+hand: it is data, reviewed and reproducible. A user's model gets the same study automatically
+when it misses its target (build/recipe_search.py, whose helpers this module shares).
 """
 
 from __future__ import annotations
@@ -25,19 +27,19 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import onnx
 from tqdm import tqdm
 
 from build import catalog, data, evaluate, export, quantize
-from build.catalog import ModelEntry, QuantRecipe
+from build.catalog import CatalogModel
 from build.graph import UInt8Classifier
+from build.recipe import QuantRecipe
+from build.recipe_search import quantizable_nodes
 from build.sessions import available_providers, run, session
 from build.weights import resolve
 from service import paths
 
 log = logging.getLogger("build.sensitivity")
 Pixels = npt.NDArray[np.uint8]
-_QUANTIZABLE = ("Conv", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +52,7 @@ class Step:
 
 @dataclass
 class Study:
-    entry: ModelEntry
+    entry: CatalogModel
     work: Path
     prepared: Path
     fp32: Path
@@ -74,10 +76,6 @@ class Study:
         return step
 
 
-def quantizable_nodes(path: Path) -> list[str]:
-    return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in _QUANTIZABLE]
-
-
 def logit_error(sess: Any, pixels: Pixels, reference: npt.NDArray[np.float32]) -> float:
     return float(np.mean((run(sess, pixels) - reference) ** 2))
 
@@ -99,7 +97,7 @@ def layer_sensitivity(study: Study, base: QuantRecipe, ranges: Any) -> list[tupl
     return sorted(scores, key=lambda s: -s[1])
 
 
-def setup(entry: ModelEntry, work: Path, data_dir: Path) -> Study:
+def setup(entry: CatalogModel, work: Path, data_dir: Path) -> Study:
     split = data.choose_split(data_dir, required=False)
     wrapped = UInt8Classifier(entry.load(resolve(entry.official, None)), entry.mean, entry.std)
     fp32 = work / "model.fp32.onnx"
@@ -128,7 +126,7 @@ CANDIDATES = (
 
 
 def study_model(
-    entry: ModelEntry, data_dir: Path, top: int, base: QuantRecipe, compare: bool
+    entry: CatalogModel, data_dir: Path, top: int, base: QuantRecipe, compare: bool
 ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="imgcls-sens-") as tmp:
         study = setup(entry, Path(tmp), data_dir)

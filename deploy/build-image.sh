@@ -11,6 +11,9 @@
 #   IMGCLS_BASE_IMAGE   base image; made here once when absent (default localhost/imgcls-base:bookworm)
 #   IMGCLS_DATA_DIR     labeled data for calibration/evaluation, passed as the `shareddata`
 #                       build context when the directory exists (default ../shared/data)
+#   IMGCLS_MODEL_CONFIG your model.toml: its folder becomes the `model` build context (it must
+#                       hold every file the config names) and the image serves that model
+#                       (docs/guide/your-own-model.md); unset: the shipped catalog model
 #   IMGCLS_SKIP_HOST_SETUP=1   do not install packages nor touch /etc/containers
 # Extra arguments go to `podman build` (e.g. --target build, --build-arg MAX_TOP1_DROP=-100).
 #   deploy/build-image.sh --host-setup-only    only the host set-up below (used by .ci/run)
@@ -130,11 +133,21 @@ make_base
 pip_passthrough
 
 data_args=()
-if [ -d "$DATA_DIR" ]; then
+if [ -n "${IMGCLS_MODEL_CONFIG:-}" ]; then
+  :  # the model's own images calibrate and evaluate it ([data] dir in its config)
+elif [ -d "$DATA_DIR" ]; then
   data_args=(--build-context "shareddata=$(cd "$DATA_DIR" && pwd)")
   say "labeled data: $DATA_DIR"
 else
   say "no labeled data at $DATA_DIR: calibrating and evaluating on the packages' photos"
+fi
+
+model_args=()
+if [ -n "${IMGCLS_MODEL_CONFIG:-}" ]; then
+  [ -f "$IMGCLS_MODEL_CONFIG" ] || { say "IMGCLS_MODEL_CONFIG=$IMGCLS_MODEL_CONFIG does not exist"; exit 2; }
+  model_args=(--build-context "model=$(cd "$(dirname "$IMGCLS_MODEL_CONFIG")" && pwd)"
+    --build-arg "MODEL_CONFIG=$(basename "$IMGCLS_MODEL_CONFIG")")
+  say "model: $IMGCLS_MODEL_CONFIG"
 fi
 
 say "podman build -> $IMAGE (base $BASE)"
@@ -146,5 +159,5 @@ podman build --format docker --jobs 2 -f deploy/Dockerfile --ignorefile deploy/D
   --build-arg "VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)" \
   --build-arg "REVISION=$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
   --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
-  "${pip_args[@]}" "${data_args[@]}" -t "$IMAGE" "$@" .
+  "${pip_args[@]}" "${data_args[@]}" "${model_args[@]}" -t "$IMAGE" "$@" .
 say "built $IMAGE in $(( $(date +%s) - start )) s: $(podman image inspect --format '{{.Size}}' "$IMAGE" | awk '{printf "%.0f MB", $1/1e6}')"

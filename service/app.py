@@ -70,7 +70,8 @@ def create_app(
 
     app = FastAPI(
         title="imgcls",
-        summary="ImageNet image classification on CPU (ONNX Runtime, int8).",
+        summary="Image classification on CPU (ONNX Runtime, int8): the model and labels its "
+        "build was given (GET /v1/model).",
         version="1",
         lifespan=lifespan,
         # FastAPI's own pages load their JS/CSS from a CDN (blank offline): see service.http.docs.
@@ -84,7 +85,8 @@ def create_app(
     # Outermost last: RequestMiddleware -> CORS -> BearerAuth -> AdmissionDoor -> routes.
     # CORS answers a browser's preflight before auth is asked; a 401 is still logged and
     # counted; only an authenticated caller learns that the service is overloaded.
-    app.add_middleware(AdmissionDoor, metrics=metrics)
+    if settings.early_refusal:  # the early refusals, all fenced in service/http/door.py
+        app.add_middleware(AdmissionDoor, metrics=metrics)
     if (tokens := Tokens.from_settings(settings)) is not None:
         app.add_middleware(BearerAuth, tokens=tokens, needs=needs_token(settings), metrics=metrics)
     if origins := [o.strip() for o in settings.cors_origins.split(",") if o.strip()]:
@@ -93,11 +95,11 @@ def create_app(
             allow_origins=origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After", "Cache-Status"],
         )
     app.add_middleware(RequestMiddleware, metrics=metrics)
-    # What the HTTP protocol may refuse before the app runs (service/server/protocol.py).
-    state.early_door = EarlyDoor(app, metrics, tokens, cors=bool(origins))
+    if settings.early_refusal:  # what the HTTP protocol may refuse before the app runs
+        state.early_door = EarlyDoor(app, metrics, tokens, cors=bool(origins))
     for module in (v1, v2, health, prometheus):
         app.include_router(module.router)
     install_page(app)

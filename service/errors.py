@@ -3,12 +3,16 @@ exception handler renders every error as ``{"error": {"code": ..., "message": ..
 
     ImgclsError                      500 internal
     ├── BadImage                     400 bad_image            undecodable, truncated, corrupt
+    ├── MalformedRequest             400 bad_request          not parseable as HTTP/1.1
     ├── Unauthorized                 401 unauthorized         no valid bearer token
     ├── NotFound                     404 not_found            no such route, model or version
     ├── MethodNotAllowed             405 method_not_allowed   carries Allow
+    ├── RequestTimeout               408 request_timeout      head or body too slow; closes
     ├── ImageTooLarge                413 image_too_large      bytes or pixels over the limit
+    ├── URITooLong                   414 uri_too_long         request target over the limit
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── InvalidParameter             422 invalid_parameter
+    ├── HeadersTooLarge              431 headers_too_large    head bytes or header count
     ├── Unavailable                  503 (abstract)
     │   ├── Overloaded               503 overloaded           queue full; carries Retry-After
     │   ├── NotReady                 503 not_ready            model not loaded / warming up
@@ -132,3 +136,42 @@ class InferenceFailed(ImgclsError):
     status = 500
     code = "inference_failed"
     public_message = "inference failed"
+
+
+# -- Connection-level refusals (service/server/protocol.py, service/http/uploads.py): the
+# connection cannot carry another request after them, so each tells the client it closes.
+
+
+class _Closes(ImgclsError):
+    def headers(self) -> dict[str, str]:
+        return {"Connection": "close"}
+
+
+class MalformedRequest(_Closes):
+    """The HTTP parser rejected the request (bad framing, a bad header); the connection
+    closes."""
+
+    status = 400
+    code = "bad_request"
+
+
+class RequestTimeout(_Closes):
+    """A head not complete within IMGCLS_HTTP_HEAD_TIMEOUT_S, or a body silent for
+    IMGCLS_BODY_IDLE_TIMEOUT_S or slower than IMGCLS_BODY_MIN_RATE_BYTES_PER_S."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class URITooLong(_Closes):
+    """A request target over IMGCLS_HTTP_MAX_URL_BYTES."""
+
+    status = 414
+    code = "uri_too_long"
+
+
+class HeadersTooLarge(_Closes):
+    """A head over IMGCLS_HTTP_MAX_HEAD_BYTES or IMGCLS_HTTP_MAX_HEADERS fields."""
+
+    status = 431
+    code = "headers_too_large"

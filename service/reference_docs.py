@@ -64,6 +64,11 @@ GRPC_OVERRIDES = {
     "unauthorized": "UNAUTHENTICATED",
     "method_not_allowed": "-",
     "client_disconnected": "-",
+    # HTTP/1.1 framing: the protocol answers these; gRPC has its own (HTTP/2) framing.
+    "bad_request": "-",
+    "request_timeout": "-",
+    "uri_too_long": "-",
+    "headers_too_large": "-",
 }
 
 
@@ -79,7 +84,7 @@ def _classes(root: type[ImgclsError] = ImgclsError) -> Iterator[type[ImgclsError
     their heading, never an answer, and is left out."""
     children = sorted(root.__subclasses__(), key=lambda c: (c.status, c.code))
     family = root is not ImgclsError and children and {c.status for c in children} == {root.status}
-    if not family:
+    if not family and not root.__name__.startswith("_"):  # (a private mixin is no answer)
         yield root
     for child in children:
         yield from _classes(child)

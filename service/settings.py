@@ -122,6 +122,15 @@ class Settings(BaseSettings):
         "(docs/decisions/worker-niceness.md). 0: equal priority.",
         json_schema_extra=_in("Batching and admission", advanced=True),
     )
+    early_refusal: bool = Field(
+        default=True,
+        description="Refuse overload at the door: in the HTTP protocol when a request's head "
+        "is parsed (httptools) and in an ASGI middleware, before routing or any upload is read. "
+        "The same decision the classifier makes at admission, only sooner and cheaper (503 p99 "
+        "under overload); off: every request is routed, reads its body, and is refused there "
+        "(docs/decisions/protocol-door.md).",
+        json_schema_extra=_in("Batching and admission", advanced=True),
+    )
 
     # -- Input limits ------------------------------------------------------------------------
     max_upload_bytes: PositiveInt = Field(
@@ -155,6 +164,21 @@ class Settings(BaseSettings):
         "(docs/decisions/body-budget.md).",
         json_schema_extra=_in("Input limits"),
     )
+    body_idle_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="A request body must keep arriving: no byte for this long, or on average "
+        "fewer than IMGCLS_BODY_MIN_RATE_BYTES_PER_S once this long has passed, and the "
+        "request gets 408 and its connection closes (the bytes it held are given back).",
+        json_schema_extra=_in("Input limits"),
+    )
+    body_min_rate_bytes_per_s: PositiveInt = Field(
+        default=4096,
+        description="The slowest average upload rate accepted after the first "
+        "IMGCLS_BODY_IDLE_TIMEOUT_S of a body (each byte received extends its deadline by "
+        "1/rate s). The default lets a 3 MB photo take up to ~12 minutes; a phone on 3G "
+        "sends 50-100 KB/s.",
+        json_schema_extra=_in("Input limits"),
+    )
     decode_workers: PositiveInt = Field(
         default_factory=available_cpus,
         description="Threads decoding and resizing images beside inference. Unset: " + CPUS + ".",
@@ -170,12 +194,14 @@ class Settings(BaseSettings):
         json_schema_extra=_in("Input limits", advanced=True),
     )
     jpeg_draft_margin: float = Field(
-        default=2.0,
+        default=0.0,
         ge=0.0,
         description="A large JPEG is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling) "
         "while both sides stay at least this many times the model's resize size; 0 decodes "
-        "every pixel (a 12 MP photo: ~4x the CPU). The default was chosen by measurement "
-        "(docs/decisions/jpeg-draft.md) and is what the build evaluated at phone size.",
+        "every pixel. The default, 0, was chosen by measurement (docs/decisions/jpeg-draft.md: "
+        "no margin keeps 99.5 % top-1 agreement with a full decode at 12 MP) and is what the "
+        "build evaluates at phone size; 2 costs ~4x less decode CPU per 12 MP photo and changes "
+        "~1 % of answers (as much as +-1 level of noise does).",
         json_schema_extra=_in("Input limits", advanced=True),
     )
 
@@ -213,10 +239,35 @@ class Settings(BaseSettings):
         "orchestrator's grace period (the Kubernetes manifest here: 40 s).",
         json_schema_extra=_in("HTTP server"),
     )
+    http_head_timeout_s: PositiveFloat = Field(
+        default=10.0,
+        description="A connection must deliver a complete request head this long after it "
+        "opens (or after a kept-alive request's first byte): else it is closed, with 408 if "
+        "part of a head had arrived.",
+        json_schema_extra=_in("HTTP server"),
+    )
+    http_max_head_bytes: PositiveInt = Field(
+        default=32 * 1024,
+        description="Bytes of a request line and headers together; over it 431 and the "
+        "connection closes.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
+    http_max_headers: PositiveInt = Field(
+        default=100,
+        description="Header fields in one request; over it 431 and the connection closes.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
+    http_max_url_bytes: PositiveInt = Field(
+        default=8 * 1024,
+        description="Bytes of a request target (path and query); over it 414 and the "
+        "connection closes.",
+        json_schema_extra=_in("HTTP server", advanced=True),
+    )
     http_limit_concurrency: PositiveInt | None = Field(
         default=1024,
-        description="Open connections plus tasks before uvicorn answers a plain-text 503: a "
-        "last line of defence; admission is really IMGCLS_QUEUE_CAPACITY.",
+        description="Open connections (or running requests) beyond which a request gets 503 "
+        "overloaded and its connection closes; health probes are still answered. A last line "
+        "of defence; admission is really IMGCLS_QUEUE_CAPACITY.",
         json_schema_extra=_in("HTTP server", advanced=True),
     )
     http_backlog: PositiveInt = Field(
@@ -287,6 +338,36 @@ class Settings(BaseSettings):
         "RESOURCE_EXHAUSTED) and seconds its message may then take to arrive (then "
         "DEADLINE_EXCEEDED). docs/decisions/grpc-message-reads.md.",
         json_schema_extra=_in("HTTP server", advanced=True),
+    )
+
+    # -- Response cache ----------------------------------------------------------------------
+    cache_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Bytes of scores the response cache may hold, least recently used evicted "
+        "first; 0: off. One image's entry is ~4.5 KB for 1000 classes (64 MiB: ~15 000 "
+        "images). Keyed on the SHA-256 of the image bytes with the model file's digest, its "
+        "provider and preprocessing; identical requests in flight are computed once. REST "
+        "answers then carry Cache-Status (docs/guide/response-cache.md).",
+        json_schema_extra=_in("Response cache", default="`0` (off)"),
+    )
+    cache_ttl_s: PositiveFloat | None = Field(
+        default=None,
+        description="Seconds an entry may answer after it was stored. Unset: until evicted or "
+        "the model changes (scores are deterministic: a TTL only bounds how long an image's "
+        "scores are kept).",
+        json_schema_extra=_in("Response cache"),
+    )
+
+    # -- Monitoring --------------------------------------------------------------------------
+    low_confidence: float = Field(
+        default=0.5,
+        gt=0.0,
+        lt=1.0,
+        description="Top-1 probability below which an answer counts as low-confidence "
+        "(imgcls_prediction_low_confidence_total); the confidence histogram and the drift "
+        "alerts do not depend on it.",
+        json_schema_extra=_in("Monitoring"),
     )
 
     @property

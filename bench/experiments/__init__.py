@@ -14,4 +14,6 @@ join the suite's report: ``python -m bench.run_all --all`` or ``--only NAME``.
     decode_memory           peak memory per decoded pixel, by format and mode
     format_cost             CPU per phone photo, by format (JPEG, PNG, WebP, HEIC, AVIF)
     upload_cost             receiving an upload (raw, multipart, base64 JSON), before and after
+    prediction_drift        drifted traffic's confidence and class-mix divergence from the baseline
+    saturation_signal       the autoscaling signals (saturation, queue wait, CPU) against load
 """

@@ -1,17 +1,19 @@
-"""Admission at the door: an inference request the service would refuse (overloaded, draining,
-not ready) gets its 503 here, before routing, dependency injection, the body or any parsing.
+"""The early refusals: the one admission decision (service/limits/admission.py), asked sooner.
 
-Under overload most arrivals are refused, and every refusal costs the event loop time that the
-admitted requests need. The routes check admission before reading the body too (what a route
-alone could do); this answers the same refusal with a fraction of the loop's work: measured
-with py-spy, FastAPI's routing, dependency resolution and exception handling were most of a
-refusal's cost. The answer is the one the route would give: the same status, code, message
-and Retry-After, counted in the same rejection metric, logged by the request middleware under
-the route's template.
+An inference request the service would refuse now (overloaded, draining, not ready) gets the
+503 its route would give (status, code, message, Retry-After, rejection metric, route template
+in the access log) before routing, dependency injection or its upload; under overload most
+arrivals are refused, and every refusal costs loop time the admitted requests need. Two doors
+ask, both here and nowhere else, both off with IMGCLS_EARLY_REFUSAL=false (then every request
+is routed, reads its body and is refused by its admission, the same answer, later):
 
-Two doors share the decision below: this ASGI middleware, which every server stack has, and,
-on uvicorn's httptools stack, one in the HTTP protocol itself (service/server/protocol.py)
-that answers the common case, overload, before an ASGI task exists.
+- ``AdmissionDoor``, an ASGI middleware every server stack has;
+- ``EarlyDoor``, asked by uvicorn's httptools protocol (service/server/protocol.py) when a
+  head is parsed: it refuses overload before an ASGI task exists, and gives a request it lets
+  in a Ticket, which holds a place only once the body is complete (never while it uploads).
+
+Neither takes a place for a refusal or a request still arriving: they only check.
+docs/decisions/protocol-door.md has the measurements.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from service.errors import Overloaded, Unavailable
 from service.http.auth import admits
 from service.http.error_shapes import Shape, error_response, shape_for
 from service.http.state import service_state
-from service.limits.lifecycle import Reservation
+from service.limits.admission import Ticket
 from service.observability.metrics import Metrics
 from service.security import Tokens
 
@@ -41,7 +43,7 @@ _V2_INFER = re.compile(r"/v2/models/[^/]+(/versions/[^/]+)?/infer")
 class Admits(Protocol):
     def check_admission(self) -> None: ...
 
-    def reserve(self) -> Reservation: ...
+    def ticket(self) -> Ticket: ...
 
 
 def _template(path: str) -> str | None:
@@ -131,14 +133,12 @@ class AdmissionDoor:
 
 
 class EarlyDoor:
-    """What the HTTP protocol decides before the app runs (service/server/protocol.py), for
-    an inference request the app's own layers would treat the same way: refuse it (overload),
-    or let it in holding a reserved slot, so that the requests arriving while its task starts
-    and its upload arrives are refused here too rather than later, after their own wait for
-    the event loop. Everything else goes to the app as it is: draining and not-ready refusals
-    (rare, and the drain's ``Connection: close`` belongs to the request middleware), requests
-    without a valid token (the app's 401 comes first), browser requests under CORS (the CORS
-    middleware adds its headers)."""
+    """What the HTTP protocol decides when a head is parsed, for an inference request the app's
+    own layers would treat the same way: refuse it (overload), or let it in with a Ticket.
+    Everything else goes to the app as it is: draining and not-ready refusals (rare, and the
+    drain's ``Connection: close`` belongs to the request middleware), requests without a valid
+    token (the app's 401 comes first), browser requests under CORS (the CORS middleware adds
+    its headers)."""
 
     def __init__(self, app: FastAPI, metrics: Metrics, tokens: Tokens | None, cors: bool) -> None:
         self.app = app
@@ -146,7 +146,7 @@ class EarlyDoor:
         self.tokens = tokens  # every inference route needs a token when tokens are configured
         self.cors = cors
 
-    def decide(self, scope: Scope) -> Refusal | Reservation | None:
+    def decide(self, scope: Scope) -> Refusal | Ticket | None:
         classifier: Admits | None = service_state(self.app).classifier
         if scope["method"] != "POST" or classifier is None:
             return None
@@ -157,8 +157,9 @@ class EarlyDoor:
         if self.tokens is not None and not admits(self.tokens, scope):
             return None
         try:
-            return classifier.reserve()
+            classifier.check_admission()
         except Overloaded as refused:
             return Refusal(template, refused)
         except Unavailable:
             return None
+        return classifier.ticket()

@@ -2,8 +2,8 @@
 disconnect message the routes listen for). For every HTTP request it:
 
 - gives it a request id (a valid incoming X-Request-ID, else a new one) for logs and the reply,
-- adds ``X-Request-ID`` and ``Server-Timing`` headers to the response, and ``Connection:
-  close`` once the server drains,
+- adds ``X-Request-ID`` and ``Server-Timing`` headers to the response, ``Cache-Status`` when
+  the response cache was asked, and ``Connection: close`` once the server drains,
 - counts it in Prometheus by route TEMPLATE (``/v1/classify``, never the raw path: bounded),
 - writes one access-log line, and
 - turns any exception nothing else handled into a logged traceback and a JSON 500: the caller
@@ -26,7 +26,7 @@ from service.http.state import service_state
 from service.observability.logs import ACCESS_LOGGER, request_id_var
 from service.observability.metrics import Metrics
 from service.observability.request_id import request_id_from
-from service.observability.timing import server_timing
+from service.observability.timing import Timing, cache_status, server_timing
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -70,6 +70,8 @@ class RequestMiddleware:
                 headers = MutableHeaders(scope=message)
                 total = time.perf_counter() - exchange.started
                 stamp(headers, exchange.request_id, server_timing(get_timing(scope), total))
+                if (cached := cache_status(get_timing(scope))) is not None:
+                    headers["Cache-Status"] = cached
                 if service_state(scope["app"]).draining:
                     # Tell keep-alive clients to reconnect (elsewhere) instead of reusing a
                     # connection that will close once the drain ends (service/__main__.py).
@@ -124,8 +126,15 @@ def record(metrics: Metrics, scope: Scope, status: int, duration: float, request
             "request_id": request_id,
             "batch_size": timing.batch_size if timing else None,
             "client": _client(scope),
-        },
+        }
+        | _cache_field(timing),
     )
+
+
+def _cache_field(timing: Timing | None) -> dict[str, str]:
+    """The access line's ``cache`` field (the Cache-Status value), only when the cache is on."""
+    status = cache_status(timing)
+    return {} if status is None else {"cache": status}
 
 
 def _client(scope: Scope) -> str | None:

@@ -26,7 +26,7 @@ class ServiceState:
     settings: Settings
     metrics: Metrics
     body_budget: BodyBudget
-    early_door: EarlyDoor | None = None  # set once the middleware stack is known
+    early_door: EarlyDoor | None = None  # None until wired, or IMGCLS_EARLY_REFUSAL off
     classifier: Classifier | None = None  # None until the lifespan has built it
     start_task: asyncio.Task[None] | None = None  # loading and warming; tests await it
     grpc_port: int | None = None  # the gRPC port bound, when gRPC is on

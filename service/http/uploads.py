@@ -4,14 +4,18 @@
 - ``multipart/form-data`` with the image in field ``file`` (batch: ``files``, repeated),
 - ``application/json``: ``{"image": "<base64>"}`` (batch: ``{"images": [...]}``).
 
-The body is read here, chunk by chunk, against a byte limit: an oversized upload is refused
-(413) as soon as its Content-Length or its running total passes the limit, before the rest is
-read. FastAPI's own body and form parsing would read everything first.
+The body is read here, chunk by chunk, against a byte limit, a clock and the body budget: an
+oversized upload is refused (413) as soon as its Content-Length or its running total passes the
+limit, before the rest is read; one too slow gets 408 and its connection closes. FastAPI's own
+body and form parsing would read everything first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import binascii
+import contextlib
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -19,10 +23,12 @@ import pybase64
 from pydantic import ValidationError
 from starlette.requests import Request
 
-from service.errors import ImageTooLarge, InvalidParameter, UnsupportedMediaType
+from service.errors import ImageTooLarge, InvalidParameter, RequestTimeout, UnsupportedMediaType
 from service.http import multipart
 from service.http.schemas import ClassifyBatchJSON, ClassifyJSON
+from service.http.state import service_state
 from service.limits.body_budget import BodyHold
+from service.limits.body_clock import BodyClock
 from service.settings import Settings
 
 _Body = TypeVar("_Body", ClassifyJSON, ClassifyBatchJSON)
@@ -40,24 +46,53 @@ class Upload:
 
 
 async def read_body(request: Request, limit: int, hold: BodyHold) -> bytes:
-    """The whole body, counted in the body budget (service/limits/body_budget.py) through ``hold``:
-    a
-    declared length is taken before any of it is read, a chunked body chunk by chunk."""
+    """The whole body, against its byte limit (413), its clock (408) and the body budget
+    (service/limits/body_budget.py) through ``hold``: a declared length is taken before any of
+    it is read, a chunked body chunk by chunk."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit():
+    known = declared.isascii() and declared.isdigit()
+    if known:
         if int(declared) > limit:
             raise ImageTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
         hold.take(int(declared))  # the server reads no more than the declared length
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:  # chunked uploads announce no length: stop at the first chunk over
-            raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes")
-        if not declared.isdigit():
-            hold.take(len(chunk))
-        chunks.append(chunk)
+    async with contextlib.aclosing(_arriving(request)) as arriving:
+        async for chunk in arriving:
+            size += len(chunk)
+            if size > limit:  # chunked uploads announce no length: stop at the first chunk over
+                raise ImageTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            if not known:
+                hold.take(len(chunk))
+            chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _arriving(request: Request) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as they arrive, each within the body clock's deadline
+    (service/limits/body_clock.py): a body too slow ends in RequestTimeout, which closes the
+    connection."""
+    settings = service_state(request.app).settings
+    loop = asyncio.get_running_loop()
+    clock = BodyClock.start(
+        settings.body_idle_timeout_s, settings.body_min_rate_bytes_per_s, loop.time()
+    )
+    chunks = request.stream()
+    while True:
+        try:
+            async with asyncio.timeout_at(clock.deadline()):
+                chunk = await anext(chunks)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body arrived too slowly: {clock.received} bytes in "
+                f"{loop.time() - clock.started:.1f} s (at least {clock.min_rate_bytes_per_s} "
+                f"bytes/s after the first {clock.idle_s:g} s, and a byte every "
+                f"{clock.idle_s:g} s)"
+            ) from None
+        clock.arrived(len(chunk), loop.time())
+        yield chunk
 
 
 def media_type(request: Request) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from service.errors import ImageTooLarge, ImgclsError, Unavailable
+from service.errors import ImageTooLarge, ImgclsError, InvalidParameter, Unavailable
 from service.http.context import get_request_id, set_timing
 from service.http.deps import BodyHoldDep, ClassifierDep, MetricsDep, SettingsDep
 from service.http.disconnect import unless_disconnected
@@ -31,7 +31,12 @@ from service.observability.timing import Timing, slowest
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 
-TopK = Annotated[int, Query(ge=1, le=1000, description="How many classes to return, best first.")]
+# No upper bound in the schema: the model's class count is known only once it is loaded
+# (GET /v1/model: num_classes); a larger top_k is refused with a 422 that names it.
+TopK = Annotated[
+    int,
+    Query(ge=1, description="How many classes to return, best first (at most num_classes)."),
+]
 
 _ERRORS = openapi_errors(
     ErrorBody,
@@ -75,6 +80,7 @@ async def classify(
     hold: BodyHoldDep,
     top_k: TopK = 5,
 ) -> ClassifyResponse:
+    _check_top_k(classifier, top_k)
     upload = await read_one(request, settings, hold)
     work = classifier.classify(upload.data, top_k=top_k, content_type=upload.content_type)
     result = await unless_disconnected(request.receive, work)
@@ -103,6 +109,7 @@ async def classify_batch(
     hold: BodyHoldDep,
     top_k: TopK = 5,
 ) -> ClassifyBatchResponse:
+    _check_top_k(classifier, top_k)
     uploads = await read_many(request, settings, hold)
     outcomes = await unless_disconnected(request.receive, _classify_all(classifier, uploads, top_k))
     _raise_if_all_unavailable(outcomes)
@@ -124,6 +131,17 @@ async def classify_batch(
 @router.get("/model", response_model=ModelResponse)
 async def model(classifier: ClassifierDep) -> ModelResponse:
     return _model_response(classifier.meta)
+
+
+def _check_top_k(classifier: Classifier, top_k: int) -> None:
+    """A top_k over the model's class count fails the request as a whole, before its body is
+    read (the classifier checks each image again; a model not loaded yet is its to refuse)."""
+    try:
+        num_classes = classifier.meta.num_classes
+    except Unavailable:
+        return
+    if top_k > num_classes:
+        raise InvalidParameter(f"top_k must be in 1..{num_classes}, got {top_k}")
 
 
 async def _classify_all(

@@ -4,16 +4,21 @@
     service.limits.lifecycle  states, readiness, admission and in-flight count, drain
     service.model.loading    manifest, sha256, provider choice, warm-up; ModelMeta; model metrics
     service.inference.batcher    the queue and the inference thread
+    service.inference.response_cache  scores by image and model (IMGCLS_CACHE_BYTES > 0)
+    service.observability.predictions  what every answer predicted, against the baseline
     _DecodePool        (below) decoding, within the deadline, answered even when stop() cuts in
 
 Decoding happens per request, before the queue, so a bad image fails only its own request and
 the batcher only ever sees valid pixels. Every call admitted is counted until it is answered,
-which is what ``drain`` waits for: nothing admitted is lost.
+which is what ``drain`` waits for: nothing admitted is lost. A cache hit is admitted like any
+call (its place was held by its ticket once its body arrived) and held for
+microseconds: it counts in flight and in the drain, never in the batch queue.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -35,8 +40,11 @@ from service.errors import (
 from service.inference.batcher import Done, MicroBatcher
 from service.inference.postprocess import Logits, Prediction, top_k
 from service.inference.preprocess import Pixels, PreprocessSpec, check_media_type, preprocess
-from service.limits.lifecycle import Lifecycle, Readiness, Reservation, State
+from service.inference.response_cache import CacheKeys, Compute, ResponseCache, Scored
+from service.limits.admission import Ticket
+from service.limits.lifecycle import Lifecycle, Readiness, State
 from service.limits.pixel_budget import PixelBudget
+from service.limits.saturation import export_saturation, timed_admission
 from service.model.loading import (
     LoadedModel,
     ModelMeta,
@@ -46,6 +54,7 @@ from service.model.loading import (
 )
 from service.model.runner import Runner
 from service.observability.metrics import Metrics
+from service.observability.predictions import PredictionMonitor
 from service.observability.timing import Timing
 from service.process import freeze_startup_objects, lower_thread_priority
 from service.settings import Settings
@@ -67,7 +76,7 @@ class Classification:
 class Scores:
     """One image's logits, for callers that want more than the top-k (the v2 protocol)."""
 
-    logits: Logits  # float32 [num_classes]
+    logits: Logits  # float32 [num_classes]; read-only when shared through the response cache
     timing: Timing
 
 
@@ -77,6 +86,9 @@ class Classifier:
         self._metrics = metrics
         self._lifecycle = Lifecycle(metrics, capacity=settings.queue_capacity)
         self._serving: _Serving | None = None  # set once the model is loaded and warmed
+        # Lives across models: a swap calls flush(); its keys carry the model's identity.
+        self._cache = _response_cache(settings, metrics)
+        export_saturation(metrics, self._lifecycle, settings.queue_capacity)
 
     async def start(self) -> None:
         """Load (service.model.loading), start the batcher and decode pool; only then ready. Raises
@@ -101,7 +113,9 @@ class Classifier:
         batcher = self._batcher(loaded.runner)
         batcher.start()
         decoder = _DecodePool(loaded.spec, self._settings, self._metrics)
-        return _Serving(loaded, batcher, decoder)
+        keys = CacheKeys.of_model(_served_sha256(loaded.meta), loaded.meta.provider, loaded.spec)
+        monitor = _monitor(loaded, self._settings, self._metrics)
+        return _Serving(loaded, batcher, decoder, keys, monitor)
 
     def _batcher(self, runner: Runner) -> MicroBatcher[Pixels, Logits]:
         s = self._settings
@@ -155,9 +169,9 @@ class Classifier:
         that can avoid work before calling, such as reading an upload."""
         self._lifecycle.check_admission()
 
-    def reserve(self) -> Reservation:
-        """Take an admission slot for a request the HTTP protocol lets in (Lifecycle.reserve)."""
-        return self._lifecycle.reserve()
+    def ticket(self) -> Ticket:
+        """A claim to a place for a request the HTTP protocol lets in (Lifecycle.ticket)."""
+        return self._lifecycle.ticket()
 
     def readiness(self) -> Readiness:
         life, serving = self._lifecycle, self._serving
@@ -189,7 +203,7 @@ class Classifier:
         """One image's top-k. Raises only ImgclsError subclasses (see service.errors). If the
         calling task is cancelled (client gone), its image is dropped before it runs."""
         started = time.monotonic()
-        with self._lifecycle.admit():
+        with self._admit():
             serving = self._admitted()
             num_classes = serving.loaded.meta.num_classes
             if not 1 <= top_k <= num_classes:
@@ -201,7 +215,7 @@ class Classifier:
         """One encoded image's logits: classify() without the top-k, the same admission,
         decoding, batching and cancellation; ``timeout_s`` may shorten the request timeout."""
         started = time.monotonic()
-        with self._lifecycle.admit():
+        with self._admit():
             deadline = self._deadline(started, timeout_s)
             return await _answered(self._scores(self._admitted(), data, deadline, started))
 
@@ -209,7 +223,7 @@ class Classifier:
         """Pixels the caller decoded (uint8 [H, W, 3] of the model's input size): no decoding,
         straight to the batcher, with the same admission, deadline and cancellation."""
         started = time.monotonic()
-        with self._lifecycle.admit():
+        with self._admit():
             serving = self._admitted()
             shape = serving.loaded.meta.input_shape
             if pixels.shape != shape or pixels.dtype != np.uint8:
@@ -217,7 +231,12 @@ class Classifier:
                     f"pixels must be uint8 {shape}, got {pixels.dtype} {pixels.shape}"
                 )
             deadline = self._deadline(started, timeout_s)
-            return await _answered(_submit(serving, pixels, deadline, decode_s=0.0))
+            key = None if self._cache is None else serving.keys.of_pixels(pixels)
+            compute = partial(_submit, serving, pixels, deadline, 0.0)
+            return await _answered(self._through_cache(serving, key, compute, deadline))
+
+    def _admit(self) -> contextlib.AbstractContextManager[None]:
+        return timed_admission(self._lifecycle, self._metrics)
 
     def _admitted(self) -> _Serving:
         serving = self._serving
@@ -234,15 +253,54 @@ class Classifier:
         scores = await self._scores(serving, data, self._deadline(started, None), started)
         return Classification(top_k(scores.logits, k, serving.loaded.labels), scores.timing)
 
-    @staticmethod
-    async def _scores(serving: _Serving, data: bytes, deadline: float, started: float) -> Scores:
-        pixels = await serving.decoder.decode(data, deadline)
-        return await _submit(serving, pixels, deadline, decode_s=time.monotonic() - started)
+    async def _scores(
+        self, serving: _Serving, data: bytes, deadline: float, started: float
+    ) -> Scores:
+        async def compute() -> Scored:
+            pixels = await serving.decoder.decode(data, deadline)
+            return await _submit(serving, pixels, deadline, time.monotonic() - started)
+
+        key = None if self._cache is None else await serving.keys.of_image(data)
+        return await self._through_cache(serving, key, compute, deadline)
+
+    async def _through_cache(
+        self, serving: _Serving, key: bytes | None, compute: Compute, deadline: float
+    ) -> Scores:
+        """The scores from the cache when it is on, else computed; observed either way."""
+        if self._cache is None or key is None:
+            logits, timing = await compute()
+        else:
+            logits, timing = await self._cache.fetch(key, compute, deadline)
+        serving.monitor.observe(logits)
+        return Scores(logits, timing)
 
 
-async def _submit(serving: _Serving, pixels: Pixels, deadline: float, decode_s: float) -> Scores:
+async def _submit(serving: _Serving, pixels: Pixels, deadline: float, decode_s: float) -> Scored:
     done: Done[Logits] = await serving.batcher.submit(pixels, deadline)
-    return Scores(done.output, Timing(decode_s, done.queue_s, done.inference_s, done.batch_size))
+    return done.output, Timing(decode_s, done.queue_s, done.inference_s, done.batch_size)
+
+
+def _response_cache(settings: Settings, metrics: Metrics) -> ResponseCache | None:
+    if settings.cache_bytes == 0:
+        return None
+    return ResponseCache(settings.cache_bytes, settings.cache_ttl_s, metrics)
+
+
+def _served_sha256(meta: ModelMeta) -> str:
+    """The sha256 of the file that serves (checked against the manifest at load)."""
+    return next(e.sha256 for key, e in meta.manifest.files.items() if key == meta.model_file)
+
+
+def _monitor(loaded: LoadedModel, settings: Settings, metrics: Metrics) -> PredictionMonitor:
+    monitor = PredictionMonitor(metrics, loaded.labels, settings.low_confidence)
+    evaluation = loaded.meta.manifest.evaluation
+    baseline = evaluation.prediction_baseline if evaluation is not None else None
+    if baseline is None:
+        log.warning("the manifest has no prediction baseline: the drift alerts cannot fire")
+        monitor.no_baseline()
+    else:
+        monitor.publish_baseline(baseline.mean_confidence, baseline.class_counts, baseline.images)
+    return monitor
 
 
 async def _answered(work: Awaitable[T]) -> T:
@@ -309,6 +367,8 @@ class _Serving:
     loaded: LoadedModel
     batcher: MicroBatcher[Pixels, Logits]
     decoder: _DecodePool
+    keys: CacheKeys  # the response cache's keys for this model
+    monitor: PredictionMonitor
 
     async def close(self) -> None:
         await self.batcher.stop()

@@ -63,8 +63,9 @@ _WHITE = (255, 255, 255)
 
 
 # The JPEG draft: decode at 1/2, 1/4 or 1/8 scale while both sides stay at least this many times
-# resize_size. Chosen by measurement: docs/decisions/jpeg-draft.md.
-DRAFT_MARGIN: float | None = 1.0
+# resize_size; None decodes every pixel. Chosen by measurement (docs/decisions/jpeg-draft.md):
+# at 12 MP no draft keeps >= 99.5 % top-1 agreement with the full decode, so none by default.
+DRAFT_MARGIN: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

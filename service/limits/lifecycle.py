@@ -1,20 +1,14 @@
-"""The service's life as one state machine, and the door every request goes through.
+"""The service's life as one state machine, and the state half of every admission.
 
     LOADING -> WARMING_UP -> READY -> DRAINING -> STOPPED        (or FAILED, when loading raised)
 
 ``begin_drain`` and ``stop`` may come at any time (a SIGTERM during start-up): a load that
 finishes afterwards must not undo them, so ``ready`` moves only from LOADING or WARMING_UP.
 
-Admission lives here too, because it is a question about the state: ``admit()`` refuses
-(Draining, NotReady, Overloaded, each with a Retry-After) or counts the request in flight until
-it is answered, and ``drain`` waits for that count to reach zero. Nothing here knows about
-models or images; the classifier and the API's test double share it.
-
-A request can also be admitted at the door, before its task exists: ``reserve()`` takes a slot
-for it (service/server/protocol.py), the request's task holds the Reservation while it
-reads its upload, and its first ``admit()`` takes the slot over. Without that, every request
-arriving while a slot is free would pass the door, and all but one be refused later, after
-waiting for the event loop.
+``admit()`` refuses by state (Draining, NotReady, each with a Retry-After), then asks the one
+admission decision (service/limits/admission.py) for a place, held until the call is answered;
+``drain`` waits for every admitted call. Nothing here knows about models or images; the
+classifier and the API's test double share it.
 """
 
 from __future__ import annotations
@@ -23,18 +17,16 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from service.errors import Draining, NotReady, Overloaded
+from service.errors import Draining, NotReady
+from service.limits.admission import Admission, RetryAfter, Ticket
 from service.observability.metrics import Metrics
 
-__all__ = ["Lifecycle", "Readiness", "Reservation", "RetryAfter", "State", "holding"]
+__all__ = ["Lifecycle", "Readiness", "RetryAfter", "State"]
 
 log = logging.getLogger(__name__)
-
-RetryAfter = Callable[[int], int]  # images in flight -> seconds until there is room
 
 
 class State(enum.Enum):
@@ -68,51 +60,12 @@ class Readiness:
     details: dict[str, object]  # JSON-able
 
 
-class Reservation:
-    """One admission slot taken at the door for one request. Its task holds it (``holding``):
-    the request's first admit() takes the slot over; if the request ends before that (a 4xx, a
-    disconnect), the slot is given back."""
-
-    __slots__ = ("_lifecycle", "held")
-
-    def __init__(self, lifecycle: Lifecycle) -> None:
-        self._lifecycle = lifecycle
-        self.held = True
-
-    def release(self) -> None:
-        if self.held:
-            self.held = False
-            self._lifecycle._reserved -= 1
-
-
-_holding: ContextVar[Reservation | None] = ContextVar("imgcls_reservation", default=None)
-
-
-@contextlib.contextmanager
-def holding(reservation: Reservation | None) -> Iterator[None]:
-    """Run a request's task inside this: its admit() finds the reservation (None: it has
-    none, whatever the context it was created in held) and, if the request ends before being
-    admitted, the slot is given back. A context variable, because admit() runs several layers
-    below the door, in the task's own context."""
-    token = _holding.set(reservation)
-    try:
-        yield
-    finally:
-        _holding.reset(token)
-        if reservation is not None:
-            reservation.release()
-
-
 class Lifecycle:
     def __init__(self, metrics: Metrics, capacity: int) -> None:
         self._metrics = metrics
         self._capacity = capacity  # images admitted at once
         self._state = State.LOADING
-        self._retry_after_s: RetryAfter = lambda in_flight: 1
-        self._in_flight = 0
-        self._reserved = 0  # slots taken at the door by requests not admitted yet
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._admission = Admission(capacity)
         metrics.ready.set(0)
 
     @property
@@ -121,12 +74,12 @@ class Lifecycle:
 
     @property
     def reserved(self) -> int:
-        """Slots taken at the door for requests not admitted yet."""
-        return self._reserved
+        """Places held by tickets: complete requests not admitted yet."""
+        return self._admission.reserved
 
     @property
     def in_flight(self) -> int:
-        return self._in_flight
+        return self._admission.in_flight
 
     # -- transitions -------------------------------------------------------------------------
 
@@ -141,7 +94,7 @@ class Lifecycle:
         the batcher, which exists only once the model is loaded."""
         if self._state not in _STARTING:
             return False
-        self._retry_after_s = retry_after_s
+        self._admission.retry_after_s = retry_after_s
         self._state = State.READY
         self._metrics.ready.set(1)
         return True
@@ -157,7 +110,7 @@ class Lifecycle:
         if self._state is State.READY or self._state in _STARTING:
             self._state = State.DRAINING
         self._metrics.ready.set(0)
-        log.info("draining: %d requests in flight", self._in_flight)
+        log.info("draining: %d requests in flight", self.in_flight)
 
     def stop(self) -> None:
         self.begin_drain()
@@ -167,11 +120,9 @@ class Lifecycle:
         """Wait until every admitted call has been answered, or ``timeout_s``."""
         try:
             async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
+                await self._admission.idle.wait()
         except TimeoutError:
-            log.warning(
-                "drain timed out after %.1f s with %d in flight", timeout_s, self._in_flight
-            )
+            log.warning("drain timed out after %.1f s with %d in flight", timeout_s, self.in_flight)
 
     # -- state -------------------------------------------------------------------------------
 
@@ -190,57 +141,25 @@ class Lifecycle:
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
-        """Refuse, or count the call in flight until the block exits (answered, failed or
-        cancelled). A plain, not an async, context manager: the check and the count happen with
-        no await between them, so no other task can be admitted in the gap and overshoot the
-        capacity. A request that holds a reservation takes its slot over (the state is still
-        checked: a drain that began meanwhile refuses it)."""
-        if (reservation := self._reservation()) is None:
-            self.check_admission()
-        else:
-            self._check_state()
-            reservation.release()
-        self._in_flight += 1
-        self._idle.clear()
-        try:
+        """Refuse (by state, then Overloaded), or count the call in flight until the block
+        exits (answered, failed or cancelled). A plain, not an async, context manager: no other
+        task can be admitted between the check and the count and overshoot the capacity."""
+        self._check_state()
+        with self._admission.admit():
             yield
-        finally:
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
 
     def check_admission(self) -> None:
-        """Raise what admit() would raise now, counting nothing. The HTTP layer asks before it
-        reads a body: under overload a refusal then costs no upload read, no parsing and no
-        queueing behind the uploads of requests that will be refused too."""
+        """Raise what admit() would raise now, counting nothing: the early refusals ask this."""
         self._check_state()
-        if self._reservation() is None:  # (else this request's slot is taken for it already)
-            self._check_room()
+        self._admission.check()
 
-    def reserve(self) -> Reservation:
-        """Take a slot for a request the door lets in, or raise what check_admission would."""
-        self._check_state()
-        self._check_room()
-        self._reserved += 1
-        return Reservation(self)
-
-    def _check_room(self) -> None:
-        # Refuse at the door, before any decoding: the capacity bounds every image admitted
-        # (decoding, queued or running), so an admitted image always finds room in the queue.
-        taken = self._in_flight + self._reserved
-        if taken >= self._capacity:
-            raise Overloaded(
-                f"{taken} images in flight, the limit is {self._capacity}",
-                retry_after_s=self._retry_after_s(taken),
-            )
+    def ticket(self) -> Ticket:
+        """A claim the HTTP protocol takes for a request it lets in; it holds a place only once
+        the request's body is complete (service/limits/admission.py)."""
+        return self._admission.ticket()
 
     def _check_state(self) -> None:
         if self._state in _SHUTTING_DOWN:
             raise Draining("the server is shutting down", retry_after_s=1)
         if self._state is not State.READY:
             raise NotReady(f"the model is not ready ({self._state.value})", retry_after_s=1)
-
-    def _reservation(self) -> Reservation | None:
-        """The reservation the current request holds on this lifecycle, if any."""
-        held = _holding.get()
-        return held if held is not None and held.held and held._lifecycle is self else None

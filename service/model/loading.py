@@ -227,6 +227,9 @@ def publish(metrics: Metrics, meta: ModelMeta) -> None:
         {
             "name": meta.name,
             "version": meta.version,
+            "num_classes": str(meta.num_classes),
+            "architecture": meta.manifest.model.architecture,
+            "labels_sha256": meta.manifest.labels_sha256 or "",
             "untrained": str(meta.untrained).lower(),
             "precision": meta.precision,
             "file": meta.model_file,

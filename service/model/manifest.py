@@ -29,12 +29,15 @@ class _Frozen(BaseModel):
 
 
 class ModelInfo(_Frozen):
-    name: str  # catalog name: resnet18 | efficientnet_lite0
-    version: str  # catalog version + weights digest prefix, e.g. "1.0-f37072fd"
-    architecture: str
-    weights_source: str  # "torchvision:IMAGENET1K_V1", "file:/path", "pypi:...", "random"
-    weights_sha256: str | None
+    name: str  # the config's name (build/models/*.toml or the user's model.toml)
+    version: str  # config version + weights digest prefix, e.g. "1.0-f37072fd"
+    architecture: str  # "torchvision.models.resnet18", "onnx:model.onnx (opset 17 ...)"
+    # "torchvision:ResNet18_Weights.IMAGENET1K_V1", "file:/path", "pypi:...", "random", "onnx"
+    weights_source: str
+    weights_sha256: str | None  # of the state dict, or of the ONNX file
     untrained: bool
+    description: str = ""
+    config_sha256: str | None = None  # of the model.toml it was built from
 
 
 class InputSpec(_Frozen):
@@ -65,11 +68,37 @@ class FileEntry(_Frozen):
 
 
 class ExportInfo(_Frozen):
-    exporter: str
+    exporter: str  # torch's exporter, or "onnx: wrapped with the uint8 NHWC front"
     opset: int
     dynamic_batch: bool
-    max_abs_logit_diff: float  # torch vs ORT fp32 on real images
+    max_abs_logit_diff: float  # torch (or the user's ONNX) vs the built fp32 graph, real images
     diff_images: int
+
+
+class SearchStep(_Frozen):
+    """One recipe the search measured (int8 on the CPU provider, the served file) or skipped."""
+
+    stage: Literal["configured", "calibration", "float layers", "bf16"]
+    label: str  # "percentile(99.999)", "+ 3 in float: /layer/Conv", "bf16 (OpenVINO)"
+    top1: float | None = None  # percent, evaluation split
+    top1_drop: float | None = None  # points below fp32
+    top1_agreement: float | None = None  # percent
+    latency_ms_batch1: float | None = None  # median, CPU provider
+    meets_gate: bool = False
+    skipped: str | None = None  # why it was not measured
+
+
+class RecipeSearch(_Frozen):
+    """build/recipe_search.py: tried when the configured recipe misses the gate or the target
+    agreement; what it tried, what each step cost, and what it chose."""
+
+    ran: bool
+    reason: str
+    target_top1_agreement: float
+    fp32_latency_ms_batch1: float | None = None
+    steps: tuple[SearchStep, ...] = ()
+    chosen: str  # a step's label
+    nodes_ranked: tuple[tuple[str, float], ...] = ()  # most sensitive first: logit-MSE gain
 
 
 class QuantizationInfo(_Frozen):
@@ -82,11 +111,35 @@ class QuantizationInfo(_Frozen):
     calibration_sha256: str  # over the sorted sha256s of the calibration files
     calibration_source: str
     nodes_excluded: tuple[str, ...] = ()
+    search: RecipeSearch | None = None
 
 
 class Accuracy(_Frozen):
     top1: float  # percent
     top5: float
+
+
+class ClassAccuracy(_Frozen):
+    images: int  # in the evaluation split
+    fp32_top1: float  # percent
+    int8_top1: float  # the served int8 file on the CPU provider
+
+
+class ClassData(_Frozen):
+    files: int
+    calibration: int
+    evaluation: int
+    unreadable: int
+
+
+class DataInfo(_Frozen):
+    """The user's images: where, how split, and a digest that changes with any image or name."""
+
+    root: str
+    seed: int
+    sha256: str  # over every file's class-relative path and sha256
+    classes: dict[str, ClassData]
+    unreadable: tuple[str, ...] = ()  # skipped, with the reason
 
 
 class ProviderEvaluation(_Frozen):
@@ -123,6 +176,18 @@ class PhoneSizeEvaluation(_Frozen):
     passed: bool
 
 
+class PredictionBaseline(_Frozen):
+    """What the served int8 file predicts on the evaluation images (CPU provider): the
+    reference the service's prediction monitoring compares live answers against
+    (build/baseline.py writes it; service/observability/predictions.py exports it)."""
+
+    images: int
+    model_file: str  # the int8 file measured: "int8" or "int8_w7"
+    mean_confidence: float  # mean top-1 softmax probability, 0..1
+    # Predicted top-1 class index -> images; a class never predicted is absent (0).
+    class_counts: dict[int, int]
+
+
 class EvaluationInfo(_Frozen):
     dataset: str
     images: int
@@ -143,6 +208,10 @@ class EvaluationInfo(_Frozen):
     # Every other int8 file, computed exactly by ONNX Runtime's unfused reference execution
     # (QDQ nodes + float kernels, no saturating int8 kernel): what a CPU of the other kind runs.
     int8_reference: dict[str, ProviderEvaluation] = Field(default_factory=dict)
+    per_class: dict[str, ClassAccuracy] = Field(default_factory=dict)  # class folders only
+    min_top1_agreement: float | None = None  # the optional second gate
+    # None in a manifest built before it existed: the service then exports no baseline.
+    prediction_baseline: PredictionBaseline | None = None
     # The served path on phone-size photos ("12mp", "3mp"); empty when not evaluated.
     phone_sizes: dict[str, PhoneSizeEvaluation] = Field(default_factory=dict)
 
@@ -153,10 +222,12 @@ class Manifest(_Frozen):
     input: InputSpec
     output: OutputSpec
     labels: str = "labels.txt"
+    labels_sha256: str | None = None
     files: dict[FileKey, FileEntry]
     export: ExportInfo
     quantization: QuantizationInfo
     evaluation: EvaluationInfo | None
+    data: DataInfo | None = None  # class-folder data; None for the named datasets
     versions: dict[str, str]
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     built_at: str

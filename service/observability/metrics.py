@@ -24,6 +24,8 @@ _LATENCY_BUCKETS = (
     0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 _BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+# Top-1 probability: finer near the top, where a trained model's answers gather.
+_CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 
 
 class Metrics:
@@ -59,6 +61,18 @@ class Metrics:
             "Time from a gRPC call's handler start to its answer, by method.",
             ["method"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.open_connections = Gauge(
+            "imgcls_http_open_connections",
+            "HTTP connections open now (set by the server; 0 in-process).",
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "imgcls_http_connections_closed_total",
+            "HTTP connections the server closed on a clock, with no request to answer: "
+            "head_timeout (no byte of a head), body_timeout (a body left unread, too slow).",
+            ["reason"],
             registry=r,
         )
         self.rejections = Counter(
@@ -117,12 +131,111 @@ class Metrics:
         )
         self.model_info = Info(
             "imgcls_model",
-            "The model being served: name, version, precision, provider, threads.",
+            "The model being served: name, version, classes, architecture, labels digest, "
+            "precision, provider, threads.",
             registry=r,
         )
         self.provider_selected = Gauge(
             "imgcls_provider_selected",
             "1 for the execution provider serving, with the reason it was chosen.",
             ["provider", "reason"],
+            registry=r,
+        )
+
+        # Response cache (service/inference/cache.py): its series exist, at zero, when it is off.
+        self.cache_requests = Counter(
+            "imgcls_cache_requests_total",
+            "Images looked up in the response cache, by outcome: hit (answered from it), "
+            "collapsed (shared an identical request in flight), miss (computed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "imgcls_cache_evictions_total",
+            "Entries removed from the response cache, by reason: size (least recently used, "
+            "to fit the byte bound), expired (older than the TTL), flush (the model changed).",
+            ["reason"],
+            registry=r,
+        )
+        # Every outcome and reason from zero: rate() then sees each one's first increments.
+        for outcome in ("hit", "collapsed", "miss"):
+            self.cache_requests.labels(outcome=outcome)
+        for reason in ("size", "expired", "flush"):
+            self.cache_evictions.labels(reason=reason)
+        self.cache_bytes = Gauge(
+            "imgcls_cache_bytes", "Bytes held by the response cache's entries.", registry=r
+        )
+        self.cache_entries = Gauge(
+            "imgcls_cache_entries", "Images whose scores the response cache holds.", registry=r
+        )
+        self.cache_capacity_bytes = Gauge(
+            "imgcls_cache_capacity_bytes",
+            "The response cache's byte bound (IMGCLS_CACHE_BYTES; 0: off).",
+            registry=r,
+        )
+
+        # Prediction monitoring (service/observability/predictions.py): what the model answers.
+        self.prediction_confidence = Histogram(
+            "imgcls_prediction_confidence",
+            "Top-1 softmax probability of every answered image (cache hits included).",
+            buckets=_CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "imgcls_predictions_total",
+            "Answered images by predicted top-1 class (every class of the model, from zero).",
+            ["class_index", "label"],
+            registry=r,
+        )
+        self.low_confidence = Counter(
+            "imgcls_prediction_low_confidence_total",
+            "Answered images whose top-1 probability is below IMGCLS_LOW_CONFIDENCE.",
+            registry=r,
+        )
+        self.low_confidence_threshold = Gauge(
+            "imgcls_prediction_low_confidence_threshold",
+            "The top-1 probability below which an answer counts as low-confidence.",
+            registry=r,
+        )
+        self.baseline_confidence = Gauge(
+            "imgcls_prediction_baseline_confidence",
+            "Mean top-1 probability of the served model on its evaluation images (the build's "
+            "baseline; 0 when the manifest has none).",
+            registry=r,
+        )
+        self.baseline_class_share = Gauge(
+            "imgcls_prediction_baseline_class_share",
+            "Share of the evaluation images predicted as each class (classes never predicted "
+            "there are absent: a share of 0).",
+            ["class_index", "label"],
+            registry=r,
+        )
+        self.baseline_images = Gauge(
+            "imgcls_prediction_baseline_images",
+            "Evaluation images the baseline was measured on.",
+            registry=r,
+        )
+
+        # Saturation (the autoscaling signal): admitted work against the admission capacity.
+        self.in_flight = Gauge(
+            "imgcls_in_flight_images",
+            "Images admitted now (decoding, queued, running or waiting for an identical one), "
+            "plus places held by tickets (complete requests not admitted yet).",
+            registry=r,
+        )
+        self.capacity = Gauge(
+            "imgcls_capacity_images",
+            "Images admitted at once before 503 overloaded (IMGCLS_QUEUE_CAPACITY).",
+            registry=r,
+        )
+        self.saturation = Gauge(
+            "imgcls_saturation",
+            "imgcls_in_flight_images / imgcls_capacity_images now: 1 means refusing work.",
+            registry=r,
+        )
+        self.in_flight_seconds = Counter(
+            "imgcls_in_flight_image_seconds_total",
+            "Admitted images times seconds admitted, added when each is answered: its rate is "
+            "the mean number of images in flight over the window (Little's law), unsampled.",
             registry=r,
         )

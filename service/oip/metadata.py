@@ -93,11 +93,16 @@ def _parameters(meta: ModelMeta) -> dict[str, Any]:
         "provider": meta.provider,
         "provider_reason": meta.provider_reason,
         "max_batch_size": meta.max_batch_size,
+        "num_classes": meta.num_classes,  # the logits' second axis; labels in /v1 and here
+        "labels_sha256": manifest.labels_sha256,
+        "architecture": manifest.model.architecture,
         "preprocessing": {
             "resize_size": manifest.input.resize_size,
             "crop_size": manifest.input.crop_size,
             "interpolation": manifest.input.interpolation,
             "layout": manifest.input.layout,
+            "mean": list(manifest.input.mean),
+            "std": list(manifest.input.std),
         },
         "quantization": manifest.quantization.model_dump(mode="json"),
         "evaluation": None if evaluation is None else evaluation.model_dump(mode="json"),

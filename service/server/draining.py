@@ -1,5 +1,6 @@
 """The uvicorn server this service runs on: one worker, httptools and uvloop where installed,
-the HTTP protocol with the door (service/server/protocol.py), and a graceful drain on SIGTERM.
+the HTTP protocol with the connection clocks, head bounds and early door
+(service/server/protocol.py), and a graceful drain on SIGTERM.
 
 SIGTERM/SIGINT drains first: readiness turns 503 and new requests get 503 "draining" at once,
 admitted requests finish (up to IMGCLS_DRAIN_TIMEOUT_S), every response says ``Connection:
@@ -48,15 +49,15 @@ def http_stack() -> tuple[str, str]:
 
 
 def _protocol(http: str, app: FastAPI) -> str | type[asyncio.Protocol]:
-    """On httptools, uvicorn's protocol with the door in it: overload refusals are answered
-    before an ASGI task exists (service/server/protocol.py)."""
+    """On httptools, uvicorn's protocol with the clocks, the head bounds and the early door
+    (service/server/protocol.py). On h11 (httptools missing), uvicorn's own: no head clock or
+    head bounds beyond h11's, plain-text parse errors; the app's body clock still applies."""
     if http != "httptools":
         return http
-    from service.server.protocol import door_protocol  # imports httptools
+    from service.server.protocol import Wiring, service_protocol  # imports httptools
 
-    door = service_state(app).early_door
-    assert door is not None  # create_app sets it
-    return door_protocol(door)
+    state = service_state(app)
+    return service_protocol(Wiring(app, state.metrics, state.settings, state.early_door))
 
 
 class DrainingServer(uvicorn.Server):
@@ -130,17 +131,19 @@ def build_server(settings: Settings) -> DrainingServer:
     holder: list[DrainingServer] = []
     app = create_app(settings, on_start_failure=lambda exc: holder[0].fail(exc))
     http, loop = http_stack()
+    protocol = _protocol(http, app)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        http=_protocol(http, app),
+        http=protocol,
         loop=loop,
         workers=1,
         lifespan="on",
         log_config=None,  # keep our logging setup (JSON, request ids)
         access_log=False,  # our middleware writes the access log, with route and request id
-        limit_concurrency=settings.http_limit_concurrency,
+        # Our protocol applies the cap itself (probes pass, a JSON 503 for the rest).
+        limit_concurrency=settings.http_limit_concurrency if isinstance(protocol, str) else None,
         backlog=settings.http_backlog,
         timeout_keep_alive=int(max(1, settings.http_keep_alive_s)),
         timeout_graceful_shutdown=int(max(1, settings.drain_timeout_s)),
@@ -148,4 +151,6 @@ def build_server(settings: Settings) -> DrainingServer:
     )
     server = DrainingServer(config, app, settings.drain_timeout_s)
     holder.append(server)
+    connections = server.server_state.connections
+    service_state(app).metrics.open_connections.set_function(lambda: len(connections))
     return server

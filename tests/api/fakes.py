@@ -14,7 +14,8 @@ import asyncio
 from service.errors import NotReady
 from service.inference.classifier import Classification
 from service.inference.postprocess import Prediction
-from service.limits.lifecycle import Lifecycle, Readiness, Reservation, State
+from service.limits.admission import Ticket
+from service.limits.lifecycle import Lifecycle, Readiness, State
 from service.model.loading import ModelMeta
 from service.observability.metrics import Metrics
 from service.observability.timing import Timing
@@ -97,8 +98,8 @@ class FakeClassifier:
     def check_admission(self) -> None:
         self.lifecycle.check_admission()
 
-    def reserve(self) -> Reservation:
-        return self.lifecycle.reserve()
+    def ticket(self) -> Ticket:
+        return self.lifecycle.ticket()
 
     @property
     def meta(self) -> ModelMeta:

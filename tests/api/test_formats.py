@@ -46,12 +46,24 @@ def pictures(photo_paths: dict[str, Path]) -> dict[str, dict[str, bytes]]:
     return result
 
 
-async def top1(client: httpx.AsyncClient, data: bytes, content_type: str) -> int:
+async def answer(client: httpx.AsyncClient, data: bytes, content_type: str) -> dict[int, float]:
+    """class index -> score of the top 5."""
     response = await client.post(
-        "/v1/classify", content=data, headers={"Content-Type": content_type}
+        "/v1/classify?top_k=5", content=data, headers={"Content-Type": content_type}
     )
     assert response.status_code == 200, response.text
-    return int(response.json()["predictions"][0]["class_index"])
+    return {int(p["class_index"]): float(p["score"]) for p in response.json()["predictions"]}
+
+
+async def top1(client: httpx.AsyncClient, data: bytes, content_type: str) -> int:
+    return next(iter(await answer(client, data, content_type)))
+
+
+def same_answer(reference: dict[int, float], other: dict[int, float]) -> bool:
+    """The reference's top-1 is top-1 in ``other`` too, alone or in an exact tie (int8 logits
+    are quantized: two classes can score the same, and the service then answers the lower
+    index first; darknet_horses as lossless HEIC ties 'ox' with 'water buffalo')."""
+    return other.get(next(iter(reference)), -1.0) == max(other.values())
 
 
 @pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
@@ -61,10 +73,10 @@ async def test_every_photo_gets_the_same_top1_as_png(
     assert len(pictures) >= 5
     differ = {}
     for name, versions in pictures.items():
-        reference = await top1(real.client, versions["PNG"], "image/png")
-        declared = await top1(real.client, versions[fmt], MEDIA_TYPES[fmt])
-        sniffed = await top1(real.client, versions[fmt], "application/octet-stream")
-        if {declared, sniffed} != {reference}:
+        reference = await answer(real.client, versions["PNG"], "image/png")
+        declared = await answer(real.client, versions[fmt], MEDIA_TYPES[fmt])
+        sniffed = await answer(real.client, versions[fmt], "application/octet-stream")
+        if not (same_answer(reference, declared) and same_answer(reference, sniffed)):
             differ[name] = (reference, declared, sniffed)
     assert not differ, f"top-1 differs from the PNG's (png, declared, sniffed): {differ}"
 

@@ -175,7 +175,8 @@ async def test_upload_page_is_self_contained() -> None:
     page = response.text
     assert 'id="untrained"' in page
     assert '<script src="/static/page.js" defer></script>' in page
-    assert "/v1/classify?top_k=3" in script.text
+    assert "/v1/classify?top_k=${topK}" in script.text  # 3, or num_classes when fewer
+    assert "topK = Math.min(3, body.num_classes)" in script.text
     assert style.headers["Content-Type"].startswith("text/css")
     for text in (page, script.text, style.text):  # no CDN, no external asset: works offline
         assert "://" not in text

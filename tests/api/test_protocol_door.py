@@ -26,7 +26,6 @@ from service.http.state import service_state
 from service.observability.logs import ACCESS_LOGGER
 from service.observability.metrics import Metrics
 from service.server.draining import _protocol
-from service.server.protocol import door_protocol
 from service.settings import Settings
 from tests.api.conftest import fake_factory, serve
 
@@ -67,7 +66,7 @@ async def live(settings: Settings) -> AsyncIterator[Live]:
 
     config = uvicorn.Config(
         recorder,
-        http=door_protocol(service_state(app).early_door),
+        http=_protocol("httptools", app),
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -265,7 +264,7 @@ def test_the_service_serves_through_the_door_protocol() -> None:
     app = create_app(Settings(), metrics=Metrics())
     protocol = _protocol("httptools", app)
     assert not isinstance(protocol, str)
-    assert protocol.__name__ == "DoorProtocol"
+    assert protocol.__name__ == "ServiceProtocol"
     assert _protocol("h11", app) == "h11"
 
 
@@ -295,10 +294,10 @@ async def test_a_client_that_waits_for_100_continue_is_refused_without_uploading
         assert served.reached_app == []
 
 
-async def test_a_request_let_in_holds_its_slot_while_its_upload_arrives() -> None:
-    """Admission at the door is binding: with one slot left, a request whose upload is still
-    on its way has it, and the next arrival is refused by the protocol, not let in to be
-    refused by the app after its own wait."""
+async def test_a_request_still_uploading_holds_no_place() -> None:
+    """A place is held by work, not by a promise of work: with one place left, a request whose
+    upload is still on its way does not have it; a complete request arriving meanwhile takes
+    it, and the slow one, complete with no room left, is refused by its route's admission."""
     async with live(Settings(queue_capacity=2)) as served, httpx.AsyncClient() as client:
         reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
         slow = request("/v1/classify", b"x" * 1000)
@@ -306,16 +305,19 @@ async def test_a_request_let_in_holds_its_slot_while_its_upload_arrives() -> Non
         async with asyncio.timeout(10):  # its task has started
             while served.reached_app != ["/v1/classify"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
-        refused = await client.post(served.url + "/v1/classify", content=b"img", headers=IMAGE)
-        assert (refused.status_code, refused.json()["error"]["message"]) == (
-            503,
-            "2 images in flight, the limit is 2",
+        assert served.classifier.lifecycle.reserved == 0
+        quick = asyncio.create_task(
+            client.post(served.url + "/v1/classify", content=b"img", headers=IMAGE)
         )
-        assert served.reached_app == ["/v1/classify"]
-        writer.write(slow[-990:])  # the rest: admitted into the slot it held
-        await admitted(served, 2)
+        await admitted(served, 2)  # the last place went to the complete request
+        writer.write(slow[-990:])  # the rest: complete, but no room is left
+        status, _, body = await exchange(reader)
+        assert (status, json.loads(body)) == (
+            503,
+            {"error": {"code": "overloaded", "message": "2 images in flight, the limit is 2"}},
+        )
         served.classifier.release.set()
-        assert (await exchange(reader))[0] == 200
+        assert (await quick).status_code == 200
         writer.close()
 
 

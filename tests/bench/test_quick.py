@@ -38,6 +38,7 @@ SECTIONS = (
     "## Overload: open loop at 4x capacity",
     "### Issue 7 targets",
     "## Soak and chaos: mixed valid and hostile traffic",
+    "## Response cache: repeated images, cache off and on",
     "## Open Inference Protocol v2: 8 images per request at saturation",
 )
 PLOTS = (

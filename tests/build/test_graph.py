@@ -9,7 +9,7 @@ import onnx
 import torch
 from torch import nn
 
-from build.catalog import IMAGENET_MEAN, IMAGENET_STD
+from build.config import IMAGENET_MEAN, IMAGENET_STD
 from build.export import compare_with_torch, export_onnx
 from build.graph import UInt8Classifier
 

@@ -91,6 +91,11 @@ def _evaluate_damaged(
     return code, model_dir
 
 
+def _kept(err: str) -> Path:
+    """The folder a gate failure names for its rejected manifest and report."""
+    return Path(err.split("report and rejected manifest in ", 1)[1].split(";", 1)[0])
+
+
 def test_gate_fails_on_a_damaged_int8_model(
     lite0_dir: Path, tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ):
@@ -101,10 +106,14 @@ def test_gate_fails_on_a_damaged_int8_model(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("build: error: efficientnet_lite0: int8 failed the accuracy gate: cpu:")
     assert "openvino:" in err
-    assert not (model_dir / "manifest.json").exists()  # nothing for a server to pick up
-    rejected = json.loads((model_dir / "manifest.rejected.json").read_text())
+    # --out as it was: the folder still holds the copied manifest (whose sha256 the damaged
+    # file no longer matches, so no server loads it) and nothing new.
+    assert (model_dir / "manifest.json").read_bytes() == (lite0_dir / "manifest.json").read_bytes()
+    assert not (model_dir / "manifest.rejected.json").exists()
+    rejected = json.loads((_kept(err) / "manifest.rejected.json").read_text())
     assert rejected["evaluation"]["passed"] is False
     assert rejected["evaluation"]["int8"]["top1"] < 10.0
+    assert "FAILED" in (_kept(err) / "build_report.md").read_text()
 
 
 def test_gate_checks_the_int8_file_this_cpu_does_not_serve_by_exact_reference(
@@ -113,14 +122,14 @@ def test_gate_checks_the_int8_file_this_cpu_does_not_serve_by_exact_reference(
     # A CPU of the other kind (VNNI or not) would serve the other file: the build checks it too,
     # computed exactly, so an image built here is gated for both kinds of machine.
     other: isa.WeightBits = "int8" if isa.exact_int8_file() == "int8_w7" else "int8_w7"
-    code, model_dir = _evaluate_damaged(lite0_dir, tmp_path / "out", data_dir, other)
+    code, _ = _evaluate_damaged(lite0_dir, tmp_path / "out", data_dir, other)
 
     assert code == 1
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert f"int8 failed the accuracy gate: {other} reference: int8 top-1" in err
     assert "cpu:" not in err
     assert "openvino:" not in err
-    rejected = json.loads((model_dir / "manifest.rejected.json").read_text())
+    rejected = json.loads((_kept(err) / "manifest.rejected.json").read_text())
     assert rejected["evaluation"]["int8_reference"][other]["passed"] is False
     assert rejected["evaluation"]["int8_file"] == isa.exact_int8_file()
 

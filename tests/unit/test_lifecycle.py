@@ -10,7 +10,8 @@ import logging
 import pytest
 
 from service.errors import Draining, NotReady, Overloaded, Unavailable
-from service.limits.lifecycle import Lifecycle, State, holding
+from service.limits.admission import Ticket, holding
+from service.limits.lifecycle import Lifecycle, State
 from service.observability.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -222,7 +223,7 @@ async def test_drain_gives_up_at_its_timeout_and_says_so(
     assert "drain timed out after 0.0 s with 1 in flight" in caplog.text
 
 
-# -- reservations: slots taken at the door (service/server/protocol.py) ---------------------
+# -- tickets: a place held by a complete request not admitted yet (service/limits/admission.py)
 
 
 def ready_life(capacity: int) -> Lifecycle:
@@ -231,48 +232,54 @@ def ready_life(capacity: int) -> Lifecycle:
     return life
 
 
-def test_a_reservation_takes_a_slot_until_its_request_is_admitted() -> None:
+def taken(life: Lifecycle) -> Ticket:
+    ticket = life.ticket()
+    assert ticket.take()
+    return ticket
+
+
+def test_a_ticket_holds_a_place_once_taken_until_its_request_is_admitted() -> None:
     life = ready_life(capacity=2)
-    first, _ = life.reserve(), life.reserve()
+    first, _ = taken(life), taken(life)
+    assert not life.ticket().take()  # no room: taking fails quietly, the route's admission refuses
     with pytest.raises(Overloaded) as full:
-        life.reserve()
+        life.check_admission()
     assert (full.value.message, full.value.retry_after_s) == (
         "2 images in flight, the limit is 2",
         2,
     )
-    assert isinstance(refusal(life), Overloaded)  # a request without one is refused too
     with holding(first):
-        life.check_admission()  # its own slot: not refused
+        life.check_admission()  # its own place: not refused
         with life.admit():
-            assert life.in_flight == 1  # taken over: still 2 slots in use, not 3
+            assert (life.in_flight, life.reserved) == (1, 1)  # taken over: 2 places, not 3
             assert isinstance(refusal(life), Overloaded)
     assert life.in_flight == 0
-    life.reserve()  # the slot the admitted request left is free again
+    assert taken(life)  # the place the admitted request left is free again
 
 
-def test_a_request_that_ends_before_admission_gives_its_slot_back() -> None:
+def test_a_request_that_ends_before_admission_gives_its_place_back() -> None:
     life = ready_life(capacity=1)
-    reservation = life.reserve()
-    with holding(reservation):
+    ticket = taken(life)
+    with holding(ticket):
         pass  # a 4xx, a disconnect: never admitted
-    with holding(reservation):
-        pass  # released once, whatever happens after
-    with holding(life.reserve()), life.admit():
+    assert life.reserved == 0
+    assert not ticket.take()  # its task has ended: a body completing later takes nothing
+    with holding(taken(life)), life.admit():
         assert life.in_flight == 1
 
 
-def test_a_task_holding_none_does_not_inherit_a_reservation() -> None:
+def test_a_task_holding_none_does_not_inherit_a_ticket() -> None:
     """A pipelined request's task is created in the context of the one before it."""
     life = ready_life(capacity=1)
-    with holding(life.reserve()), holding(None), pytest.raises(Overloaded):
+    with holding(taken(life)), holding(None), pytest.raises(Overloaded):
         life.check_admission()
 
 
-def test_a_drain_refuses_a_reserved_request_and_frees_its_slot() -> None:
+def test_a_drain_refuses_a_request_with_a_ticket_and_frees_its_place() -> None:
     life = ready_life(capacity=1)
-    reservation = life.reserve()
+    ticket = taken(life)
     life.begin_drain()
-    with holding(reservation):
+    with holding(ticket):
         assert isinstance(refusal(life), Draining)
-    assert life.in_flight == 0
-    assert not reservation.held
+    assert (life.in_flight, life.reserved) == (0, 0)
+    assert not ticket.held

@@ -156,7 +156,7 @@ def test_draft_mode_decodes_a_large_jpeg_at_reduced_scale_with_nearly_the_same_p
     photo = Image.fromarray(smooth).resize((1920, 1080), Image.Resampling.BICUBIC)
     data = encode(photo, "JPEG", quality=95)
     drafted = Image.open(io.BytesIO(data))
-    drafted.draft("RGB", (SPEC.resize_size, SPEC.resize_size))
+    drafted.draft("RGB", (SPEC.resize_size, SPEC.resize_size))  # margin 1
     assert drafted.size == (480, 270)  # libjpeg scaled by 1/4 in the DCT domain; both >= 256
     full = np.asarray(photo.resize((455, 256), Image.Resampling.BILINEAR).crop((115, 16, 339, 240)))
     decoded_sizes: list[tuple[int, int]] = []
@@ -167,9 +167,13 @@ def test_draft_mode_decodes_a_large_jpeg_at_reduced_scale_with_nearly_the_same_p
         return real_load(self)
 
     monkeypatch.setattr(JpegImageFile, "load", spy_load)
-    pixels = preprocess(data, SPEC)
+    pixels = preprocess(data, PreprocessSpec(draft_margin=1.0))
     assert decoded_sizes[0] == (480, 270)  # preprocess asked for the draft before decoding
     assert np.abs(pixels.astype(int) - full.astype(int)).mean() < 3
+    # The default policy (docs/decisions/jpeg-draft.md) decodes every pixel.
+    decoded_sizes.clear()
+    preprocess(data, SPEC)
+    assert decoded_sizes[0] == (1920, 1080)
 
 
 @pytest.mark.parametrize("size", [(500, 375), (375, 500), (333, 1000), (120, 90)])

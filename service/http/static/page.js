@@ -25,13 +25,18 @@ function showUntrained(untrained) {
   $("untrained").style.display = untrained ? "block" : "none";
 }
 
+// Top 3, or fewer when the model has fewer classes (a two-class model answers top 2).
+let topK = 3;
+
 async function loadModel() {
   try {
     const response = await fetch("/v1/model", { headers: authHeaders() });
     const body = await response.json();
     if (response.status === 401) { $("model").textContent = "model: sign in below"; askForToken(body.error.message); return; }
     if (!response.ok) { $("model").textContent = "model: " + body.error.message; return; }
-    $("model").textContent = `model: ${body.name} ${body.version} (${body.precision}, ${body.provider})`;
+    topK = Math.min(3, body.num_classes);
+    $("model").textContent =
+      `model: ${body.name} ${body.version}, ${body.num_classes} classes (${body.precision}, ${body.provider})`;
     showUntrained(body.untrained);
   } catch (err) {
     $("model").textContent = "model: unreachable (" + err + ")";
@@ -65,7 +70,7 @@ async function classify(file) {
   $("preview").src = URL.createObjectURL(file);
   $("preview").style.display = "block";
   try {
-    const response = await fetch("/v1/classify?top_k=3", {
+    const response = await fetch(`/v1/classify?top_k=${topK}`, {
       method: "POST",
       headers: { "Content-Type": file.type || "application/octet-stream", ...authHeaders() },
       body: file,
