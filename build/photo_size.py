@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -69,14 +70,24 @@ def evaluate_phone_sizes(
     for size_name, pixels in PHONE_SIZES.items():
         jpegs = phone_jpegs([image.path for image in chosen], size_name, cache)
         served = _pixels(jpegs, spec)
-        full = _pixels(jpegs, dataclasses.replace(spec, draft_margin=None))
-        logits = {
-            name: (predict(s, served, f"{size_name} {name}"), predict(s, full, f"{size_name} full"))
-            for name, s in sessions.items()
-        }
+        full = served if spec.draft_margin is None else _pixels(jpegs, _full_decode(spec))
+        logits = {name: _both(s, served, full, size_name) for name, s in sessions.items()}
         result[size_name] = _scored(pixels, spec, logits, accept, max_top1_drop)
     log.info("phone-size evaluation: %d images, %.0f s", len(chosen), time.monotonic() - started)
     return result
+
+
+def _full_decode(spec: PreprocessSpec) -> PreprocessSpec:
+    return dataclasses.replace(spec, draft_margin=None)
+
+
+def _both(s: Any, served: Pixels, full: Pixels, size_name: str) -> tuple[Logits, Logits]:
+    """Logits of the served path and of the full decode: computed once when nothing is drafted
+    (the same pixels)."""
+    logits = predict(s, served, f"{size_name} served")
+    if full is served:
+        return logits, logits
+    return logits, predict(s, full, f"{size_name} full")
 
 
 def _pixels(jpegs: list[bytes], spec: PreprocessSpec) -> Pixels:

@@ -91,3 +91,17 @@ def test_phone_jpegs_are_the_same_bytes_for_the_same_image(
     first, again = phone_jpegs(path, "3mp"), phone_jpegs(path, "3mp")
     assert first == again
     assert Image.open(io.BytesIO(first[0])).size == (2016, 1512)
+
+
+def test_with_the_default_policy_the_served_path_is_the_full_decode(
+    models: dict[str, Path], evaluation: list[LabeledImage], tmp_path: Path
+) -> None:
+    result = evaluate_phone_sizes(
+        models["right"], models["wrong"], evaluation, PreprocessSpec(), 1.5,
+        images=None, cache=tmp_path, providers=("cpu",),
+    )  # fmt: skip
+    twelve = result["12mp"]
+    assert twelve.draft_margin is None
+    cpu = twelve.int8_providers["cpu"]
+    assert (cpu.draft_agreement, cpu.int8.top1, cpu.int8_full_decode.top1) == (100.0, 0.0, 0.0)
+    assert not twelve.passed  # still gated: served int8 against fp32's full decode
