@@ -13,13 +13,18 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pillow_heif
 from PIL import Image
+
+from service.process import available_cpus
 
 # name -> pixels; the 12 MP one is exactly 4032x3024 for a 4:3 image.
 PHONE_SIZES: dict[str, int] = {"12mp": 4032 * 3024, "3mp": 2016 * 1512}
@@ -86,19 +91,22 @@ def _phone_files(
 ) -> list[bytes]:
     pixels = PHONE_SIZES[size_name]
     recipe = _RECIPE if kind == "jpeg" else f"{_RECIPE}|heic q{HEIC_QUALITY}"
-    result = []
-    for path in paths:
+    suffix = "jpg" if kind == "jpeg" else "heic"
+
+    def one(path: Path) -> bytes:
         data = path.read_bytes()
         key = hashlib.sha256(data + f"{recipe}|{pixels}|{seed_of(path)}".encode()).hexdigest()
-        cached = (
-            None if cache is None else cache / f"{key[:32]}.{'jpg' if kind == 'jpeg' else 'heic'}"
-        )
+        cached = None if cache is None else cache / f"{key[:32]}.{suffix}"
         if cached is not None and cached.is_file():
-            result.append(cached.read_bytes())
-            continue
+            return cached.read_bytes()
         photo = _phone_file(data, pixels, seed_of(path), kind)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
-            cached.write_bytes(photo)
-        result.append(photo)
-    return result
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.{threading.get_ident()}")
+            partial.write_bytes(photo)
+            partial.replace(cached)  # whole or absent: builds may share the cache
+        return photo
+
+    # On every CPU: Pillow and libheif release the GIL while they resize and encode.
+    with ThreadPoolExecutor(available_cpus()) as pool:
+        return list(pool.map(one, paths))

@@ -17,6 +17,7 @@ import os
 import random
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from build.phone_photos import PHONE_SIZES, phone_jpegs, phone_size
 from build.sessions import Provider, available_providers, session
 from service.inference.preprocess import PreprocessSpec, preprocess
 from service.model.manifest import PhoneSizeEvaluation, PhoneSizeProvider
+from service.process import available_cpus
 
 DEFAULT_IMAGES = 100
 log = logging.getLogger("build")
@@ -91,7 +93,9 @@ def _both(s: Any, served: Pixels, full: Pixels, size_name: str) -> tuple[Logits,
 
 
 def _pixels(jpegs: list[bytes], spec: PreprocessSpec) -> Pixels:
-    return np.stack([preprocess(data, spec) for data in jpegs])
+    # On every CPU: Pillow releases the GIL while it decodes and resizes, as in the service.
+    with ThreadPoolExecutor(available_cpus()) as pool:
+        return np.stack(list(pool.map(lambda data: preprocess(data, spec), jpegs)))
 
 
 def _scored(
