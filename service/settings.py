@@ -187,9 +187,9 @@ class Settings(BaseSettings):
     decode_budget_pixels: PositiveInt = Field(
         default=40_000_000,
         description="Full-size pixels decoded at once across the decode workers, each counted "
-        "at what its format costs to decode against an RGBA PNG's 8 bytes (a JPEG pixel 0.5 "
-        "after its DCT downscale, HEIC 1.3, AVIF 1.4-1.5, WebP 2.3); an image that does not fit "
-        "waits its turn, one that alone exceeds the budget is refused (413). Bounds decode "
+        "at what its format costs to decode against an RGBA PNG's 8 bytes (a JPEG pixel 0.5, "
+        "counted after any DCT draft, HEIC 1.3, AVIF 1.4-1.5, WebP 2.3); an image that does "
+        "not fit waits its turn, one that alone exceeds the budget is refused (413). Bounds decode "
         "memory to 8 bytes per budget pixel: 320 MB by default.",
         json_schema_extra=_in("Input limits", advanced=True),
     )
