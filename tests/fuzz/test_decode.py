@@ -1,7 +1,7 @@
-"""The decode path (service.inference.preprocess) under hostile bytes: whatever it is given, it
-returns
-the model's (224, 224, 3) uint8 input or raises one of its three documented errors. Anything
-else (another exception type, a wrong shape) would reach a caller as a 500."""
+"""The decode path (service.inference.preprocess) under hostile bytes, every accepted format
+(HEIC/HEIF and AVIF included): whatever it is given, it returns the model's (224, 224, 3) uint8
+input or raises one of its three documented errors. Anything else (another exception type, a
+wrong shape) would reach a caller as a 500."""
 
 from __future__ import annotations
 
