@@ -34,10 +34,10 @@ from service import paths
 SLOW_UPLOADS = 16
 PNG_SIDE = 6300  # 39.7 MP: just under the default IMGCLS_MAX_IMAGE_PIXELS
 # What the default decode budget (320 MB) admits of each costlier format (docs/guide/images.md)
-LARGEST: dict[str, tuple[str, int]] = {  # name -> (media type, megapixels)
-    "webp": ("image/webp", 17),
-    "heic": ("image/heic", 29),
-    "avif": ("image/avif", 26),
+LARGEST: dict[str, tuple[str, str, int]] = {  # name -> (Pillow format, media type, megapixels)
+    "webp": ("WEBP", "image/webp", 17),
+    "heic": ("HEIF", "image/heic", 29),
+    "avif": ("AVIF", "image/avif", 26),
 }
 
 
@@ -71,11 +71,11 @@ def images() -> dict[str, tuple[str, bytes]]:
             encoded(ramp(PNG_SIDE, PNG_SIDE, 4), "PNG", compress_level=1),
         )
     }
-    for name, (media_type, megapixels) in LARGEST.items():
+    for name, (fmt, media_type, megapixels) in LARGEST.items():
         height = int(math.sqrt(megapixels * 1e6 * 3 / 4))
         image = ramp(height * 4 // 3, height, 3)
         params = ENCODER_PARAMS[name]
-        result[f"{name}_{megapixels}mp"] = (media_type, encoded(image, name.upper(), **params))
+        result[f"{name}_{megapixels}mp"] = (media_type, encoded(image, fmt, **params))
     return result
 
 
