@@ -1,17 +1,13 @@
 """How many batches run side by side (inference streams): as configured, or chosen at start-up
 from what this machine measures.
 
-Two streams (each batch on one stream's share of the threads, two batches at once) cost less
-CPU per image where inference dominates a request, and more where decoding costs as much as
-inference, because a second inference thread then competes with the decode workers for the
-same cores and both get dearer. Measured on 2 cores, ResNet-18 int8, OpenVINO, 16 callers:
-- AMD EPYC, AVX2 only (inference ~26 ms of CPU per image, decode ~5.6): 2 streams +17 % req/s;
-- Intel Xeon with AMX (inference ~2.2 ms per image, decode ~2.2): 1 stream +4 % req/s (median
-  of 5 interleaved pairs of rounds, -2 to +7 %; +8 % in another run) at 2 % less CPU per
-  request, and one session (~80 MB) fewer (docs/BENCHMARKS.md, "Inference streams").
-So where an image's inference costs at least ``INFERENCE_BOUND`` times its decoding, two
-streams; below that, one batch at a time on every thread. Both costs are measured at start:
-the same model on the same threads, and the service's own preprocessing of a typical upload.
+Two streams (two batches at once, each on its share of the threads) cost less CPU per image
+where inference dominates a request, and more where decoding costs as much, since a second
+inference thread then competes with the decode workers. So where an image's inference costs at
+least ``INFERENCE_BOUND`` times its decoding, two streams; below that, one batch at a time on
+every thread. Both costs are measured at start: the same model on the same threads, and the
+service's own preprocessing of a typical upload. Measured effect per machine kind:
+docs/decisions/inference-streams.md.
 """
 
 from __future__ import annotations

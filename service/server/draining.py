@@ -38,11 +38,9 @@ def http_stack() -> tuple[str, str]:
     start-up log says which one serves.
 
     uvloop shortens the wait a request has for the event loop, the largest part of a refused
-    request's time under overload (docs/BENCHMARKS.md: 503 p99 at 4x capacity 11.1 vs 13.3 ms,
-    4 interleaved pairs on 2 cores). It was once left out because the drain lost requests on
-    it (connections in the accept queue when the port closed were reset unread); since new
-    handshakes are stopped by a socket filter instead (service/server/syn_filter.py), the drain test
-    with the raw keep-alive client passed 20 runs of 20 on uvloop."""
+    request's time under overload; the drain keeps every accepted connection on it because new
+    handshakes are stopped by a socket filter (service/server/syn_filter.py). Measured effect:
+    docs/decisions/uvloop-and-syn-filter.md."""
     http = "httptools" if importlib.util.find_spec("httptools") is not None else "h11"
     loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     return http, loop
