@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
-from bench import cache, coldstart, overload, soak
+from bench import cache, coldstart, overload, phone, soak
 from bench.config import BenchConfig, config_from_args, parser
 from bench.experiments import accuracy, engines, http, inprocess, v2
 from bench.peers import benchmark as peers
@@ -32,6 +32,7 @@ SUITE: dict[str, Run] = {
     # The engines in-process give the write-up table its rows (eager, TorchScript, ORT, int8).
     "engines": engines.run,
     "peers": peers.run,
+    "phone": phone.run,  # phone-size photos (12 MP, 3 MP, HEIC) beside the 500x375 peers
     "coldstart": coldstart.run,
     "overload": overload.run,
     "soak": soak.run,

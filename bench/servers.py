@@ -109,13 +109,19 @@ class Load:
 
 
 def load_step(
-    cfg: BenchConfig, server: Started, duration_s: float, arg: str, warmup_s: float = 0.0
+    cfg: BenchConfig,
+    server: Started,
+    duration_s: float,
+    arg: str,
+    warmup_s: float = 0.0,
+    bodies: tuple[str, ...] = (),
 ) -> StepResult:
     """One load step (``arg``: --concurrency=N or --rate=R) from a fresh client process; the
-    loadgen result plus the server's CPU use (cores) and peak RSS over the step."""
+    loadgen result plus the server's CPU use (cores) and peak RSS over the step. ``bodies``:
+    the loadgen's --bodies/--content-type, when it sends other files than the labeled JPEGs."""
     cmd = [cfg.python, "-m", "bench.loadgen", "--json=-", f"--url={server.url}", arg]
     cmd += [f"--duration={duration_s}", f"--warmup={warmup_s}", f"--data-dir={cfg.data_dir}"]
-    cmd.append(f"--client={cfg.client}")
+    cmd += [f"--client={cfg.client}", *bodies]
     with UsageSampler(server.proc.pid) as sampler:
         done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
     if done.returncode != 0:
@@ -147,17 +153,24 @@ class ServerResult:
         return max(self.closed, key=lambda s: s.throughput_rps)
 
 
-def measure_server(cfg: BenchConfig, spec: ServerSpec, load: Load, progress: tqdm) -> ServerResult:
+def measure_server(
+    cfg: BenchConfig,
+    spec: ServerSpec,
+    load: Load,
+    progress: tqdm,
+    bodies: tuple[str, ...] = (),
+) -> ServerResult:
     with running(cfg, spec) as server:
         steps = []
         for index, users in enumerate(load.concurrencies):
             warm = load.warmup_s if index == 0 else 0.0
-            steps.append(load_step(cfg, server, load.duration_s, f"--concurrency={users}", warm))
+            arg = f"--concurrency={users}"
+            steps.append(load_step(cfg, server, load.duration_s, arg, warm, bodies))
             progress.update(1)
         capacity = max((s.throughput_rps for s in steps), default=0.0)
         for fraction in load.rate_fractions:
             rate = max(1.0, capacity * fraction)
-            steps.append(load_step(cfg, server, load.duration_s, f"--rate={rate}"))
+            steps.append(load_step(cfg, server, load.duration_s, f"--rate={rate}", 0.0, bodies))
             progress.update(1)
     return ServerResult(spec.name, spec.description, server.ready_s, steps, capacity)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from build import config, progress
 from build.errors import BuildError, WeightsUnavailable
+from build.photo_size import DEFAULT_IMAGES as DEFAULT_PHONE_SIZE_IMAGES
 from build.pipeline import BuildOptions, run_build
 from build.weights import official, resolve_official
 from service import paths
@@ -64,6 +65,13 @@ def parser() -> argparse.ArgumentParser:
         help="replaces [gate] max_top1_drop: fail when int8 top-1 is more than this many points "
         "below fp32",
     )
+    p.add_argument(
+        "--phone-size-images",
+        type=lambda v: None if v == "all" else int(v),
+        default=DEFAULT_PHONE_SIZE_IMAGES,
+        help="evaluation images also classified as 12 MP and ~3 MP photos through the served "
+        "path (a seeded subset; 'all'; 0 skips it; default %(default)s)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only")
     return p
 
@@ -97,6 +105,7 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
         data_dir=args.data_dir,
         stage=args.stage,
         max_top1_drop=args.max_top1_drop,
+        phone_size_images=args.phone_size_images,
     )
 
 

@@ -33,7 +33,8 @@ def predict(sess: Any, pixels: npt.NDArray[np.uint8], desc: str) -> Logits:
 
 
 def accuracy(logits: Logits, accept: Sequence[frozenset[int]]) -> Accuracy:
-    top5 = np.argsort(-logits, axis=1)[:, :5]
+    # Stable: ties (common in int8 logits) go to the lower class index, as the service answers.
+    top5 = np.argsort(-logits, axis=1, kind="stable")[:, :5]
     hit1 = [int(row[0]) in ok for row, ok in zip(top5, accept, strict=True)]
     hit5 = [any(int(c) in ok for c in row) for row, ok in zip(top5, accept, strict=True)]
     return Accuracy(top1=_percent(hit1), top5=_percent(hit5))

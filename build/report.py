@@ -1,12 +1,12 @@
 """The build report: the manifest as a page a person reads (build_report.md beside it, and the
 build's last log lines): data per class, per-class accuracy, fp32 vs int8 per provider, the
-gate, and what the recipe search tried and chose."""
+gate, the served path at phone size, and what the recipe search tried and chose."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from service.model.manifest import Manifest, RecipeSearch
+from service.model.manifest import Manifest, PhoneSizeEvaluation, RecipeSearch
 
 REPORT_NAME = "build_report.md"
 
@@ -95,6 +95,8 @@ def render(m: Manifest) -> str:
                 "Batch-1 latency, median ms: "
                 + ", ".join(f"{k} {v:.2f}" for k, v in ev.latency_ms_batch1.items()),
             ]
+    if ev is not None and ev.phone_sizes:
+        lines += ["", *phone_size_lines(ev.phone_sizes)]
     if m.quantization.search is not None:
         lines += ["", *_search(m.quantization.search)]
     return "\n".join(lines) + "\n"
@@ -125,4 +127,32 @@ def _search(s: RecipeSearch) -> list[str]:
         ("step", "recipe", "int8 top-1 %", "drop", "agreement %", "ms b1", "meets gate"), rows
     )
     lines += ["", f"Chosen: {s.chosen}"]
+    return lines
+
+
+def phone_size_lines(phone_sizes: dict[str, PhoneSizeEvaluation]) -> list[str]:
+    """The served path at phone size against the full decode, per size, model and provider;
+    "drop" is the gated figure: fp32's full-decode top-1 minus served int8's."""
+    if not phone_sizes:
+        return []
+    first = next(iter(phone_sizes.values()))
+    draft = "none" if first.draft_margin is None else f"{first.draft_margin:g}x"
+    lines = [
+        f"## Phone-size photos ({first.images} evaluation images upscaled, JPEG q90, served "
+        f"JPEG draft: {draft})",
+        "",
+        "| size | model | provider | top-1 served | top-1 full decode | agreement | drop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for ev in phone_sizes.values():
+        lines.append(
+            f"| {ev.example_size} | fp32 | cpu | {ev.fp32.top1:.2f} | "
+            f"{ev.fp32_full_decode.top1:.2f} | {ev.fp32_draft_agreement:.2f} | - |"
+        )
+        lines += [
+            f"| {ev.example_size} | int8 | {name} | {p.int8.top1:.2f} | "
+            f"{p.int8_full_decode.top1:.2f} | {p.draft_agreement:.2f} | "
+            f"{p.top1_drop_points:.2f}{'' if p.passed else ' FAIL'} |"
+            for name, p in ev.int8_providers.items()
+        ]
     return lines

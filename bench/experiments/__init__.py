@@ -10,6 +10,10 @@ join the suite's report: ``python -m bench.run_all --all`` or ``--only NAME``.
     profile                 server CPU per request by thread, py-spy's split of the event loop
     lowrate                 latency at sparse load
     decode                  JPEG decoders and Pillow's draft: cost and agreement
+    draft_policy            the JPEG draft margin at phone size: agreement, top-1, CPU
+    decode_memory           peak memory per decoded pixel, by format and mode
+    format_cost             CPU per phone photo, by format (JPEG, PNG, WebP, HEIC, AVIF)
+    upload_cost             receiving an upload (raw, multipart, base64 JSON), before and after
     prediction_drift        drifted traffic's confidence and class-mix divergence from the baseline
     saturation_signal       the autoscaling signals (saturation, queue wait, CPU) against load
     contended_uploads       slow declared uploads against a newcomer when the body budget is full

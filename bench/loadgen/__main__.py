@@ -26,10 +26,11 @@ from service import paths
 async def run_steps(args: argparse.Namespace, max_outstanding: int = 512) -> list[StepResult]:
     """The steps the command line asks for: closed loop at each concurrency, then open loop at
     each rate, after an unrecorded warm-up."""
-    bodies = load_jpegs(args.data_dir, args.images)
+    bodies = bodies_in(args.bodies) if args.bodies else load_jpegs(args.data_dir, args.images)
     concurrencies: list[int] = args.concurrency or ([] if args.rate else [1, 4, 16, 64])
     url = args.url.rstrip("/") + CLASSIFY_PATH
-    sender = SENDERS[args.client](url, max([max_outstanding if args.rate else 1, *concurrencies]))
+    connections = max([max_outstanding if args.rate else 1, *concurrencies])
+    sender = SENDERS[args.client](url, connections, content_type=args.content_type)
     try:
         if args.warmup > 0:  # not recorded: connections, caches, the server's first batches
             await closed_loop(sender.post, bodies, max([4, *concurrencies][:2]), args.warmup)
@@ -45,6 +46,11 @@ async def run_steps(args: argparse.Namespace, max_outstanding: int = 512) -> lis
         await sender.aclose()
 
 
+def bodies_in(folder: Path) -> list[bytes]:
+    """Every file of ``folder``, in name order, sent as it is (bench.phone's photos)."""
+    return [path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="HTTP load generator for POST /v1/classify")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -54,6 +60,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds, not recorded")
     parser.add_argument("--images", type=int, default=64, help="distinct JPEGs to cycle")
     parser.add_argument("--data-dir", type=Path, default=paths.data_dir(), help=paths.DATA_DIR_ENV)
+    parser.add_argument("--bodies", type=Path, help="send these files instead (a folder)")
+    parser.add_argument("--content-type", default="image/jpeg", help="of every request")
     parser.add_argument("--client", choices=sorted(SENDERS), default="httpx")
     parser.add_argument("--json", type=Path, help="write the results here ('-' for stdout)")
     args = parser.parse_args()

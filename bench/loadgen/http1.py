@@ -132,14 +132,15 @@ class HttpxSender:
 
     about = "httpx.AsyncClient, HTTP/1.1 keep-alive"
 
-    def __init__(self, url: str, connections: int) -> None:
+    def __init__(self, url: str, connections: int, content_type: str = "image/jpeg") -> None:
         self.url = url
+        self.headers = {"content-type": content_type}
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self.client = httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(ANSWER_TIMEOUT_S))
 
     async def post(self, body: bytes, since: float) -> Outcome:
         try:  # reads the whole body
-            response = await self.client.post(self.url, content=body, headers=HEADERS)
+            response = await self.client.post(self.url, content=body, headers=self.headers)
         except httpx.HTTPError as exc:
             return Outcome.since(since, type(exc).__name__)
         return Outcome.since(since, response.status_code, response.headers.get("server-timing"))

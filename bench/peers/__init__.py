@@ -15,13 +15,26 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from service.inference.preprocess import DRAFT_MARGIN, PreprocessSpec
+
 
 def parser(doc: str | None, port: int) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
     p.add_argument("--port", type=int, default=port)
     p.add_argument("--model", default="resnet18")
     p.add_argument("--labels", type=Path, required=True, help="the manifest's labels file")
+    p.add_argument(
+        "--draft-margin",
+        type=float,
+        default=DRAFT_MARGIN,
+        help="the JPEG draft of the service's preprocessing (0: every pixel decoded, as a "
+        "FastAPI app that opens the image with Pillow does; default: the service's)",
+    )
     return p
+
+
+def preprocess_spec(args: argparse.Namespace) -> PreprocessSpec:
+    return PreprocessSpec(draft_margin=args.draft_margin or None)
 
 
 def top3(model: str, labels: list[str], logits: npt.NDArray[np.floating[Any]]) -> object:

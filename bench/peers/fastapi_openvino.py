@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from bench.peers import parser, top3
+from bench.peers import parser, preprocess_spec, top3
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.inference.preprocess import PreprocessSpec, preprocess
 
@@ -32,9 +32,11 @@ def compile_model(model_file: Path, spec: PreprocessSpec) -> Any:
     return core.compile_model(model, "CPU", {"PERFORMANCE_HINT": "THROUGHPUT"})
 
 
-def create_app(compiled: Any, labels: list[str], name: str) -> FastAPI:
+def create_app(
+    compiled: Any, labels: list[str], name: str, spec: PreprocessSpec | None = None
+) -> FastAPI:
     app = FastAPI()
-    spec = PreprocessSpec()
+    spec = spec or PreprocessSpec()
     local = threading.local()
 
     def infer_request() -> Any:
@@ -72,7 +74,7 @@ def main() -> None:
     args = args_parser.parse_args()
     labels = args.labels.read_text().splitlines()
     compiled = compile_model(args.model_file, PreprocessSpec())
-    app = create_app(compiled, labels, args.model)
+    app = create_app(compiled, labels, args.model, preprocess_spec(args))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

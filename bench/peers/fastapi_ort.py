@@ -16,15 +16,17 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bench.peers import parser, top3
+from bench.peers import parser, preprocess_spec, top3
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.inference.preprocess import PreprocessSpec, preprocess
 
 
-def create_app(session: ort.InferenceSession, labels: list[str], name: str) -> FastAPI:
+def create_app(
+    session: ort.InferenceSession, labels: list[str], name: str, spec: PreprocessSpec | None = None
+) -> FastAPI:
     app = FastAPI()
     input_name = session.get_inputs()[0].name
-    spec = PreprocessSpec()
+    spec = spec or PreprocessSpec()
 
     @app.get("/readyz")
     async def ready() -> dict[str, bool]:
@@ -52,7 +54,7 @@ def main() -> None:
     args = args_parser.parse_args()
     labels = args.labels.read_text().splitlines()
     session = ort.InferenceSession(str(args.model_file), providers=["CPUExecutionProvider"])
-    app = create_app(session, labels, args.model)
+    app = create_app(session, labels, args.model, preprocess_spec(args))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -16,11 +16,13 @@ class _Wire(BaseModel):
 
 
 class ClassifyJSON(_Wire):
-    image: str = Field(description="The encoded image (JPEG, PNG, ...) in standard base64.")
+    # bytes: the JSON string's own bytes, no str object in between; service/http/uploads.py
+    # checks and decodes the base64 (SIMD, pybase64).
+    image: bytes = Field(description="The encoded image (JPEG, PNG, HEIC, ...) in standard base64.")
 
 
 class ClassifyBatchJSON(_Wire):
-    images: list[str] = Field(description="Encoded images in base64, answered in this order.")
+    images: list[bytes] = Field(description="Encoded images in base64, answered in this order.")
 
 
 # Responses

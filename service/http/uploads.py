@@ -14,16 +14,14 @@ FastAPI's own body and form parsing would read everything first.
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import contextlib
 from collections.abc import AsyncGenerator, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import pybase64
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from service.errors import (
@@ -33,6 +31,7 @@ from service.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
+from service.http import multipart
 from service.http.schemas import ClassifyBatchJSON, ClassifyJSON
 from service.http.state import service_state
 from service.limits.body_budget import BodyHold
@@ -243,31 +242,22 @@ def _parse_json(model: type[_Body], body: bytes) -> _Body:
         raise InvalidParameter(f"invalid JSON body: {where}: {first['msg']}") from None
 
 
-def _b64decode(text: str, where: str) -> bytes:
+def _b64decode(text: bytes, where: str) -> bytes:
+    """Standard base64, strictly (padding, no other character). pybase64 decodes with SIMD:
+    ~0.1 ms per MB here, against ~5 for the standard library's a2b_base64."""
     try:
-        return base64.b64decode(text, validate=True)
+        return pybase64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidParameter(f"{where} is not valid base64") from None
 
 
 async def _multipart(request: Request, body: bytes, field: str) -> list[Upload]:
-    async def replay() -> AsyncGenerator[bytes, None]:
-        yield body
-
     try:
-        form = await MultiPartParser(request.headers, replay()).parse()
-    except MultiPartException as exc:
-        raise InvalidParameter(f"malformed multipart body: {exc.message}") from None
-    try:
-        values = form.getlist(field)
-        if not values:
-            raise InvalidParameter(f"the multipart body has no field {field!r}")
-        return [await _upload(value, field) for value in values]
-    finally:
-        await form.close()
-
-
-async def _upload(value: UploadFile | str, field: str) -> Upload:
-    if not isinstance(value, UploadFile):
+        parts = multipart.file_parts(request.headers.get("content-type", ""), body, field)
+    except multipart.MalformedMultipart as exc:
+        raise InvalidParameter(f"malformed multipart body: {exc}") from None
+    if not parts:
+        raise InvalidParameter(f"the multipart body has no field {field!r}")
+    if any(part is None for part in parts):
         raise InvalidParameter(f"multipart field {field!r} must be a file, not a text value")
-    return Upload(await value.read(), value.content_type)
+    return [Upload(part.data, part.content_type) for part in parts if part is not None]

@@ -25,6 +25,7 @@ from service.http.schemas import (
 )
 from service.http.uploads import Upload, read_many, read_one
 from service.inference.classifier import Classification, Classifier, Serving
+from service.inference.preprocess import MEDIA_TYPES
 from service.model.loading import ModelMeta
 from service.observability.timing import Timing, slowest
 
@@ -52,7 +53,7 @@ _ERRORS = openapi_errors(
 _IMAGE_BODY = {
     "requestBody": {
         "content": {
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            **{kind: {"schema": {"type": "string", "format": "binary"}} for kind in MEDIA_TYPES},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",

@@ -6,8 +6,10 @@ together cost N times that, and the pod's memory limit is crossed by a handful o
 requests. With it, peak decode memory is bounded by the budget whatever arrives: small photos
 still decode side by side, a large one waits until the pixels in flight leave it room.
 
-Waiters are served first come, first served, so a large image is not starved by a stream of
-small ones slipping past it.
+A budget pixel is BYTES_PER_BUDGET_PIXEL bytes of decode memory: an 8-bit RGBA PNG's pixel.
+Callers charge each image what its format and mode cost (service.inference.decode_cost): a JPEG
+pixel about half of one, a WebP pixel about 2.3. Waiters are served first come, first served,
+so a large image is not starved by a stream of small ones slipping past it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+BYTES_PER_BUDGET_PIXEL = 8
 
 
 class PixelBudget:
@@ -35,7 +39,8 @@ class PixelBudget:
     @contextmanager
     def reserve(self, pixels: int) -> Iterator[None]:
         """Block (in a decode worker thread) until ``pixels`` fit, hold them for the block.
-        An image larger than the whole budget waits for all of it, then runs alone."""
+        A charge larger than the whole budget waits for all of it, then runs alone (the
+        service refuses such images before they get here: preprocess)."""
         need = min(max(pixels, 1), self.capacity)
         ticket = object()
         with self._changed:

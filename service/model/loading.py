@@ -119,9 +119,15 @@ async def load_model(
     ) as pool:
         loop = asyncio.get_running_loop()
         runner, choice = await loop.run_in_executor(pool, _warm_runner, s, model_path, manifest)
-    spec = PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size)
+    spec = preprocess_spec(s, manifest)
     meta = _meta(s, manifest, version, runner, choice, file)
     return LoadedModel(meta, labels, spec, runner)
+
+
+def preprocess_spec(settings: Settings, manifest: Manifest) -> PreprocessSpec:
+    """The manifest's resize and crop, and the JPEG draft the settings ask for (0: none)."""
+    margin = settings.jpeg_draft_margin or None
+    return PreprocessSpec(manifest.input.resize_size, manifest.input.crop_size, margin)
 
 
 def model_file(precision: str, manifest: Manifest) -> FileKey:
@@ -149,7 +155,7 @@ def _warm_runner(
 ) -> tuple[Runner, ProviderChoice]:
     size = manifest.input.crop_size
     images = warmup_images(size, size)
-    spec = PreprocessSpec(manifest.input.resize_size, size)
+    spec = preprocess_spec(settings, manifest)
     return load_runner(
         model_path,
         settings.provider,

@@ -150,6 +150,32 @@ class ProviderEvaluation(_Frozen):
     passed: bool
 
 
+class PhoneSizeProvider(_Frozen):
+    """The served int8 file on one provider, on the evaluation images at one phone size."""
+
+    int8: Accuracy  # through the service's preprocessing, JPEG draft included
+    int8_full_decode: Accuracy  # the same images with every pixel decoded
+    draft_agreement: float  # percent of top-1 answers the same with and without the draft
+    top1_drop_points: float  # the fp32 full decode's top-1 minus int8's served top-1
+    passed: bool
+
+
+class PhoneSizeEvaluation(_Frozen):
+    """The evaluation images made phone-size (build/phone_photos.py: upscaled, seeded grain,
+    JPEG quality 90) and classified as the service does (build/photo_size.py). The reference
+    is fp32 with every pixel decoded; the gate, int8's served top-1 against it."""
+
+    example_size: str  # e.g. "4032x3024" for a 4:3 image
+    pixels: int
+    images: int
+    draft_margin: float | None  # the served JPEG draft policy (None: no draft)
+    fp32_full_decode: Accuracy
+    fp32: Accuracy  # served path
+    fp32_draft_agreement: float
+    int8_providers: dict[str, PhoneSizeProvider]
+    passed: bool
+
+
 class PredictionBaseline(_Frozen):
     """What the served int8 file predicts on the evaluation images (CPU provider): the
     reference the service's prediction monitoring compares live answers against
@@ -186,6 +212,8 @@ class EvaluationInfo(_Frozen):
     min_top1_agreement: float | None = None  # the optional second gate
     # None in a manifest built before it existed: the service then exports no baseline.
     prediction_baseline: PredictionBaseline | None = None
+    # The served path on phone-size photos ("12mp", "3mp"); empty when not evaluated.
+    phone_sizes: dict[str, PhoneSizeEvaluation] = Field(default_factory=dict)
 
 
 class Manifest(_Frozen):

@@ -138,7 +138,8 @@ async def test_415_unsupported_image_format_sniffed(real: Served) -> None:
     assert response.status_code == 415
     assert response.json() == error(
         "unsupported_media_type",
-        "image format PPM is not supported; send JPEG, PNG, WebP, GIF, BMP or TIFF",
+        "image format PPM is not supported; "
+        "send JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC/HEIF or AVIF",
     )
 
 

@@ -1,7 +1,7 @@
-"""The decode path (service.inference.preprocess) under hostile bytes: whatever it is given, it
-returns
-the model's (224, 224, 3) uint8 input or raises one of its three documented errors. Anything
-else (another exception type, a wrong shape) would reach a caller as a 500."""
+"""The decode path (service.inference.preprocess) under hostile bytes, every accepted format
+(HEIC/HEIF and AVIF included): whatever it is given, it returns the model's (224, 224, 3) uint8
+input or raises one of its three documented errors. Anything else (another exception type, a
+wrong shape) would reach a caller as a 500."""
 
 from __future__ import annotations
 
@@ -20,7 +20,13 @@ from service.inference.preprocess import PreprocessSpec, preprocess
 SPEC = PreprocessSpec()
 MAX_PIXELS = 4_000_000  # small, so a fuzzed header that claims a huge size is refused cheaply
 DOCUMENTED = (BadImage, ImageTooLarge, UnsupportedMediaType)
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+# The encoders' fastest settings: x265's and aom's defaults take seconds per image here, and the
+# decoders under test read every preset's output alike.
+FAST: dict[str, dict[str, object]] = {
+    "HEIF": {"enc_params": {"preset": "ultrafast"}},
+    "AVIF": {"speed": 10},
+}
 
 
 def decodes_or_refuses(data: bytes) -> None:
@@ -41,7 +47,7 @@ def seeds(photo_bytes: Callable[[str], bytes]) -> dict[str, bytes]:
     encoded = {}
     for fmt in FORMATS:
         out = io.BytesIO()
-        photo.save(out, fmt)
+        photo.save(out, fmt, **FAST.get(fmt, {}))
         encoded[fmt] = out.getvalue()
     return encoded
 
@@ -51,22 +57,17 @@ def test_random_bytes_decode_or_are_refused(data: bytes) -> None:
     decodes_or_refuses(data)
 
 
-@given(
-    fmt=st.sampled_from(FORMATS),
-    edits=st.lists(
+MUTATIONS = {
+    "edits": st.lists(
         st.tuples(st.integers(min_value=0), st.integers(min_value=0, max_value=255)), max_size=8
     ),
-    cut=st.none() | st.integers(min_value=0),
-    insert=st.binary(max_size=64),
-)
-def test_mutated_images_decode_or_are_refused(
-    seeds: dict[str, bytes],
-    fmt: str,
-    edits: list[tuple[int, int]],
-    cut: int | None,
-    insert: bytes,
-) -> None:
-    data = bytearray(seeds[fmt])
+    "cut": st.none() | st.integers(min_value=0),
+    "insert": st.binary(max_size=64),
+}
+
+
+def mutated(seed: bytes, edits: list[tuple[int, int]], cut: int | None, insert: bytes) -> bytes:
+    data = bytearray(seed)
     for position, value in edits:  # flipped bytes: headers, chunk lengths, Huffman tables...
         data[position % len(data)] = value
     if cut is not None:  # truncation anywhere, the commonest corruption on a network
@@ -74,7 +75,31 @@ def test_mutated_images_decode_or_are_refused(
     if insert:
         at = len(insert) * 7919 % (len(data) + 1)
         data[at:at] = insert
-    decodes_or_refuses(bytes(data))
+    return bytes(data)
+
+
+@given(fmt=st.sampled_from(FORMATS), **MUTATIONS)
+def test_mutated_images_decode_or_are_refused(
+    seeds: dict[str, bytes],
+    fmt: str,
+    edits: list[tuple[int, int]],
+    cut: int | None,
+    insert: bytes,
+) -> None:
+    decodes_or_refuses(mutated(seeds[fmt], edits, cut, insert))
+
+
+@given(fmt=st.sampled_from(["HEIF", "AVIF"]), **MUTATIONS)
+def test_mutated_heic_and_avif_decode_or_are_refused(
+    seeds: dict[str, bytes],
+    fmt: str,
+    edits: list[tuple[int, int]],
+    cut: int | None,
+    insert: bytes,
+) -> None:
+    """The newest decoders (libheif + libde265, libavif + its AV1 decoder), on their own: as
+    many mutations again as the other formats share."""
+    decodes_or_refuses(mutated(seeds[fmt], edits, cut, insert))
 
 
 @given(
@@ -93,7 +118,7 @@ def test_every_valid_image_of_any_mode_and_size_decodes(
     image = Image.fromarray(noise, "RGBA").convert(mode)
     out = io.BytesIO()
     try:
-        image.save(out, fmt)
+        image.save(out, fmt, **FAST.get(fmt, {}))
     except (OSError, ValueError, KeyError):
         return  # this format cannot store this mode: nothing for a client to send
     pixels = preprocess(out.getvalue(), SPEC, MAX_PIXELS)
