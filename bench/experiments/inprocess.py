@@ -109,10 +109,11 @@ async def measure(cfg: BenchConfig, plan: Plan, images: list[bytes]) -> list[Com
             for (combo, n), loads in runs.items():
                 loads.append(await _load(started[combo][0], images, n, plan.seconds))
             progress.update(1)
+    providers_of = {combo: classifier.meta.provider for combo, (classifier, _) in started.items()}
     for classifier, _ in started.values():
-        await classifier.stop()
+        await classifier.stop()  # a stopped Classifier has no model: its provider is read before
     return [
-        ComboResult(c, n, started[c][0].meta.provider, started[c][1], median_of(loads))
+        ComboResult(c, n, providers_of[c], started[c][1], median_of(loads))
         for (c, n), loads in sorted(runs.items(), key=lambda item: item[0][1])
     ]
 
