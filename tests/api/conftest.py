@@ -1,10 +1,13 @@
 """In-process app fixtures: the real app (create_app) with its lifespan run, reached through
 httpx.ASGITransport. ``serve`` builds one per test (fakes, special settings); ``real`` is one
-app on the real EfficientNet-Lite0 model shared by a test module."""
+app on the real EfficientNet-Lite0 model shared by a test module; ``on_loopback`` puts an app
+behind a real uvicorn server with the service's HTTP protocol, for what only a socket shows."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from service.app import create_app
 from service.http.state import service_state
 from service.observability.metrics import Metrics
+from service.server.draining import _protocol
 from service.settings import Settings
 from tests.api.fakes import FakeClassifier
 
@@ -53,6 +59,39 @@ async def serve(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://imgcls") as client:
             yield Served(app, client, metrics)
+
+
+@contextlib.asynccontextmanager
+async def on_loopback(
+    app: FastAPI, asgi: ASGIApp | None = None
+) -> AsyncIterator[tuple[int, uvicorn.Server]]:
+    """``app`` behind uvicorn with the service's httptools protocol, configured as build_server
+    does, on a loopback port: its port and server once the model has started. ``asgi`` (a
+    wrapper of ``app``) is what the server calls instead, e.g. to record what reaches the app."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(
+        asgi or app,
+        http=_protocol("httptools", app),
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        limit_concurrency=None,  # the protocol applies IMGCLS_HTTP_LIMIT_CONCURRENCY
+        timeout_graceful_shutdown=2,  # a failed test's half-sent upload must not hold the stop
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        async with asyncio.timeout(10):
+            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+                await asyncio.sleep(0.01)
+            await service_state(app).start_task
+        yield sock.getsockname()[1], server
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
 
 
 def fake_factory(**kwargs: Any) -> Callable[[Settings, Metrics], FakeClassifier]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -18,11 +17,9 @@ from fastapi import FastAPI
 
 from service.app import create_app
 from service.http.door import EarlyDoor
-from service.http.state import service_state
 from service.observability.metrics import Metrics
-from service.server.draining import _protocol
 from service.settings import Settings
-from tests.api.conftest import fake_factory
+from tests.api.conftest import fake_factory, on_loopback
 
 pytestmark = pytest.mark.anyio
 
@@ -51,31 +48,8 @@ async def live(**overrides: object) -> AsyncIterator[Live]:
     settings = Settings(**(FAST | overrides))  # type: ignore[arg-type]
     metrics = Metrics()
     app = create_app(settings, metrics=metrics, classifier_factory=fake_factory())
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        http=_protocol("httptools", app),
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        limit_concurrency=None,  # the protocol applies IMGCLS_HTTP_LIMIT_CONCURRENCY
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-                await asyncio.sleep(0.01)
-            await service_state(app).start_task
+    async with on_loopback(app) as (port, server):
         yield Live(app, f"http://127.0.0.1:{port}", port, metrics, server)
-    finally:
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:

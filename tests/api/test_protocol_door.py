@@ -10,14 +10,12 @@ import contextlib
 import json
 import logging
 import re
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
@@ -27,7 +25,7 @@ from service.observability.logs import ACCESS_LOGGER
 from service.observability.metrics import Metrics
 from service.server.draining import _protocol
 from service.settings import Settings
-from tests.api.conftest import fake_factory, serve
+from tests.api.conftest import fake_factory, on_loopback, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -54,48 +52,29 @@ async def live(settings: Settings) -> AsyncIterator[Live]:
     """The app behind uvicorn with the door protocol; one request held in flight."""
     metrics = Metrics()
     app = create_app(settings, metrics=metrics, classifier_factory=fake_factory(hold=True))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    served = Live(app, f"http://127.0.0.1:{port}", port, metrics)
+    reached: list[str] = []
 
     async def recorder(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            served.reached_app.append(scope["path"])
+            reached.append(scope["path"])
         await app(scope, receive, send)
 
-    config = uvicorn.Config(
-        recorder,
-        http=_protocol("httptools", app),
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-        server_header=False,  # as service/server/draining.py configures it
-        timeout_graceful_shutdown=2,  # a failed test's half-sent upload must not hold the stop
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-                await asyncio.sleep(0.01)
-            await service_state(app).start_task
-        async with httpx.AsyncClient(base_url=served.url) as client:
-            token = settings.api_tokens
-            auth = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
-            held = client.post("/v1/classify", content=b"img", headers=IMAGE | auth)
-            served.held = asyncio.create_task(held)
-            await admitted(served, 1)
-            served.reached_app.clear()
-            yield served
+    async with on_loopback(app, recorder) as (port, _):
+        served = Live(app, f"http://127.0.0.1:{port}", port, metrics, reached)
+        try:
+            async with httpx.AsyncClient(base_url=served.url) as client:
+                token = settings.api_tokens
+                auth = {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+                held = client.post("/v1/classify", content=b"img", headers=IMAGE | auth)
+                served.held = asyncio.create_task(held)
+                await admitted(served, 1)
+                served.reached_app.clear()
+                yield served
+                served.classifier.release.set()
+                assert (await served.held).status_code == 200
+        finally:
+            # Whatever a failing test left held ends, so that the server can stop.
             served.classifier.release.set()
-            assert (await served.held).status_code == 200
-    finally:
-        # Whatever a failing test left held ends, so that the server can stop.
-        served.classifier.release.set()
-        server.should_exit = True
-        await task
-        sock.close()
 
 
 async def admitted(served: Live, count: int) -> None:
