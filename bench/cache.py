@@ -131,16 +131,11 @@ class Row:
 
 
 def _value(run: Measured, value: str) -> float:
-    step = run.step
-    if value == "throughput":
-        return step.throughput_rps
-    if value in ("p50", "p99"):
-        return float(step.latency_ms[value])
     if value == "cpu":
         return run.server_cpu_ms_per_request
-    if value == "errors":
-        return float(step.sent - step.ok)
-    return run.answered_by_cache
+    if value == "shared":
+        return run.answered_by_cache
+    return run.step.figure(value)
 
 
 def run(cfg: BenchConfig) -> Section:

@@ -236,16 +236,11 @@ def _report(
 
 
 def _value(run: Measured, value: str) -> float:
-    step = run.step
-    if value == "throughput":
-        return step.throughput_rps
-    if value in ("p50", "p99"):
-        return float(step.latency_ms[value])
     if value == "cpu":
         return run.server_cpu_ms_per_request
     if value == "spans":
         return run.spans_per_request
-    return float(step.sent - step.ok)
+    return run.step.figure(value)
 
 
 if __name__ == "__main__":

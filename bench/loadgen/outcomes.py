@@ -69,6 +69,17 @@ class StepResult:
     def load(self) -> str:
         return f"c={self.concurrency}" if self.mode == "closed" else f"{self.offered_rate:.0f}/s"
 
+    def figure(self, name: str) -> float:
+        """One of the step's figures by name, for tables over many runs: throughput, p50, p99,
+        errors (requests not answered 200)."""
+        if name == "throughput":
+            return self.throughput_rps
+        if name in ("p50", "p99"):
+            return float(self.latency_ms[name])
+        if name == "errors":
+            return float(self.sent - self.ok)
+        raise ValueError(f"no figure {name!r} in a step")
+
 
 def parse_server_timing(header: str | None) -> dict[str, float]:
     """'decode;dur=2.1, queue;dur=0.3' -> {'decode': 2.1, 'queue': 0.3} (unknown parts ignored)."""
