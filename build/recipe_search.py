@@ -3,8 +3,10 @@ try, in order, (1) the other calibration methods, (2) the most sensitive layers 
 cumulatively, (3) bf16 where the CPU has it; stop at the first step that meets the target, else
 keep the cheapest step that meets the gate within one image of the best agreement.
 
-Every candidate is measured the same way, on the evaluation split: the int8 file this CPU
-serves, on the CPU provider (top-1, drop, agreement with fp32, batch-1 latency). Layer
+Every candidate is measured the same way, on the evaluation split, and on both int8 files, as
+the gate checks them: the one this CPU serves on the CPU provider (with its batch-1 latency),
+the other by exact reference execution; a candidate's top-1 and agreement with fp32 are the
+worse file's, so the recipe chosen passes the gate on every kind of CPU. Layer
 sensitivity is measured on the CALIBRATION images only (so the evaluation split stays unbiased):
 for each quantizable node, how much the logit MSE against fp32 falls when that node alone stays
 in float (build/sensitivity.py reports the same study for a catalog model).
@@ -16,7 +18,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +27,7 @@ import onnx
 from build import evaluate, progress, quantize
 from build.config import GateConfig, QuantizationConfig
 from build.recipe import QuantRecipe
-from build.sessions import available_providers, run, session
+from build.sessions import available_providers, reference_session, run, session
 from service.model.int8_weights import WeightBits
 from service.model.manifest import RecipeSearch, SearchStep
 
@@ -66,16 +68,22 @@ class Trial:
     weights: WeightBits  # the int8 file this CPU serves
     gate: GateConfig
 
+    @property
+    def files(self) -> tuple[WeightBits, ...]:
+        """The served file first, then the others (checked by exact reference execution)."""
+        return (self.weights, *(w for w in get_args(WeightBits) if w != self.weights))
+
     def meets_gate(self, drop: float, agreement: float) -> bool:
         floor = self.gate.min_top1_agreement
         return drop <= self.gate.max_top1_drop and (floor is None or agreement >= floor)
 
     def score(
-        self, logits: Logits, latency: float | None, stage: StageName, label: str
+        self, logits: list[Logits], latency: float | None, stage: StageName, label: str
     ) -> SearchStep:
-        top1 = evaluate.accuracy(logits, self.accept).top1
+        """One step from each file's logits: the worse file's top-1 and agreement."""
+        top1 = min(evaluate.accuracy(one, self.accept).top1 for one in logits)
         drop = round(self.fp32_top1 - top1, 2)
-        agreement = evaluate.agreement(self.fp32_logits, logits)
+        agreement = min(evaluate.agreement(self.fp32_logits, one) for one in logits)
         step = SearchStep(
             stage=stage,
             label=label,
@@ -98,13 +106,17 @@ class Trial:
     def measure(
         self, recipe: QuantRecipe, stage: StageName, label: str, ranges: Any = None
     ) -> Measured:
-        out = self.work / "candidate.onnx"
         if ranges is None:
             ranges = quantize.calibrate(self.prepared, self.calibration, recipe)
-        quantize.quantize_with_ranges(self.prepared, out, ranges, recipe, self.weights)
-        sess = session(out, "cpu")
-        logits = evaluate.predict(sess, self.evaluation, f"search: {label}")
-        latency = evaluate.latency_ms(sess, self.evaluation[0])
+        logits, latency = [], None
+        for weights in self.files:
+            out = self.work / f"candidate-{weights}.onnx"
+            quantize.quantize_with_ranges(self.prepared, out, ranges, recipe, weights)
+            served = weights == self.weights
+            sess = session(out, "cpu") if served else reference_session(out)
+            logits.append(evaluate.predict(sess, self.evaluation, f"search: {label} ({weights})"))
+            if served:
+                latency = evaluate.latency_ms(sess, self.evaluation[0])
         return Measured(recipe, self.score(logits, latency, stage, label))
 
 
@@ -113,15 +125,19 @@ def quantizable_nodes(path: Path) -> list[str]:
 
 
 def rank_nodes(trial: Trial, base: QuantRecipe, ranges: Any) -> list[tuple[str, float]]:
-    """Per node: how much the logit MSE (vs fp32, on calibration images) falls when only that
-    node stays in float; the most helpful first."""
+    """Per node: how much the logit MSE (vs fp32, on calibration images; the worse int8 file's)
+    falls when only that node stays in float; the most helpful first."""
     pixels = trial.calibration[:SENSITIVITY_IMAGES]
     reference = run(session(trial.fp32), pixels)
-    out = trial.work / "one.onnx"
 
     def error(recipe: QuantRecipe) -> float:
-        quantize.quantize_with_ranges(trial.prepared, out, ranges, recipe, trial.weights)
-        return float(np.mean((run(session(out), pixels) - reference) ** 2))
+        errors = []
+        for weights in trial.files:
+            out = trial.work / f"one-{weights}.onnx"
+            quantize.quantize_with_ranges(trial.prepared, out, ranges, recipe, weights)
+            sess = session(out) if weights == trial.weights else reference_session(out)
+            errors.append(float(np.mean((run(sess, pixels) - reference) ** 2)))
+        return max(errors)
 
     baseline = error(base)
     gains = [
@@ -169,7 +185,7 @@ def measure_bf16(trial: Trial) -> SearchStep:
         latency = evaluate.latency_ms(sess, trial.evaluation[0])
     except Exception as exc:  # a provider option this build of OpenVINO refuses
         return SearchStep(stage="bf16", label=label, skipped=f"OpenVINO refused bf16: {exc}")
-    return trial.score(logits, latency, "bf16", label)
+    return trial.score([logits], latency, "bf16", label)
 
 
 def _best(candidates: list[Measured]) -> Measured:
