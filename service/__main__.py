@@ -11,7 +11,7 @@ import logging
 import sys
 
 from service.observability.logs import setup_logging
-from service.process import return_large_frees_to_os
+from service.process import keep_image_blocks, return_large_frees_to_os
 from service.server.draining import build_server, http_stack
 from service.settings import Settings
 
@@ -22,6 +22,7 @@ def main() -> None:
     settings = Settings()
     setup_logging(settings.log_format, settings.log_level)
     return_large_frees_to_os()  # decode memory must fall back after each large image
+    keep_image_blocks(settings.image_block_cache_bytes)  # or, opted in, a bounded part reused
     log.info(
         "starting on http://%s:%d (one worker, %s on %s)",
         settings.host,

@@ -6,6 +6,8 @@
   so the loop answers (and refuses) at once however busy they are.
 - ``return_large_frees_to_os``: glibc's mmap threshold fixed at 1 MB, so the memory of a large
   image goes back to the OS after it is decoded.
+- ``keep_image_blocks``: optionally, Pillow keeps a bounded number of freed 2 MiB image blocks
+  for the next decode, so a large image's pixels are not mapped and zero-filled afresh.
 - ``freeze_startup_objects``: start-up's long-lived objects moved out of the garbage
   collector's walks, so a full collection does not stall the loop.
 """
@@ -83,6 +85,31 @@ def return_large_frees_to_os() -> bool:
         log.info("not glibc: large freed buffers are left to the C library's own policy")
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+
+
+IMAGE_BLOCK_BYTES = 2 << 20  # above the mmap threshold: a block beyond the cache goes back
+PILLOW_BLOCK_BYTES = 16 << 20  # Pillow's own block size, kept when no block is kept
+_PILLOW_BLOCK_ENV = ("PILLOW_BLOCK_SIZE", "PILLOW_BLOCKS_MAX")
+
+
+def keep_image_blocks(cache_bytes: int) -> int:
+    """Let Pillow keep up to ``cache_bytes`` of freed image memory, in 2 MiB blocks, for the
+    next image; 0 keeps none, with Pillow's own 16 MiB blocks (its defaults). Unless the
+    operator set PILLOW_BLOCK_SIZE or PILLOW_BLOCKS_MAX themselves. Returns how many blocks
+    may be kept (-1: left to those variables).
+
+    At most ``cache_bytes`` more stays resident between images; at the peak the kept blocks
+    are the ones in use, so the peak does not grow (docs/decisions/image-block-cache.md)."""
+    if any(name in os.environ for name in _PILLOW_BLOCK_ENV):
+        return -1
+    # Pillow's C core (PIL.Image.core), whose block pool PILLOW_BLOCK_SIZE/BLOCKS_MAX set
+    from PIL import _imaging as pillow_core
+
+    blocks = cache_bytes // IMAGE_BLOCK_BYTES
+    pillow_core.set_blocks_max(0)  # frees what was kept, before the block size changes
+    pillow_core.set_block_size(IMAGE_BLOCK_BYTES if blocks else PILLOW_BLOCK_BYTES)
+    pillow_core.set_blocks_max(blocks)
+    return blocks
 
 
 def freeze_startup_objects() -> int:

@@ -19,4 +19,5 @@ join the suite's report: ``python -m bench.run_all --all`` or ``--only NAME``.
     contended_uploads       slow declared uploads against a newcomer when the body budget is full
     versions                callers under load while model versions are swapped live
     tracing                 the cost of OpenTelemetry tracing, off against on (100 % and 1 %)
+    image_blocks            Pillow's kept image blocks: CPU on phone photos and small JPEGs
 """
