@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 
 from bench import cache, coldstart, overload, phone, soak
 from bench.config import BenchConfig, config_from_args, parser
-from bench.experiments import accuracy, engines, http, inprocess, v2
+from bench.experiments import accuracy, engines, http, image_blocks, inprocess, tracing, v2
 from bench.peers import benchmark as peers
 from bench.report import TARGETS, Section, fmt, machine_info, save_section_data, table, write_report
 
@@ -43,6 +43,8 @@ EXPERIMENTS: dict[str, Run] = {
     "v2": v2.run,  # the Open Inference Protocol's transports at saturation
     "accuracy": accuracy.run,  # the quantized variants' top-1
     "inprocess": inprocess.run,  # the Classifier without HTTP, by settings
+    "tracing": tracing.run,  # OpenTelemetry off, on, sampled (issue 21)
+    "image_blocks": image_blocks.run,  # Pillow's kept image blocks, phone photos and small
 }
 BENCHMARKS: dict[str, Run] = {**SUITE, **EXPERIMENTS}
 
