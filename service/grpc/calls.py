@@ -179,13 +179,28 @@ class _Call:
             note_error(exc.code, exc.status, exc.message)
             if exc.status >= 500:
                 log.warning("%s: %s", exc.code, exc.message)
-            await context.abort(code, exc.caller_message(request_id_var.get() or "-"))
+            await self._abort(code, exc.caller_message(request_id_var.get() or "-"))
         elif isinstance(exc, Exception):
             self._code = "INTERNAL"
             note_exception(exc)
             log.error("gRPC %s failed", self._method, exc_info=exc)
             message = ImgclsError("unhandled").caller_message(request_id_var.get() or "-")
-            await context.abort(grpc.StatusCode.INTERNAL, message)
+            await self._abort(grpc.StatusCode.INTERNAL, message)
+
+    async def _abort(self, code: grpc.StatusCode, message: str) -> None:
+        """Send the status (raising AbortError). When it cannot be sent because the caller is
+        gone (its deadline passed as the error was raised), the call ends as cancelled, which
+        grpc does not log, instead of grpc's ExecuteBatchError traceback."""
+        context = self._context
+        try:
+            await context.abort(code, message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as failed:
+            remaining = context.time_remaining()
+            if context.done() or (remaining is not None and remaining <= 0):
+                raise asyncio.CancelledError("the caller left before its status") from failed
+            raise
 
     def _done(self) -> None:
         elapsed = time.perf_counter() - self._started
