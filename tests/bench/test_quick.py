@@ -77,12 +77,22 @@ def quick_run(
     return done, out
 
 
+def failed_sections(out: Path) -> str:
+    """The report's failed sections, each with its traceback (run_all writes them there, not to
+    stderr): what a failing CI log must show."""
+    report = out / "report.md"
+    if not report.is_file():
+        return "no report.md\n"
+    parts = report.read_text().split("\n## ")
+    return "".join(f"## {p}\n" for p in parts if p.split("\n", 1)[0].endswith(": FAILED"))
+
+
 @pytest.mark.slow
 def test_quick_mode_runs_every_benchmark(
     quick_run: tuple[subprocess.CompletedProcess[str], Path],
 ) -> None:
-    done, _ = quick_run
-    assert done.returncode == 0, done.stderr[-4000:]
+    done, out = quick_run
+    assert done.returncode == 0, failed_sections(out) + done.stderr[-2000:]
     assert done.stdout.strip().endswith("report.md")
     for name in BENCHMARKS:  # every benchmark run_all knows, so a new one cannot be missed
         assert f"{name}: done" in done.stderr
@@ -97,7 +107,7 @@ def test_quick_report_has_every_section_and_no_failure(
     assert report.startswith("# imgcls benchmark report (QUICK MODE")
     missing = [heading for heading in SECTIONS if heading not in report]
     assert not missing, missing
-    assert "FAILED" not in report
+    assert "FAILED" not in report, failed_sections(out)
     assert "Skipped" not in report
     assert "CPU flags of interest" in report
     assert "onnxruntime-openvino" in report
