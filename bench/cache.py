@@ -13,7 +13,6 @@ draws new images of its own: nothing a previous step stored is hit.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import statistics
@@ -26,9 +25,9 @@ import httpx
 
 from bench.config import BenchConfig, load_jpegs, run_benchmark
 from bench.launch import Started
-from bench.loadgen.http1 import CLASSIFY_PATH, RawSender
-from bench.loadgen.loops import closed_loop
-from bench.loadgen.outcomes import StepResult, measure_step
+from bench.loadgen.http1 import CLASSIFY_PATH
+from bench.loadgen.loops import closed_step
+from bench.loadgen.outcomes import StepResult
 from bench.report import Section, bar, fmt, table
 from bench.servers import UsageSampler, running, service_spec
 
@@ -102,22 +101,13 @@ def cache_counts(server: Started) -> dict[str, float]:
 def measure(server: Started, stream: Stream, seconds: float) -> Measured:
     before = cache_counts(server)
     with UsageSampler(server.proc.pid) as usage:
-        step = asyncio.run(_closed_loop(server, stream, seconds))
+        step = closed_step(server.url + CLASSIFY_PATH, stream, USERS, seconds)
     after = cache_counts(server)
     delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("hit", "collapsed", "miss")}
     lookups = sum(delta.values())
     shared = (delta["hit"] + delta["collapsed"]) / lookups if lookups else 0.0
     cpu_ms = 1000 * usage.cpu_s / max(1, step.ok)
     return Measured(step, shared, cpu_ms)
-
-
-async def _closed_loop(server: Started, stream: Stream, seconds: float) -> StepResult:
-    sender = RawSender(server.url + CLASSIFY_PATH, USERS)
-    try:
-        run = closed_loop(sender.post, stream, USERS, seconds)
-        return await measure_step(run, "closed", concurrency=USERS)
-    finally:
-        await sender.aclose()
 
 
 @dataclass(frozen=True)

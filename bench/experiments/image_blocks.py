@@ -14,7 +14,6 @@ RSS (peak during the steps, and once idle after them).
 
 from __future__ import annotations
 
-import asyncio
 import statistics
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, replace
@@ -23,9 +22,9 @@ import psutil  # type: ignore[import-untyped]
 
 from bench.config import BenchConfig, image_paths, load_jpegs, run_benchmark
 from bench.launch import Started
-from bench.loadgen.http1 import CLASSIFY_PATH, RawSender
-from bench.loadgen.loops import closed_loop
-from bench.loadgen.outcomes import StepResult, measure_step
+from bench.loadgen.http1 import CLASSIFY_PATH
+from bench.loadgen.loops import closed_step
+from bench.loadgen.outcomes import StepResult
 from bench.report import Section, bar, fmt, table
 from bench.servers import UsageSampler, running, service_spec
 from build.phone_photos import phone_jpegs
@@ -100,16 +99,8 @@ def _server(
 
 
 def _measure(server: Started, bodies: list[bytes], users: int, seconds: float) -> Measured:
-    async def loop() -> StepResult:
-        sender = RawSender(server.url + CLASSIFY_PATH, users)
-        try:
-            run = closed_loop(sender.post, bodies, users, seconds)
-            return await measure_step(run, "closed", concurrency=users)
-        finally:
-            await sender.aclose()
-
     with UsageSampler(server.proc.pid) as usage:
-        step = asyncio.run(loop())
+        step = closed_step(server.url + CLASSIFY_PATH, bodies, users, seconds)
     return Measured(step, 1000 * usage.cpu_s / max(1, step.ok), usage.peak_rss_mb)
 
 

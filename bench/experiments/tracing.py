@@ -27,9 +27,9 @@ import httpx
 from bench import launch
 from bench.config import BenchConfig, load_jpegs, run_benchmark
 from bench.launch import Started
-from bench.loadgen.http1 import CLASSIFY_PATH, RawSender
-from bench.loadgen.loops import closed_loop
-from bench.loadgen.outcomes import StepResult, measure_step
+from bench.loadgen.http1 import CLASSIFY_PATH
+from bench.loadgen.loops import closed_step
+from bench.loadgen.outcomes import StepResult
 from bench.report import Section, bar, fmt, table
 from bench.servers import UsageSampler, running, service_spec
 from service.observability.tracing import current, note_model, traced
@@ -96,20 +96,11 @@ def run(cfg: BenchConfig) -> Section:
 def measure(server: Started, receiver: Started, jpegs: list[bytes], seconds: float) -> Measured:
     before = _spans(receiver)
     with UsageSampler(server.proc.pid) as usage:
-        step = asyncio.run(_closed_loop(server, jpegs, seconds))
+        step = closed_step(server.url + CLASSIFY_PATH, jpegs, USERS, seconds)
     # The servers flush every 5 s (OTEL_BSP_SCHEDULE_DELAY's default): wait for this step's.
     after = _settled(receiver)
     ok = max(1, step.ok)
     return Measured(step, 1000 * usage.cpu_s / ok, (after - before) / ok)
-
-
-async def _closed_loop(server: Started, jpegs: list[bytes], seconds: float) -> StepResult:
-    sender = RawSender(server.url + CLASSIFY_PATH, USERS)
-    try:
-        run = closed_loop(sender.post, jpegs, USERS, seconds)
-        return await measure_step(run, "closed", concurrency=USERS)
-    finally:
-        await sender.aclose()
 
 
 def _receiver(cfg: BenchConfig) -> AbstractContextManager[Started]:

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from bench.loadgen.http1 import RawSender
 from bench.loadgen.native import NativeGenerator, build
-from bench.loadgen.outcomes import Mode, Outcome, Post, Step
+from bench.loadgen.outcomes import Mode, Outcome, Post, Step, StepResult, measure_step
 
 
 @contextlib.contextmanager
@@ -53,6 +53,21 @@ async def closed_loop(post: Post, bodies: Sequence[bytes], users: int, duration_
     with no_collector_pauses():
         await asyncio.gather(*(user(i) for i in range(users)))
     return outcomes, time.perf_counter() - start, 0
+
+
+def closed_step(url: str, bodies: Sequence[bytes], users: int, duration_s: float) -> StepResult:
+    """One measured closed-loop step from this process: ``users`` users POSTing ``bodies`` as
+    raw HTTP/1.1 to ``url`` for ``duration_s``, on a sender of their own."""
+
+    async def step() -> StepResult:
+        sender = RawSender(url, users)
+        try:
+            run = closed_loop(sender.post, bodies, users, duration_s)
+            return await measure_step(run, "closed", concurrency=users)
+        finally:
+            await sender.aclose()
+
+    return asyncio.run(step())
 
 
 async def open_loop(
