@@ -67,7 +67,7 @@ def quick_run(
             cwd=REPO,
             capture_output=True,
             text=True,
-            timeout=420,  # ~90 s here
+            timeout=420,  # 200-300 s here (Intel VNNI, 2 cores)
             check=False,
         )
     except subprocess.TimeoutExpired as slow:  # say which benchmark it was in
